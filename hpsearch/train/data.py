@@ -1,0 +1,242 @@
+"""Datasets as in-memory uint8 arrays, and the augmentation that turns them into batches.
+
+Every dataset is loaded whole into a `Split` (N x H x W x 3 uint8 images, int64 labels): CIFAR is
+50k 32x32 images, so memory is no concern and every later step is one code path. Workers run the
+PIL augmentation (crop, flip, colour jitter, AutoAugment) and hand back uint8 tensors; float
+conversion, normalisation, CutMix/MixUp and random erasing happen batched on the GPU (see loop.py),
+which keeps worker-to-GPU traffic at a quarter of float32's.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import transforms as T
+
+from hpsearch.params import TrainConfig
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+class DataError(Exception):
+    """The dataset is missing or malformed; the message names the file and what to do."""
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # uint8, N x H x W x 3
+    labels: np.ndarray  # int64, N
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def head(self, n: int) -> Split:
+        return Split(self.images[:n], self.labels[:n]) if n else self
+
+
+@dataclass
+class Data:
+    train: Split
+    val: Split
+    num_classes: int
+    mean: tuple[float, float, float]  # per channel, in 0..1
+    std: tuple[float, float, float]
+
+    @property
+    def img_size(self) -> int:
+        return self.train.images.shape[1]
+
+
+# name -> (folder torchvision extracts to, train files, test files, label key, classes, torchvision class)
+_CIFAR = {
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", 100, "CIFAR100"),
+    "cifar10": (
+        "cifar-10-batches-py",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        ["test_batch"],
+        "labels",
+        10,
+        "CIFAR10",
+    ),
+}
+
+
+def load_dataset(cfg: TrainConfig) -> Data:
+    """Load `cfg.dataset` (first train_subset / val_subset images) or raise DataError."""
+    loader = {
+        "cifar100": _load_cifar,
+        "cifar10": _load_cifar,
+        "fashion_mnist": _load_fashion_mnist,
+        "digits": _load_digits,
+        "synthetic": _load_synthetic,
+    }[cfg.dataset]
+    train, val, num_classes = loader(cfg)
+    train, val = train.head(cfg.train_subset), val.head(cfg.val_subset)
+    sample = train.images[:10000].astype(np.float32) / 255.0
+    mean = tuple(float(m) for m in sample.mean(axis=(0, 1, 2)))
+    std = tuple(max(float(s), 1e-3) for s in sample.std(axis=(0, 1, 2)))
+    return Data(train, val, num_classes, mean, std)
+
+
+def _cifar_dir(cfg: TrainConfig) -> Path:
+    folder, train_files, *_ = _CIFAR[cfg.dataset]
+    root = Path(cfg.data_dir)
+    for candidate in (root / folder, root):  # data_dir may be the parent or the folder itself
+        if (candidate / train_files[0]).exists():
+            return candidate
+    if cfg.download:
+        import torchvision.datasets
+
+        try:
+            getattr(torchvision.datasets, _CIFAR[cfg.dataset][5])(str(root), download=True)
+        except Exception as e:  # network errors come in many types
+            raise DataError(f"{cfg.dataset}: download into {root} failed: {e}") from None
+        return root / folder
+    raise DataError(
+        f"{cfg.dataset}: {root / folder / train_files[0]} not found; set --data_dir to the folder holding "
+        f"{folder}/, or --download=true to fetch it"
+    )
+
+
+def _read_cifar_file(path: Path, label_key: str, num_classes: int) -> Split:
+    # Read the pickle ourselves: torchvision's md5 check would refuse subsets and generated files.
+    if not path.exists():
+        raise DataError(f"{path}: missing (a CIFAR python-format folder needs it)")
+    try:
+        with open(path, "rb") as fh:
+            entry = pickle.load(fh, encoding="bytes")
+    except Exception as e:  # truncated or non-pickle files raise many different errors
+        raise DataError(f"{path}: not a readable CIFAR python-format file ({type(e).__name__}: {e})") from None
+    if not isinstance(entry, dict):
+        raise DataError(f"{path}: not a CIFAR python-format file (expected a dict, got {type(entry).__name__})")
+    entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
+    if "data" not in entry or label_key not in entry:
+        raise DataError(f"{path}: not a CIFAR python-format file (needs keys 'data' and '{label_key}')")
+    data = np.asarray(entry["data"])
+    labels = np.asarray(entry[label_key], dtype=np.int64)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
+        raise DataError(
+            f"{path}: malformed CIFAR data: 'data' is {data.dtype} {data.shape}, expected uint8 (N, 3072) "
+            f"with N = {len(labels)} labels"
+        )
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"{path}: labels must lie in 0..{num_classes - 1}")
+    return Split(np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)), labels)
+
+
+def _concat(splits: list[Split]) -> Split:
+    return Split(np.concatenate([s.images for s in splits]), np.concatenate([s.labels for s in splits]))
+
+
+def _load_cifar(cfg: TrainConfig) -> tuple[Split, Split, int]:
+    _, train_files, test_files, label_key, num_classes, _ = _CIFAR[cfg.dataset]
+    folder = _cifar_dir(cfg)
+    train = _concat([_read_cifar_file(folder / f, label_key, num_classes) for f in train_files])
+    val = _concat([_read_cifar_file(folder / f, label_key, num_classes) for f in test_files])
+    return train, val, num_classes
+
+
+def _load_fashion_mnist(cfg: TrainConfig) -> tuple[Split, Split, int]:
+    from torchvision.datasets import FashionMNIST
+    from torchvision.datasets.utils import extract_archive
+
+    raw = Path(cfg.data_dir) / "FashionMNIST" / "raw"
+    debian = sorted(DEBIAN_FASHION_MNIST.glob("*-ubyte.gz"))
+    if not (raw / "train-images-idx3-ubyte").exists() and debian and not cfg.download:
+        # Debian's dataset-fashion-mnist ships the gzipped originals: unpack them where torchvision looks.
+        raw.mkdir(parents=True, exist_ok=True)
+        for gz in debian:
+            extract_archive(str(gz), str(raw))
+    try:
+        sets = [FashionMNIST(cfg.data_dir, train=t, download=cfg.download) for t in (True, False)]
+    except RuntimeError as e:
+        raise DataError(
+            f"fashion_mnist: {e} (looked in {raw} and {DEBIAN_FASHION_MNIST}; install Debian's "
+            "dataset-fashion-mnist or set --download=true)"
+        ) from None
+    train, val = (Split(np.repeat(s.data.numpy()[..., None], 3, axis=3), s.targets.numpy()) for s in sets)
+    return train, val, 10
+
+
+def _load_digits(cfg: TrainConfig) -> tuple[Split, Split, int]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()  # 1,797 real 8x8 scans, values 0..16, bundled with scikit-learn
+    x = torch.from_numpy(digits.images).float().div(16).unsqueeze(1)
+    x = torch.nn.functional.interpolate(x, size=32, mode="bilinear", align_corners=False)
+    images = (x.clamp(0, 1) * 255).round().byte().repeat(1, 3, 1, 1).permute(0, 2, 3, 1).numpy()
+    labels = digits.target.astype(np.int64)
+    n_train = 1440  # 80/20 split; the set is already in random order
+    return Split(images[:n_train], labels[:n_train]), Split(images[n_train:], labels[n_train:]), 10
+
+
+def _load_synthetic(cfg: TrainConfig) -> tuple[Split, Split, int]:
+    # Random images and labels of CIFAR-100's shape: for speed measurements and smoke runs only.
+    rng = np.random.default_rng(cfg.seed)
+    n_train, n_val = cfg.train_subset or 50000, cfg.val_subset or 10000
+
+    def split(n: int) -> Split:
+        return Split(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 100, n))
+
+    return split(n_train), split(n_val), 100
+
+
+def augment_policy(aa: str, img_size: int, mean: tuple[float, ...]):
+    """The AutoAugment-family transform for `aa` (timm's policy strings, or torchvision's CIFAR-10 policy)."""
+    from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
+
+    if aa == "none":
+        return None
+    if aa == "cifar10":
+        return T.AutoAugment(T.AutoAugmentPolicy.CIFAR10)
+    # The same hparams timm's transforms_factory passes for its --aa flag.
+    hparams = {"translate_const": int(img_size * 0.45), "img_mean": tuple(round(255 * m) for m in mean)}
+    if aa.startswith("rand"):
+        return rand_augment_transform(aa, hparams)
+    if aa.startswith("augmix"):
+        return augment_and_mix_transform(aa, {**hparams, "translate_pct": 0.3})
+    return auto_augment_transform(aa, hparams)
+
+
+def train_transform(cfg: TrainConfig, img_size: int, mean: tuple[float, ...]) -> T.Compose:
+    """PIL image -> augmented uint8 CHW tensor (normalisation happens on the GPU)."""
+    steps = [T.RandomCrop(img_size, padding=img_size // 8), T.RandomHorizontalFlip(cfg.hflip)]
+    if cfg.color_jitter > 0:
+        steps.append(T.ColorJitter(cfg.color_jitter, cfg.color_jitter, cfg.color_jitter))
+    policy = augment_policy(cfg.aa, img_size, mean)
+    if policy is not None:
+        steps.append(policy)
+    steps.append(T.PILToTensor())
+    return T.Compose(steps)
+
+
+class AugmentedImages(Dataset):
+    """A Split seen through a PIL transform: item i -> (uint8 CHW tensor, label)."""
+
+    def __init__(self, split: Split, transform: T.Compose):
+        self.split, self.transform = split, transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(Image.fromarray(self.split.images[i])), int(self.split.labels[i])
+
+
+def lower_priority(worker_id: int) -> None:
+    """Loader workers yield the CPU to their rank: a starved rank leaves the GPU idle between kernels."""
+    os.nice(10)
+
+
+def default_workers() -> int:
+    """Loader workers per rank: this process's cores shared among the node's ranks, one left for the rank."""
+    cores = len(os.sched_getaffinity(0))
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(0, cores // ranks - 1)

@@ -1,0 +1,79 @@
+"""Where rank 0's metrics go: one console line per epoch, the metrics_file (JSON lines), a W&B run,
+and the final JSON line on stdout that the agent and scripts read."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from hpsearch.params import TrainConfig
+from hpsearch.wandb_env import default_mode
+
+
+class TrialLog:
+    def __init__(self, cfg: TrainConfig, start_epoch: int, wandb_id: str | None):
+        self.metrics_path = Path(cfg.metrics_file) if cfg.metrics_file else None
+        if self.metrics_path:
+            self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+            _truncate_after(self.metrics_path, start_epoch)
+        mode = default_mode() if cfg.wandb == "auto" else cfg.wandb
+        self.run = None
+        if mode != "disabled":
+            import os
+
+            import wandb
+
+            self.run = wandb.init(
+                project=os.environ.get("WANDB_PROJECT", "hpsearch"),
+                config=cfg.to_dict(),
+                mode=mode,
+                dir=cfg.output_dir,
+                id=wandb_id,
+                resume="allow" if wandb_id else None,
+            )
+
+    @property
+    def wandb_id(self) -> str | None:
+        return self.run.id if self.run else None
+
+    def epoch(self, rec: dict[str, Any], epochs: int) -> None:
+        print(
+            f"epoch {rec['epoch']}/{epochs}  train_loss {rec['train_loss']:.4f}  val_loss {rec['val_loss']:.4f}  "
+            f"val_acc {rec['val_acc']:.2f}  best {rec['best_acc']:.2f}  lr {rec['lr']:.4g}  "
+            f"{rec['img_per_sec']:,.0f} img/s  {rec['epoch_time']:.1f}s",
+            flush=True,
+        )
+        if self.metrics_path:
+            with open(self.metrics_path, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+        if self.run:
+            self.run.log(rec, step=rec["epoch"])
+
+    def finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
+        if self.run:
+            self.run.summary.update(summary)
+            self.run.finish(exit_code=exit_code)
+        if exit_code == 0:
+            print(json.dumps(summary), flush=True)
+
+
+def _truncate_after(path: Path, epoch: int) -> None:
+    """Drop lines of epochs a resumed trial will run again (written after its last checkpoint)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines(keepends=True) if _epoch_of(line) <= epoch]
+    path.write_text("".join(kept))
+
+
+def _epoch_of(line: str) -> float:
+    try:
+        return json.loads(line)["epoch"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf  # a torn last line: drop it
+
+
+def error(message: str) -> None:
+    print(f"hpsearch train: error: {message}", file=sys.stderr, flush=True)
