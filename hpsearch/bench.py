@@ -113,8 +113,10 @@ def main(argv: list[str] | None = None) -> None:
     step_ips = float("nan") if args.only_trainer else bench_step(cfg, args.steps, args.warmup)
     trainer = bench_trainer(cfg)
     name = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "CPU"
-    print(f"\n{args.model}, batch {args.batch_size}, {name}, compile={cfg.compile}, amp={cfg.amp}, "
-          f"channels_last={cfg.channels_last}, torch {torch.__version__}")
+    print(
+        f"\n{args.model}, batch {args.batch_size}, {name}, compile={cfg.compile}, amp={cfg.amp}, "
+        f"channels_last={cfg.channels_last}, torch {torch.__version__}"
+    )
     print(f"{'measurement':<58}{'img/s':>10}{'vs (a)':>9}")
     rows = [
         ("(a) training step alone, data on the device", step_ips),

@@ -28,3 +28,7 @@ def train(ctx: click.Context) -> None:
     from hpsearch.train.loop import main as train_main
 
     sys.exit(train_main(ctx.args))
+
+
+if __name__ == "__main__":
+    main()

@@ -230,6 +230,19 @@ class AugmentedImages(Dataset):
         return self.transform(Image.fromarray(self.split.images[i])), int(self.split.labels[i])
 
 
+class ToDevice:
+    """uint8 NCHW batch -> normalised float on the device: the end of the data path, done batched."""
+
+    def __init__(self, data: Data, device: torch.device, memory_format=torch.contiguous_format):
+        self.mean = torch.tensor(data.mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(data.std, device=device).view(1, 3, 1, 1) * 255
+        self.device, self.memory_format = device, memory_format
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        return x.float().sub_(self.mean).div_(self.std)
+
+
 def lower_priority(worker_id: int) -> None:
     """Loader workers yield the CPU to their rank: a starved rank leaves the GPU idle between kernels."""
     os.nice(10)

@@ -33,6 +33,7 @@ from hpsearch.params import ParamError, TrainConfig, parse_args
 from hpsearch.train.data import (
     AugmentedImages,
     DataError,
+    ToDevice,
     default_workers,
     load_dataset,
     lower_priority,
@@ -127,13 +128,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         worker_init_fn=lower_priority,
     )
     steps = len(loader)
-    mean = torch.tensor(data.mean, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(data.std, device=device).view(1, 3, 1, 1) * 255
-
-    def prepare(x: torch.Tensor) -> torch.Tensor:
-        """uint8 NCHW batch -> normalised float on the device."""
-        x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        return x.float().sub_(mean).div_(std)
+    prepare = ToDevice(data, device, memory_format)
 
     mixup = None
     if mixing:
@@ -223,6 +218,9 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             train_time += t_train
             train_images += steps * cfg.batch_size
 
+            if world > 1:  # BN statistics drift apart per rank; evaluate (and save) rank 0's everywhere
+                for buf in model.buffers():
+                    dist.broadcast(buf, 0)
             val_loss, val_acc, val_acc5 = evaluate(fwd, val_x, val_y, prepare, local_bs, amp, world)
             train_loss = _mean_across_ranks(losses.mean(), world)
             if val_acc > best_acc or best_epoch == 0:
@@ -295,8 +293,12 @@ def evaluate(
         top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top5 == yb[:, None]
         totals += torch.stack(
-            [loss_fn(logits, yb).double(), hits[:, 0].sum().double(), hits.any(1).sum().double(),
-             torch.tensor(len(yb), dtype=torch.float64, device=x.device)]
+            [
+                loss_fn(logits, yb).double(),
+                hits[:, 0].sum().double(),
+                hits.any(1).sum().double(),
+                torch.tensor(len(yb), dtype=torch.float64, device=x.device),
+            ]
         )
     if world > 1:
         dist.all_reduce(totals)
@@ -410,4 +412,3 @@ def _gather_rng(rank: int, world: int, cuda: bool) -> list[dict[str, Any]] | Non
     out = [None] * world if rank == 0 else None
     dist.gather_object(state, out, dst=0)
     return out
-

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fakedata import write_cifar100  # noqa: E402
+
+# A tiny timm ResNet keeps CPU runs to seconds; everything else is the trainer's real path.
+SMALL = ["--model=test_resnet", "--batch_size=32", "--workers=0", "--aa=none", "--warmup_epochs=0"]
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory) -> Path:
+    """A CIFAR-100-format folder: 256 training and 101 test images (odd, so DDP padding would show)."""
+    return write_cifar100(tmp_path_factory.mktemp("cifar"), n_train=256, n_test=101)
+
+
+def env(**extra: str) -> dict[str, str]:
+    e = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_MODE="disabled", WANDB_SILENT="true")
+    e.update(extra)
+    return e
+
+
+def train(args: list[str], cwd: Path, nproc: int = 0, timeout: int = 300, **kw) -> subprocess.CompletedProcess:
+    """`python -m hpsearch.train ARGS`, or under torchrun with `nproc` workers."""
+    launcher = [sys.executable, "-m", "hpsearch.train"]
+    if nproc:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        launcher += ["-m", "hpsearch.train"]
+    return subprocess.run(
+        launcher + args, cwd=cwd, env=kw.pop("env", env()), capture_output=True, text=True, timeout=timeout, **kw
+    )
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
