@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import click
 
 from hpsearch import params
+
+DIR_OPTION = click.option(
+    "--dir",
+    "store_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="HPSEARCH_DIR",
+    default="hpsearch-runs",
+    show_default=True,
+    help="Local sweep store (env HPSEARCH_DIR): an SQLite database and a folder per trial.",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,6 +40,120 @@ def train(ctx: click.Context) -> None:
     from hpsearch.train.loop import main as train_main
 
     sys.exit(train_main(ctx.args))
+
+
+@main.command("create-sweep")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--backend", type=click.Choice(["local", "wandb"]), help="Default: wandb with a W&B login, else local.")
+@click.option("--project", help="W&B project (default: WANDB_PROJECT, else hpsearch).")
+@click.option("--entity", help="W&B entity (default: your W&B default).")
+@click.option("--name", help="Sweep name (default: the file's `name`).")
+@DIR_OPTION
+def create_sweep(
+    file: Path, backend: str | None, project: str | None, entity: str | None, name: str | None, store_dir: Path
+) -> None:
+    """Register the W&B sweep config FILE; print the agent command and, last, the sweep id."""
+    import os
+
+    from hpsearch.sweep.spec import SpecError, load_spec
+    from hpsearch.wandb_env import default_mode
+
+    try:
+        config = load_spec(file)
+    except SpecError as e:
+        for problem in e.problems:
+            click.echo(f"hpsearch create-sweep: error: {problem}", err=True)
+        sys.exit(2)
+    if backend is None:
+        backend = "wandb" if default_mode() == "online" else "local"
+        why = "a W&B login is configured" if backend == "wandb" else "no W&B login (run `wandb login` for a server)"
+        click.echo(f"backend: {backend} ({why})")
+    project = project or os.environ.get("WANDB_PROJECT") or config.get("project") or "hpsearch"
+    from hpsearch.sweep.store import Store
+
+    if backend == "wandb":
+        from hpsearch.sweep.wandb_cloud import create_sweep as create_remote
+
+        remote = create_remote(config, project, entity)
+        sweep = Store(store_dir).add_sweep(config, "wandb", name, remote=remote, sweep_id=remote.split("/")[-1])
+        click.echo(f"created W&B sweep {remote}")
+    else:
+        sweep = Store(store_dir).add_sweep({**config, "project": project}, "local", name)
+        click.echo(f"created local sweep {sweep.id} in {store_dir}")
+    click.echo(
+        f"run it with: hpsearch agent {sweep.id}" + ("" if str(store_dir) == "hpsearch-runs" else f" --dir {store_dir}")
+    )
+    click.echo(sweep.id)
+
+
+@main.command()
+@click.argument("sweep_id")
+@click.option("--gpus", type=int, help="Use the first N visible GPUs (default: all visible).")
+@click.option("--gpu-ids", help="Use these GPUs, e.g. 0,1,2,3.")
+@click.option("--gpus-per-trial", type=int, help="GPUs per trial (default: all of them, one trial at a time).")
+@click.option("--cpu-procs", type=int, default=1, show_default=True, help="gloo workers per trial with no GPU.")
+@click.option("--count", type=int, help="Run at most N trials, then stop.")
+@click.option("--grace", type=float, default=10.0, show_default=True, help="Seconds between SIGTERM and SIGKILL.")
+@DIR_OPTION
+def agent(
+    sweep_id: str,
+    gpus: int | None,
+    gpu_ids: str | None,
+    gpus_per_trial: int | None,
+    cpu_procs: int,
+    count: int | None,
+    grace: float,
+    store_dir: Path,
+) -> None:
+    """Run the sweep's trials, one torchrun process group each, until it is done (or --count)."""
+    from hpsearch.sweep.agent import Agent, AgentError, plan_slots, visible_gpus
+    from hpsearch.sweep.local import LocalController
+    from hpsearch.sweep.status import format_status, status
+    from hpsearch.sweep.store import Store
+
+    store = Store(store_dir)
+    sweep = store.sweep(sweep_id)
+    if sweep is None:
+        raise click.UsageError(f"no sweep {sweep_id!r} in {store_dir}; create one with `hpsearch create-sweep FILE`")
+    try:
+        if gpu_ids is not None:
+            ids = [int(g) for g in gpu_ids.split(",") if g.strip()]
+        else:
+            ids = visible_gpus()
+            if gpus is not None:
+                if gpus > len(ids):
+                    raise AgentError(f"--gpus: {gpus} asked for, but {len(ids)} GPUs are visible")
+                ids = ids[:gpus]
+        slots = plan_slots(ids, gpus_per_trial, cpu_procs)
+        if sweep.backend == "wandb" and len(slots) > 1:
+            raise AgentError("--gpus-per-trial: a W&B agent runs one trial at a time; start one agent per GPU set")
+    except (AgentError, ValueError) as e:
+        raise click.UsageError(str(e)) from None
+    if sweep.backend == "wandb":
+        from hpsearch.sweep.wandb_cloud import WandbAgent
+
+        code = WandbAgent(store, sweep, slots[0], count, grace).run()
+    else:
+        code = Agent(store, sweep, LocalController(store, sweep), slots, count, grace).run()
+    click.echo(format_status(status(store, store.sweep(sweep.id))))
+    sys.exit(code)
+
+
+@main.command("status")
+@click.argument("sweep_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@DIR_OPTION
+def status_cmd(sweep_id: str, as_json: bool, store_dir: Path) -> None:
+    """The sweep and its trials, best first by the sweep metric."""
+    from hpsearch.sweep.status import format_status, status
+    from hpsearch.sweep.store import Store
+
+    store = Store(store_dir)
+    sweep = store.sweep(sweep_id)
+    if sweep is None:
+        raise click.UsageError(f"no sweep {sweep_id!r} in {store_dir}")
+    data = status(store, sweep)
+    click.echo(json.dumps(data) if as_json else format_status(data))
 
 
 if __name__ == "__main__":

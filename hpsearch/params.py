@@ -142,7 +142,7 @@ def _type_name(t: type) -> str:
 def allowed(key: str) -> str:
     """What values `key` takes, in words (for error messages and help)."""
     f = FIELDS[key]
-    t = _field_type(key)
+    t = field_type(key)
     if f.metadata["choices"]:
         return " | ".join(f.metadata["choices"])
     text = _type_name(t)
@@ -150,7 +150,8 @@ def allowed(key: str) -> str:
     return f"{text} {bounds}" if bounds else text
 
 
-def _field_type(key: str) -> type:
+def field_type(key: str) -> type:
+    """The Python type a key's values take (bool, int, float or str)."""
     return {"bool": bool, "int": int, "float": float, "str": str}[str(FIELDS[key].type)]
 
 
@@ -168,7 +169,7 @@ def check_value(key: str, value: Any) -> Any:
     """Return `value` converted to the key's type, or raise ParamError naming what is allowed."""
     if key not in FIELDS:
         raise ParamError(unknown_key_message(key))
-    t = _field_type(key)
+    t = field_type(key)
     f = FIELDS[key]
     try:
         v = _coerce(t, value)
@@ -244,7 +245,7 @@ def parse_args(argv: list[str]) -> TrainConfig:
             if not key:
                 raise ParamError(f"unexpected argument {tok!r}")
             if not eq:
-                is_bool = key in FIELDS and _field_type(key) is bool
+                is_bool = key in FIELDS and field_type(key) is bool
                 nxt = argv[i] if i < len(argv) else None
                 if is_bool and (nxt is None or nxt.lower() not in _TRUE + _FALSE):
                     value = "true"  # a bare --flag

@@ -12,6 +12,9 @@ from typing import Any
 from hpsearch.params import TrainConfig
 from hpsearch.wandb_env import default_mode
 
+# What every epoch's record holds (the metric names a sweep can optimise and hyperband can watch).
+RECORD_KEYS = ("val_acc", "best_acc", "val_acc5", "val_loss", "train_loss", "lr", "epoch_time", "img_per_sec", "epoch")
+
 
 class TrialLog:
     def __init__(self, cfg: TrainConfig, start_epoch: int, wandb_id: str | None):
@@ -30,7 +33,7 @@ class TrialLog:
                 project=os.environ.get("WANDB_PROJECT", "hpsearch"),
                 config=cfg.to_dict(),
                 mode=mode,
-                dir=cfg.output_dir,
+                dir=os.environ.get("WANDB_DIR") or cfg.output_dir,  # a sweep agent gathers its trials' runs
                 id=wandb_id,
                 resume="allow" if wandb_id else None,
             )

@@ -1,0 +1,198 @@
+"""Where and how trials run: GPU slots, one torchrun process group per trial, metrics tailing,
+hyperband stops, signals, preemption and resume. The agent asks its controller what to run and
+reports what happened; it does not know how suggestions are made.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from hpsearch.sweep.spec import leaves
+from hpsearch.sweep.store import Store, Sweep, Trial, new_id
+from hpsearch.sweep.trial import TrialProcess
+
+MAX_EARLY_FAILURES = 3  # as W&B's agent: failing this often before any success means the sweep is broken
+
+
+class AgentError(Exception):
+    """The agent cannot start as asked (bad GPU list, ...); the message says why."""
+
+
+class Controller(Protocol):
+    def next_trial(self, agent: str) -> tuple[Trial, bool] | None: ...
+    def record_epoch(self, trial: Trial, record: dict[str, Any]) -> None: ...
+    def should_stop(self, trial: Trial) -> bool: ...
+    def finish(
+        self,
+        trial: Trial,
+        state: str,
+        exit_code: int | None = None,
+        error: str | None = None,
+        summary: dict[str, Any] | None = None,
+    ) -> None: ...
+
+
+@dataclass
+class Slot:
+    """Where one trial runs: these GPUs (None: the CPU) with one torchrun worker each, on these cores."""
+
+    gpus: list[int] | None
+    nproc: int
+    cpus: list[int] | None = None
+
+
+def visible_gpus() -> list[int]:
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [int(g) for g in env.split(",") if g.strip()]
+    import torch
+
+    return list(range(torch.cuda.device_count()))
+
+
+def plan_slots(gpu_ids: list[int], gpus_per_trial: int | None, cpu_procs: int) -> list[Slot]:
+    """Split the GPUs into trial slots (all of them for one trial by default); CPU-only: one slot."""
+    if not gpu_ids:
+        return [Slot(None, cpu_procs)]
+    k = gpus_per_trial or len(gpu_ids)
+    if k < 1 or len(gpu_ids) % k:
+        raise AgentError(f"--gpus-per-trial: {k} does not divide the {len(gpu_ids)} GPUs; allowed: a divisor of it")
+    groups = [gpu_ids[i : i + k] for i in range(0, len(gpu_ids), k)]
+    cores = sorted(os.sched_getaffinity(0))
+    per = len(cores) // len(groups)
+    if len(groups) == 1 or per == 0:
+        return [Slot(g, k) for g in groups]
+    # Concurrent trials get disjoint cores, so each one's loader workers size themselves to its share.
+    return [Slot(g, k, cores[i * per : (i + 1) * per]) for i, g in enumerate(groups)]
+
+
+def trial_process(store: Store, sweep: Sweep, trial: Trial, slot: Slot, wandb_mode: str) -> TrialProcess:
+    """The trial's torchrun command; under the local backend its rank 0 writes an offline W&B run
+    into the sweep's folder (group = sweep, name = trial), so `wandb sync` / `wandb leet` see them all."""
+    env = {}
+    if wandb_mode == "offline":
+        env = {
+            "WANDB_DIR": str(store.root / sweep.id),
+            "WANDB_PROJECT": os.environ.get("WANDB_PROJECT") or sweep.config.get("project") or "hpsearch",
+            "WANDB_RUN_GROUP": sweep.id,
+            "WANDB_NAME": trial.id,
+            "WANDB_RUN_ID": trial.id,
+            "WANDB_SILENT": "true",
+        }
+    return TrialProcess(store.trial_dir(trial), leaves(trial.params), slot.nproc, slot.gpus, slot.cpus, env, wandb_mode)
+
+
+def outcome(proc: TrialProcess, code: int) -> tuple[str, dict[str, Any], str | None]:
+    """(state, summary, error) of a trial whose process group exited with `code`."""
+    if code == 0:
+        return "finished", proc.summary(), None
+    return "failed", {}, proc.error() or f"exit code {code}"
+
+
+class Agent:
+    def __init__(
+        self,
+        store: Store,
+        sweep: Sweep,
+        controller: Controller,
+        slots: list[Slot],
+        count: int | None = None,
+        grace: float = 10.0,
+        poll: float = 0.5,
+        echo: Callable[[str], None] = print,
+    ):
+        self.store, self.sweep, self.controller, self.slots = store, sweep, controller, slots
+        self.count, self.grace, self.poll, self.echo = count, grace, poll, echo
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{new_id(4)}"
+        self.signum: int | None = None
+        self.running: dict[int, tuple[Trial, TrialProcess]] = {}  # slot index -> trial
+
+    def run(self) -> int:
+        """Run trials until the sweep or --count is done; returns the exit code."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+        launched, failures, successes = 0, 0, 0
+        exhausted = False
+        beat = interval = max(1.0, min(5.0, float(os.environ.get("HPSEARCH_STALE_AFTER", "60")) / 4))
+        while True:
+            if self.signum is not None:
+                self._preempt_all()
+                return 128 + self.signum
+            broken = failures >= MAX_EARLY_FAILURES and successes == 0
+            for i, slot in enumerate(self.slots):
+                if i in self.running or exhausted or broken or (self.count and launched >= self.count):
+                    continue
+                claimed = self.controller.next_trial(self.id)
+                if claimed is None:
+                    exhausted = True
+                    break
+                self._start(i, slot, *claimed)
+                launched += 1
+            for i in list(self.running):
+                state = self._supervise(i)
+                failures += state == "failed"
+                successes += state in ("finished", "stopped")
+            if not self.running and (exhausted or broken or (self.count and launched >= self.count)):
+                break
+            beat -= self.poll
+            if beat <= 0:
+                self.store.heartbeat([t.id for t, _ in self.running.values()])
+                beat = interval
+            time.sleep(self.poll)
+        if broken:
+            self.echo(f"agent: {failures} trials failed in a row at the start; stopping (see their errors above)")
+            return 1
+        return 0
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def _start(self, i: int, slot: Slot, trial: Trial, resumed: bool) -> None:
+        proc = trial_process(self.store, self.sweep, trial, slot, "offline")
+        self.store.set_pgid(trial.id, proc.start())
+        where = f"GPUs {','.join(map(str, slot.gpus))}" if slot.gpus is not None else f"CPU x{slot.nproc}"
+        verb = "resumed" if resumed else "started"
+        self.echo(
+            f"trial {trial.id} {verb} on {where}: " + " ".join(f"{k}={v}" for k, v in leaves(trial.params).items())
+        )
+        self.running[i] = (trial, proc)
+
+    def _supervise(self, i: int) -> str | None:
+        """Feed new epochs to the controller; end the trial if it exited or hyperband says stop.
+        Returns the trial's final state if it ended."""
+        trial, proc = self.running[i]
+        for record in proc.new_epochs():
+            self.controller.record_epoch(trial, record)
+            if proc.poll() is None and self.controller.should_stop(trial):
+                proc.terminate(self.grace)
+                self.controller.finish(trial, "stopped", summary=record)
+                self.echo(f"trial {trial.id} stopped early by hyperband after epoch {record['epoch']}")
+                del self.running[i]
+                return "stopped"
+        code = proc.poll()
+        if code is None:
+            return None
+        for record in proc.new_epochs():
+            self.controller.record_epoch(trial, record)
+        proc.terminate(self.grace)  # workers torchrun left behind, if any
+        state, summary, error = outcome(proc, code)
+        self.controller.finish(trial, state, code, error, summary)
+        detail = f"best_acc={summary.get('best_acc', float('nan')):.2f}" if state == "finished" else error
+        self.echo(f"trial {trial.id} {state}: {detail}")
+        del self.running[i]
+        return state
+
+    def _preempt_all(self) -> None:
+        for trial, proc in self.running.values():
+            proc.terminate(self.grace)
+            for record in proc.new_epochs():
+                self.controller.record_epoch(trial, record)
+            self.controller.finish(trial, "preempted", proc.poll(), "the agent was interrupted")
+            self.echo(f"trial {trial.id} preempted; the next agent on this sweep resumes it from its checkpoint")
+        self.running.clear()

@@ -1,0 +1,86 @@
+"""A sweep's state and its trials sorted by the sweep metric: `hpsearch status`, and the data the
+report draws from."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hpsearch.sweep.local import stale_after
+from hpsearch.sweep.spec import leaves, varying
+from hpsearch.sweep.store import ACTIVE, STATES, Store, Sweep, Trial
+
+
+def sweep_state(sweep: Sweep, trials: list[Trial]) -> str:
+    return "finished" if sweep.exhausted and not any(t.state in ACTIVE for t in trials) else "running"
+
+
+def sorted_trials(sweep: Sweep, trials: list[Trial]) -> list[Trial]:
+    """Best first by the sweep metric (trials without a value last, in creation order)."""
+    metric = sweep.metric or {}
+    name, sign = metric.get("name"), (-1 if metric.get("goal", "minimize") == "maximize" else 1)
+
+    def key(t: Trial) -> tuple[int, float, int]:
+        v = t.summary.get(name) if name else None
+        ok = isinstance(v, (int, float)) and math.isfinite(v)
+        return (0, sign * v, t.seq) if ok else (1, 0.0, t.seq)
+
+    return sorted(trials, key=key)
+
+
+def status(store: Store, sweep: Sweep) -> dict[str, Any]:
+    """The `status --json` object."""
+    store.mark_crashed(sweep.id, stale_after())
+    trials = sorted_trials(sweep, store.trials(sweep.id))
+    metric = sweep.metric or {}
+    return {
+        "sweep": {
+            "id": sweep.id,
+            "name": sweep.name,
+            "backend": sweep.backend,
+            "method": sweep.config.get("method"),
+            "metric": {"name": metric.get("name"), "goal": metric.get("goal", "minimize")} if metric else None,
+            "state": sweep_state(sweep, trials),
+            "counts": {s: n for s in STATES if (n := sum(t.state == s for t in trials))},
+            "varying": varying(sweep.config),
+        },
+        "trials": [
+            {
+                "id": t.id,
+                "state": t.state,
+                "params": leaves(t.params),
+                "summary": t.summary,
+                "epochs": t.epochs,
+                "runtime": round(t.runtime, 1),
+                "error": t.error,
+            }
+            for t in trials
+        ],
+    }
+
+
+def format_status(data: dict[str, Any]) -> str:
+    """A terminal table: sweep line, then one row per trial (varying parameters as columns)."""
+    s = data["sweep"]
+    metric = (s["metric"] or {}).get("name")
+    counts = ", ".join(f"{n} {state}" for state, n in s["counts"].items()) or "no trials yet"
+    goal = f" ({s['metric']['goal']} {metric})" if metric else ""
+    lines = [f"sweep {s['id']}: {s['method']}{goal}, {s['state']}: {counts}"]
+    cols = ["trial", "state", metric or "metric", "epochs", "runtime"] + s["varying"]
+    rows = [
+        [t["id"], t["state"], _fmt(t["summary"].get(metric)), str(t["epochs"]), f"{t['runtime']:.0f}s"]
+        + [_fmt(t["params"].get(k)) for k in s["varying"]]
+        for t in data["trials"]
+    ]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
+    for row in [cols, *rows]:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)

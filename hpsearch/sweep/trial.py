@@ -1,0 +1,147 @@
+"""One trial as an OS process: `torchrun ... -m hpsearch.train --key=value ...` in its own process group.
+
+Shared by both backends. The trial's folder holds its stdout/stderr logs, metrics file, checkpoint
+and (local backend) its offline W&B run. Ending a trial signals its whole process group (torchrun,
+its workers and their data-loader workers), SIGTERM first and SIGKILL after a grace period, so no
+process outlives its trial; and each trial asks the kernel for SIGTERM if its agent dies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hpsearch.params import format_value
+
+# Runs in the child before exec: die with the agent (PR_SET_PDEATHSIG = 1), pin to the slot's cores.
+_LAUNCH = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None).prctl(1, signal.SIGTERM)\n"
+    "cpus = os.environ.pop('HPSEARCH_CPUS', '')\n"
+    "cpus and os.sched_setaffinity(0, [int(c) for c in cpus.split(',')])\n"
+    "os.execv(sys.argv[1], sys.argv[1:])\n"
+)
+_TORCHRUN_LOG = re.compile(r"^[WEI]\d{4} \d")  # torchrun's own glog-style lines
+
+
+class TrialProcess:
+    def __init__(
+        self,
+        trial_dir: Path,
+        params: dict[str, Any],
+        nproc: int = 1,
+        gpus: list[int] | None = None,
+        cpus: list[int] | None = None,
+        env: dict[str, str] | None = None,
+        wandb_mode: str = "disabled",
+    ):
+        self.dir = trial_dir
+        self.metrics_path = trial_dir / "metrics.jsonl"
+        self.stdout_path, self.stderr_path = trial_dir / "stdout.log", trial_dir / "stderr.log"
+        flags = [f"--{k}={format_value(v)}" for k, v in params.items()]
+        flags += [
+            f"--output_dir={trial_dir}",
+            f"--metrics_file={self.metrics_path}",
+            f"--wandb={wandb_mode}",
+            "--resume=true",
+        ]  # a new trial has no checkpoint yet; a preempted one continues from its own
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        self.argv = [*torchrun, "-m", "hpsearch.train", *flags]
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        if gpus is not None:
+            self.env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        if cpus:
+            self.env["HPSEARCH_CPUS"] = ",".join(map(str, cpus))
+        self.proc: subprocess.Popen | None = None
+        self._offset = 0
+
+    def start(self) -> int:
+        """Launch; return the process group id."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _LAUNCH, *self.argv],
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,  # its own process group: one signal reaches every process of the trial
+            )
+        return self.proc.pid
+
+    @property
+    def pgid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        assert self.proc is not None
+        return self.proc.poll()
+
+    def new_epochs(self) -> list[dict[str, Any]]:
+        """Epoch records appended to the metrics file since the last call (complete lines only)."""
+        try:
+            with open(self.metrics_path, "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return []
+        end = chunk.rfind(b"\n") + 1
+        self._offset += end
+        return [json.loads(line) for line in chunk[:end].splitlines() if line.strip()]
+
+    def terminate(self, grace: float = 10.0) -> None:
+        """End the whole process group: SIGTERM, then SIGKILL after `grace` seconds; reap the leader."""
+        _signal_group(self.pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and self.group_alive():
+            time.sleep(0.1)
+        if self.group_alive():
+            _signal_group(self.pgid, signal.SIGKILL)
+            while self.group_alive():
+                time.sleep(0.05)
+
+    def group_alive(self) -> bool:
+        self.poll()  # reap the leader, or it lingers as a zombie member of the group
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def summary(self) -> dict[str, Any]:
+        """The trainer's final JSON line (rank 0's last stdout line), if it got that far."""
+        try:
+            lines = self.stdout_path.read_text().strip().splitlines()
+            return json.loads(lines[-1]) if lines else {}
+        except (OSError, ValueError):
+            return {}
+
+    def error(self, max_lines: int = 20) -> str:
+        """The failing worker's own words: its error lines, or the end of its traceback, minus torchrun's report."""
+        try:
+            text = self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        ours = list(dict.fromkeys(line for line in text.splitlines() if line.startswith("hpsearch train: error:")))
+        if ours:
+            return "\n".join(ours)
+        report = text.rfind("ChildFailedError")  # torchrun's wrapper traceback and report come last
+        if report != -1:
+            text = text[: text.rfind("Traceback (most recent call last):", 0, report)]
+        lines = [line for line in text.splitlines() if line.strip() and not _TORCHRUN_LOG.match(line)]
+        return "\n".join(lines[-max_lines:])
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
