@@ -44,3 +44,29 @@ def last_json(stdout: str) -> dict:
 
 def metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def hpsearch(*args: str, cwd: Path, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
+    """The `hpsearch` CLI as a real process."""
+    return subprocess.run(
+        [sys.executable, "-m", "hpsearch.cli", *args],
+        cwd=cwd,
+        env=kw.pop("env", env()),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
+
+
+def fast_params(cifar_root: Path, epochs: int = 2) -> dict:
+    """Fixed sweep parameters that make a CPU trial take seconds."""
+    return {
+        "model": {"value": "test_resnet"},
+        "data_dir": {"value": str(cifar_root)},
+        "epochs": {"value": epochs},
+        "batch_size": {"value": 32},
+        "workers": {"value": 0},
+        "aa": {"value": "none"},
+        "warmup_epochs": {"value": 0},
+    }

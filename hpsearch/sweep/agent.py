@@ -115,8 +115,14 @@ class Agent:
 
     def run(self) -> int:
         """Run trials until the sweep or --count is done; returns the exit code."""
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._on_signal)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return self._loop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _loop(self) -> int:
         launched, failures, successes = 0, 0, 0
         exhausted = False
         beat = interval = max(1.0, min(5.0, float(os.environ.get("HPSEARCH_STALE_AFTER", "60")) / 4))

@@ -88,7 +88,8 @@ class Store:
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root) if root is not None else default_root()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.root / "hpsearch.db", timeout=60, isolation_level=None)
+        # check_same_thread=False: wandb's agent runs each trial in a thread of its own; use stays serial.
+        self.db = sqlite3.connect(self.root / "hpsearch.db", timeout=60, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)

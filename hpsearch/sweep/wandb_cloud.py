@@ -49,12 +49,14 @@ class WandbAgent:
             self.signum = signum
             raise KeyboardInterrupt  # unwinds wandb.agent, which ends the running trial's thread
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, interrupted)
+        previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             wandb.agent(self.sweep.remote or self.sweep.id, function=self._trial, count=self.count)
         except KeyboardInterrupt:
             pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         return 128 + self.signum if self.signum else 0
 
     def _trial(self) -> None:

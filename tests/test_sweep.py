@@ -1,0 +1,279 @@
+"""Sweeps end to end: real create-sweep and agent processes running real trials on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from conftest import env, fast_params, hpsearch
+
+from hpsearch.sweep.store import Store
+
+
+def make_sweep(tmp_path: Path, config: dict, name: str = "s.yaml") -> str:
+    f = tmp_path / name
+    f.write_text(yaml.safe_dump(config))
+    p = hpsearch("create-sweep", str(f), "--dir", str(tmp_path / "store"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "backend: local" in p.stdout and "hpsearch agent" in p.stdout
+    return p.stdout.strip().splitlines()[-1]
+
+
+def status(tmp_path: Path, sweep_id: str) -> dict:
+    p = hpsearch("status", sweep_id, "--json", "--dir", str(tmp_path / "store"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def agent(tmp_path: Path, sweep_id: str, *args: str, **kw) -> subprocess.CompletedProcess:
+    return hpsearch("agent", sweep_id, "--dir", str(tmp_path / "store"), *args, cwd=tmp_path, **kw)
+
+
+def test_random_sweep_runs_count_trials_as_ddp_pairs(cifar_root: Path, tmp_path: Path):
+    sweep_id = make_sweep(
+        tmp_path,
+        {
+            "method": "random",
+            "metric": {"name": "val_acc", "goal": "maximize"},
+            "parameters": {
+                **fast_params(cifar_root),
+                "lr": {"min": 0.01, "max": 0.3},
+                "cutmix": {"values": [0.0, 1.0]},
+            },
+        },
+    )
+    p = agent(tmp_path, sweep_id, "--count", "3", "--cpu-procs", "2")
+    assert p.returncode == 0, p.stdout + p.stderr
+    data = status(tmp_path, sweep_id)
+    assert data["sweep"]["method"] == "random" and data["sweep"]["metric"] == {"name": "val_acc", "goal": "maximize"}
+    trials = data["trials"]
+    assert len(trials) == 3 and all(t["state"] == "finished" for t in trials)
+    for t in trials:
+        assert 0.01 <= t["params"]["lr"] <= 0.3 and t["params"]["cutmix"] in (0.0, 1.0)
+        assert t["epochs"] == 2 and t["summary"]["world_size"] == 2  # torchrun ran two gloo workers
+        assert isinstance(t["summary"]["val_acc"], float)
+    values = [t["summary"]["val_acc"] for t in trials]
+    assert values == sorted(values, reverse=True)  # best first
+    # each trial also left an offline W&B run in the sweep's folder, named after it
+    runs = sorted((tmp_path / "store" / sweep_id / "wandb").glob("offline-run-*"))
+    assert sorted(r.name.split("-", 3)[-1] for r in runs) == sorted(t["id"] for t in trials)
+
+
+def test_grid_runs_each_point_once_and_the_agent_stops_by_itself(cifar_root: Path, tmp_path: Path):
+    sweep_id = make_sweep(
+        tmp_path,
+        {
+            "method": "grid",
+            "metric": {"name": "val_acc", "goal": "maximize"},
+            "parameters": {
+                **fast_params(cifar_root, epochs=1),
+                "lr": {"values": [0.05, 0.1]},
+                "smoothing": {"values": [0.0, 0.1]},
+            },
+        },
+    )
+    p = agent(tmp_path, sweep_id)  # no --count: runs until the grid is exhausted
+    assert p.returncode == 0, p.stdout + p.stderr
+    data = status(tmp_path, sweep_id)
+    points = sorted((t["params"]["lr"], t["params"]["smoothing"]) for t in data["trials"])
+    assert points == [(0.05, 0.0), (0.05, 0.1), (0.1, 0.0), (0.1, 0.1)]
+    assert data["sweep"]["state"] == "finished"
+    assert agent(tmp_path, sweep_id).returncode == 0 and len(status(tmp_path, sweep_id)["trials"]) == 4
+
+
+def test_hyperband_stops_a_trial_and_leaves_no_process(cifar_root: Path, tmp_path: Path):
+    # Grid order: two good learning rates set the bar; the third barely learns and falls under the median.
+    sweep_id = make_sweep(
+        tmp_path,
+        {
+            "method": "grid",
+            "metric": {"name": "val_acc", "goal": "maximize"},
+            "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 2},
+            "parameters": {**fast_params(cifar_root, epochs=8), "lr": {"values": [0.1, 0.05, 1.0e-5]}},
+        },
+    )
+    p = agent(tmp_path, sweep_id, "--grace", "5")
+    assert p.returncode == 0, p.stdout + p.stderr
+    store = Store(tmp_path / "store")
+    trials = {t.params["lr"]: t for t in store.trials(sweep_id)}
+    assert trials[0.1].state == "finished" and trials[0.1].epochs == 8 and trials[0.05].state == "finished"
+    stopped = trials[1.0e-5]
+    assert stopped.state == "stopped" and 1 <= stopped.epochs < 8
+    assert "stopped early by hyperband" in p.stdout
+    assert not [q for q in psutil.process_iter() if _pgid(q.pid) == stopped.pgid]
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def test_two_agents_share_a_sweep_without_duplicates_and_respect_run_cap(cifar_root: Path, tmp_path: Path):
+    sweep_id = make_sweep(
+        tmp_path,
+        {
+            "method": "grid",
+            "run_cap": 3,
+            "parameters": {**fast_params(cifar_root, epochs=1), "lr": {"values": [0.01, 0.02, 0.03, 0.04, 0.05]}},
+        },
+    )
+    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
+    procs = [
+        subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outs = [q.communicate(timeout=600)[0] for q in procs]
+    assert [q.returncode for q in procs] == [0, 0], outs
+    trials = Store(tmp_path / "store").trials(sweep_id)
+    lrs = [t.params["lr"] for t in trials]
+    assert len(trials) == 3 and len(set(lrs)) == 3  # run_cap exactly, no grid point twice
+    assert all(t.state == "finished" for t in trials)
+    assert len({t.agent for t in trials}) == 2  # both agents did work
+
+
+def test_sigint_preempts_and_the_next_agent_resumes_from_the_checkpoint(cifar_root: Path, tmp_path: Path):
+    sweep_id = make_sweep(
+        tmp_path,
+        {
+            "method": "grid",
+            "parameters": {**fast_params(cifar_root, epochs=30), "lr": {"value": 0.05}},
+        },
+    )
+    store = Store(tmp_path / "store")
+    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (store.trials(sweep_id) and store.trials(sweep_id)[0].epochs >= 2):
+        time.sleep(0.2)
+    first.send_signal(signal.SIGINT)
+    t0 = time.time()
+    out = first.communicate(timeout=60)[0]
+    assert first.returncode == 130, out
+    assert time.time() - t0 < 15  # within seconds
+    (trial,) = store.trials(sweep_id)
+    assert trial.state == "preempted"
+    assert not [q for q in psutil.process_iter() if _pgid(q.pid) == trial.pgid]
+    done_before = trial.epochs
+    assert 2 <= done_before < 30
+
+    p = agent(tmp_path, sweep_id)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"trial {trial.id} resumed" in p.stdout
+    (trial,) = store.trials(sweep_id)
+    assert trial.state == "finished" and trial.epochs == 30
+    stdout = (tmp_path / "store" / sweep_id / trial.id / "stdout.log").read_text()
+    assert "resumed from" in stdout and "after epoch" in stdout
+
+
+def test_a_failing_trial_is_recorded_with_its_own_error_and_the_agent_goes_on(cifar_root: Path, tmp_path: Path):
+    # batch_size 512 > 256 training images: the trainer refuses it after the spec check passed.
+    sweep_id = make_sweep(
+        tmp_path,
+        {
+            "method": "grid",
+            "parameters": {**fast_params(cifar_root, epochs=1), "batch_size": {"values": [512, 32]}},
+        },
+    )
+    p = agent(tmp_path, sweep_id, "--cpu-procs", "2")
+    assert p.returncode == 0, p.stdout + p.stderr
+    trials = {t.params["batch_size"]: t for t in Store(tmp_path / "store").trials(sweep_id)}
+    failed = trials[512]
+    assert failed.state == "failed" and failed.exit_code != 0
+    assert failed.error.startswith("hpsearch train: error: batch_size: each rank needs 256")
+    assert "ChildFailedError" not in failed.error
+    assert trials[32].state == "finished"
+
+
+def test_three_early_failures_stop_the_agent(cifar_root: Path, tmp_path: Path):
+    sweep_id = make_sweep(
+        tmp_path,
+        {
+            "method": "grid",
+            "parameters": {**fast_params(cifar_root), "batch_size": {"values": [300, 400, 500, 600, 32]}},
+        },
+    )
+    p = agent(tmp_path, sweep_id)
+    assert p.returncode == 1
+    assert "3 trials failed in a row" in p.stdout
+    assert len(Store(tmp_path / "store").trials(sweep_id)) == 3
+
+
+def test_a_killed_agent_leaves_a_crashed_trial_and_no_orphans(cifar_root: Path, tmp_path: Path):
+    sweep_id = make_sweep(
+        tmp_path,
+        {
+            "method": "grid",
+            "parameters": {**fast_params(cifar_root, epochs=30), "lr": {"value": 0.05}},
+        },
+    )
+    store = Store(tmp_path / "store")
+    e = env(HPSEARCH_STALE_AFTER="3")
+    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (store.trials(sweep_id) and store.trials(sweep_id)[0].epochs >= 1):
+        time.sleep(0.2)
+    first.kill()
+    first.wait()
+    pgid = store.trials(sweep_id)[0].pgid
+    deadline = time.time() + 30  # the trial's processes get SIGTERM from the kernel when the agent dies
+    while time.time() < deadline and [q for q in psutil.process_iter() if _pgid(q.pid) == pgid]:
+        time.sleep(0.2)
+    assert not [q for q in psutil.process_iter() if _pgid(q.pid) == pgid]
+    time.sleep(3.5)  # past HPSEARCH_STALE_AFTER without a heartbeat
+    p = hpsearch("status", sweep_id, "--json", "--dir", str(tmp_path / "store"), cwd=tmp_path, env=e)
+    assert json.loads(p.stdout)["trials"][0]["state"] == "crashed"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "method: grid\nparameters: {lr: {values: [0.1]}, lrr: {value: 1}}\n",
+            "parameters.lrr: 'lrr' is not a trainer hyperparameter; allowed: aa, amp,",
+        ),
+        (
+            "method: grid\nparameters: {momentum: {values: [0.9, 1.5]}}\n",
+            "parameters.momentum.values[1]: 1.5 is not valid; allowed: a number >= 0 and < 1",
+        ),
+        (
+            "method: random\nparameters: {lr: {min: -1.0, max: 0.5}}\n",
+            "parameters.lr.min: -1.0 is not valid; allowed: a number > 0",
+        ),
+        ("method: annealing\nparameters: {lr: {value: 0.1}}\n", "method: 'annealing' is not valid"),
+        (
+            "method: bayes\nmetric: {name: accuracy, goal: maximize}\nparameters: {lr: {min: 0.01, max: 0.5}}\n",
+            "metric.name: 'accuracy' is not a metric the trainer records; allowed: val_acc",
+        ),
+        (
+            "method: random\nparameters: {epochs: {min: 1.5, max: 9.5}}\n",
+            "parameters.epochs.distribution: uniform draws non-integers for epochs",
+        ),
+        (
+            "method: grid\nparameters: {lr: {values: [0.1]}, output_dir: {value: x}}\n",
+            "parameters.output_dir: set by the agent",
+        ),
+        ("method: grid\nparameters: [lr]\n", "parameters: ['lr'] is not of type 'object'"),
+        ("method: grid\nparameters: {lr: {min: 0.1}}\n", "parameters.lr: not a W&B parameter spec"),
+        ("method: grid\n  bad: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_sweep_files_exit_2_and_store_nothing(tmp_path: Path, text: str, expected: str):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    p = hpsearch("create-sweep", str(f), "--dir", str(tmp_path / "store"), cwd=tmp_path)
+    assert p.returncode == 2
+    assert p.stdout == ""
+    assert f"hpsearch create-sweep: error: {f}: {expected}" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "store").exists()
