@@ -141,20 +141,23 @@ def test_two_agents_share_a_sweep_without_duplicates_and_respect_run_cap(cifar_r
     assert len({t.agent for t in trials}) == 2  # both agents did work
 
 
-def test_sigint_preempts_and_the_next_agent_resumes_from_the_checkpoint(cifar_root: Path, tmp_path: Path):
-    sweep_id = make_sweep(
-        tmp_path,
-        {
-            "method": "grid",
-            "parameters": {**fast_params(cifar_root, epochs=30), "lr": {"value": 0.05}},
-        },
-    )
+def agent_in_a_long_trial(cifar_root: Path, tmp_path: Path, agent_env: dict, epochs_done: int):
+    """An agent process running a 30-epoch trial, returned once the trial has recorded `epochs_done` epochs."""
+    config = {"method": "grid", "parameters": {**fast_params(cifar_root, epochs=30), "lr": {"value": 0.05}}}
+    sweep_id = make_sweep(tmp_path, config)
     store = Store(tmp_path / "store")
     cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
-    first = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=agent_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.time() + 300
-    while time.time() < deadline and not (store.trials(sweep_id) and store.trials(sweep_id)[0].epochs >= 2):
+    while time.time() < deadline and not (store.trials(sweep_id) and store.trials(sweep_id)[0].epochs >= epochs_done):
         time.sleep(0.2)
+    return sweep_id, store, proc
+
+
+def test_sigint_preempts_and_the_next_agent_resumes_from_the_checkpoint(cifar_root: Path, tmp_path: Path):
+    sweep_id, store, first = agent_in_a_long_trial(cifar_root, tmp_path, env(), epochs_done=2)
     first.send_signal(signal.SIGINT)
     t0 = time.time()
     out = first.communicate(timeout=60)[0]
@@ -209,20 +212,8 @@ def test_three_early_failures_stop_the_agent(cifar_root: Path, tmp_path: Path):
 
 
 def test_a_killed_agent_leaves_a_crashed_trial_and_no_orphans(cifar_root: Path, tmp_path: Path):
-    sweep_id = make_sweep(
-        tmp_path,
-        {
-            "method": "grid",
-            "parameters": {**fast_params(cifar_root, epochs=30), "lr": {"value": 0.05}},
-        },
-    )
-    store = Store(tmp_path / "store")
     e = env(HPSEARCH_STALE_AFTER="3")
-    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
-    first = subprocess.Popen(cmd, cwd=tmp_path, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (store.trials(sweep_id) and store.trials(sweep_id)[0].epochs >= 1):
-        time.sleep(0.2)
+    sweep_id, store, first = agent_in_a_long_trial(cifar_root, tmp_path, e, epochs_done=1)
     first.kill()
     first.wait()
     pgid = store.trials(sweep_id)[0].pgid
