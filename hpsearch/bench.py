@@ -20,10 +20,9 @@ from pathlib import Path
 
 import torch
 from timm.loss import SoftTargetCrossEntropy
-from timm.optim import create_optimizer_v2
 
 from hpsearch.params import TrainConfig
-from hpsearch.train.loop import run
+from hpsearch.train.loop import make_optimizer, run
 from hpsearch.train.model import build_model
 
 
@@ -35,7 +34,7 @@ def bench_step(cfg: TrainConfig, steps: int, warmup: int) -> float:
         torch.backends.cudnn.benchmark = True
     fmt = torch.channels_last if cuda and cfg.channels_last else torch.contiguous_format
     model = build_model(cfg, 100).to(device=device, memory_format=fmt)
-    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+    optimizer = make_optimizer(model, cfg)
     fwd = torch.compile(model) if cuda and cfg.compile else model
     loss_fn = SoftTargetCrossEntropy()
     gen = torch.Generator(device=device).manual_seed(0)

@@ -107,10 +107,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     model.to(device=device, memory_format=memory_format)
     amp = cuda and cfg.amp
 
-    opt_kwargs = {"nesterov": cfg.nesterov} if "nesterov" in (get_optimizer_info(cfg.opt).defaults or {}) else {}
-    optimizer = create_optimizer_v2(
-        model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, **opt_kwargs
-    )
+    optimizer = make_optimizer(model, cfg)
 
     # ---- data: PIL augmentation in workers, the rest batched on the device ----
     train_set = AugmentedImages(data.train, train_transform(cfg, data.img_size, data.mean))
@@ -275,6 +272,14 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         if world > 1:
             dist.destroy_process_group()
     return summary
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """timm's optimizer factory; `nesterov` only for the optimizers that take it (timm's sgd defaults it on)."""
+    extra = {"nesterov": cfg.nesterov} if "nesterov" in (get_optimizer_info(cfg.opt).defaults or {}) else {}
+    return create_optimizer_v2(
+        model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, **extra
+    )
 
 
 @torch.no_grad()
