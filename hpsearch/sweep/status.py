@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from hpsearch.params import format_value
 from hpsearch.sweep.local import stale_after
 from hpsearch.sweep.spec import leaves, varying
 from hpsearch.sweep.store import ACTIVE, STATES, Store, Sweep, Trial
@@ -68,8 +69,8 @@ def format_status(data: dict[str, Any]) -> str:
     lines = [f"sweep {s['id']}: {s['method']}{goal}, {s['state']}: {counts}"]
     cols = ["trial", "state", metric or "metric", "epochs", "runtime"] + s["varying"]
     rows = [
-        [t["id"], t["state"], _fmt(t["summary"].get(metric)), str(t["epochs"]), f"{t['runtime']:.0f}s"]
-        + [_fmt(t["params"].get(k)) for k in s["varying"]]
+        [t["id"], t["state"], fmt_value(t["summary"].get(metric)), str(t["epochs"]), f"{t['runtime']:.0f}s"]
+        + [fmt_value(t["params"].get(k)) for k in s["varying"]]
         for t in data["trials"]
     ]
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
@@ -78,9 +79,10 @@ def format_status(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _fmt(v: Any) -> str:
+def fmt_value(v: Any) -> str:
+    """A table cell: '-' for nothing, 4 significant digits for floats, true/false for booleans."""
     if v is None:
         return "-"
     if isinstance(v, float):
         return f"{v:.4g}"
-    return str(v)
+    return format_value(v)
