@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from hpsearch import params
+
+if TYPE_CHECKING:
+    from hpsearch.sweep.store import Store, Sweep
 
 DIR_OPTION = click.option(
     "--dir",
@@ -106,28 +110,16 @@ def agent(
     store_dir: Path,
 ) -> None:
     """Run the sweep's trials, one torchrun process group each, until it is done (or --count)."""
-    from hpsearch.sweep.agent import Agent, AgentError, plan_slots, visible_gpus
+    from hpsearch.sweep.agent import Agent, AgentError, choose_gpus, plan_slots
     from hpsearch.sweep.local import LocalController
     from hpsearch.sweep.status import format_status, status
-    from hpsearch.sweep.store import Store
 
-    store = Store(store_dir)
-    sweep = store.sweep(sweep_id)
-    if sweep is None:
-        raise click.UsageError(f"no sweep {sweep_id!r} in {store_dir}; create one with `hpsearch create-sweep FILE`")
+    store, sweep = _open_sweep(store_dir, sweep_id, remote_ok=True)
     try:
-        if gpu_ids is not None:
-            ids = [int(g) for g in gpu_ids.split(",") if g.strip()]
-        else:
-            ids = visible_gpus()
-            if gpus is not None:
-                if gpus > len(ids):
-                    raise AgentError(f"--gpus: {gpus} asked for, but {len(ids)} GPUs are visible")
-                ids = ids[:gpus]
-        slots = plan_slots(ids, gpus_per_trial, cpu_procs)
+        slots = plan_slots(choose_gpus(gpus, gpu_ids), gpus_per_trial, cpu_procs)
         if sweep.backend == "wandb" and len(slots) > 1:
             raise AgentError("--gpus-per-trial: a W&B agent runs one trial at a time; start one agent per GPU set")
-    except (AgentError, ValueError) as e:
+    except AgentError as e:
         raise click.UsageError(str(e)) from None
     if sweep.backend == "wandb":
         from hpsearch.sweep.wandb_cloud import WandbAgent
@@ -146,14 +138,72 @@ def agent(
 def status_cmd(sweep_id: str, as_json: bool, store_dir: Path) -> None:
     """The sweep and its trials, best first by the sweep metric."""
     from hpsearch.sweep.status import format_status, status
-    from hpsearch.sweep.store import Store
 
-    store = Store(store_dir)
-    sweep = store.sweep(sweep_id)
-    if sweep is None:
-        raise click.UsageError(f"no sweep {sweep_id!r} in {store_dir}")
+    store, sweep = _open_sweep(store_dir, sweep_id)
     data = status(store, sweep)
     click.echo(json.dumps(data) if as_json else format_status(data))
+
+
+@main.command("report")
+@click.argument("sweep_id")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the report here (default: html to DIR/SWEEP_ID/report.html, md to stdout).",
+)
+@click.option("--format", "fmt", type=click.Choice(["html", "md"]), help="Default: md for an -o FILE.md, else html.")
+@DIR_OPTION
+def report_cmd(sweep_id: str, output: Path | None, fmt: str | None, store_dir: Path) -> None:
+    """The sweep as one self-contained HTML page (table, loss history, parameters against the metric) or Markdown."""
+    from hpsearch.compare.report import report
+
+    store, sweep = _open_sweep(store_dir, sweep_id)
+    fmt = fmt or ("md" if output is not None and output.suffix == ".md" else "html")
+    text = report(store, sweep, fmt)
+    if output is None and fmt == "md":
+        click.echo(text, nl=False)
+        return
+    output = output or store_dir / sweep.id / "report.html"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output}")
+
+
+@main.command("sync")
+@click.argument("sweep_id")
+@click.option("--project", help="W&B project to upload to (default: the one each trial's run names).")
+@click.option("--entity", help="W&B entity (default: your W&B default).")
+@DIR_OPTION
+def sync_cmd(sweep_id: str, project: str | None, entity: str | None, store_dir: Path) -> None:
+    """Upload a local sweep's offline W&B runs (`wandb sync`); the W&B UI groups them by sweep."""
+    from hpsearch.compare.sync import SyncError, sync
+
+    store, sweep = _open_sweep(store_dir, sweep_id)
+    try:
+        code = sync(store, sweep, project, entity, echo=click.echo)
+    except SyncError as e:
+        click.echo(f"hpsearch sync: error: {e}", err=True)
+        sys.exit(1)
+    sys.exit(code)
+
+
+def _open_sweep(store_dir: Path, sweep_id: str, remote_ok: bool = False) -> tuple[Store, Sweep]:
+    """The store and the sweep, or a usage error (exit 2) that leaves no store behind. With `remote_ok`, an id
+    the store does not know is taken for a W&B sweep (made by `wandb sweep`) when a W&B login exists."""
+    from hpsearch.sweep.store import Store
+    from hpsearch.wandb_env import api_key_configured
+
+    known = (store_dir / "hpsearch.db").exists()
+    store = Store(store_dir) if known or (remote_ok and api_key_configured()) else None
+    sweep = store.sweep(sweep_id) if store else None
+    if sweep is None and store and remote_ok and api_key_configured():
+        from hpsearch.sweep.wandb_cloud import mirror_sweep
+
+        sweep = mirror_sweep(store, sweep_id)
+    if sweep is None:
+        raise click.UsageError(f"no sweep {sweep_id!r} in {store_dir}; create one with `hpsearch create-sweep FILE`")
+    return store, sweep
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,6 +66,14 @@ def test_random_sweep_runs_count_trials_as_ddp_pairs(cifar_root: Path, tmp_path:
     # each trial also left an offline W&B run in the sweep's folder, named after it
     runs = sorted((tmp_path / "store" / sweep_id / "wandb").glob("offline-run-*"))
     assert sorted(r.name.split("-", 3)[-1] for r in runs) == sorted(t["id"] for t in trials)
+    # ... which wandb's own reader sees with the trial's name, parameters and metrics
+    run_id = runs[0].name.split("-", 3)[-1]
+    trial = next(t for t in trials if t["id"] == run_id)
+    inspect = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", str(runs[0])]
+    out = subprocess.run(inspect, capture_output=True, text=True, timeout=120).stdout
+    assert re.search(rf"^run\s+{run_id} \({run_id}\)", out, re.M), out
+    assert re.search(rf"^\s+lr\s+{re.escape(str(trial['params']['lr']))}$", out, re.M), out
+    assert re.search(rf"^\s+val_acc\s+{re.escape(str(trial['summary']['val_acc']))[:6]}", out, re.M), out
 
 
 def test_grid_runs_each_point_once_and_the_agent_stops_by_itself(cifar_root: Path, tmp_path: Path):
@@ -268,3 +277,18 @@ def test_bad_sweep_files_exit_2_and_store_nothing(tmp_path: Path, text: str, exp
     assert f"hpsearch create-sweep: error: {f}: {expected}" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
     assert not (tmp_path / "store").exists()
+
+
+def test_one_trial_per_gpu_slot_runs_concurrently(cifar_root: Path, tmp_path: Path):
+    # No GPU here: the trials see CUDA_VISIBLE_DEVICES=0 / =1, find no device and train on the CPU, but the
+    # agent's slot logic (two trials at once, own rendezvous each) is the same as on a GPU machine.
+    sweep_id = make_sweep(
+        tmp_path,
+        {"method": "grid", "parameters": {**fast_params(cifar_root, epochs=3), "lr": {"values": [0.05, 0.1]}}},
+    )
+    p = agent(tmp_path, sweep_id, "--gpu-ids", "0,1", "--gpus-per-trial", "1")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "started on GPUs 0:" in p.stdout and "started on GPUs 1:" in p.stdout
+    a, b = Store(tmp_path / "store").trials(sweep_id)
+    assert a.state == b.state == "finished"
+    assert a.started < b.ended and b.started < a.ended  # they overlapped

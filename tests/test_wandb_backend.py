@@ -118,6 +118,17 @@ def test_wandb_sweep_runs_server_suggestions_logs_epochs_and_honours_stop(
     assert not (store_dir / "abc123" / "wandb").exists()  # the trainer itself did not talk to W&B
 
 
+def test_an_agent_joins_a_sweep_made_with_wandb_sweep(cifar_root: Path, tmp_path: Path, monkeypatch):
+    server = FakeServer([{"lr": {"value": 0.05}, **fast_params(cifar_root, epochs=1)}], stop_run=-1)
+    monkeypatch.setattr(wandb, "agent", server.agent)
+    monkeypatch.setattr(wandb, "init", server.init)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)  # a login, so an unknown id is taken for a W&B sweep
+    result = CliRunner().invoke(main, ["agent", "team/proj/abc123", "--count", "1", "--dir", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    (trial,) = Store(tmp_path / "s").trials("abc123")
+    assert (trial.id, trial.state, trial.epochs) == ("run0", "finished", 1)
+
+
 def _in_group(pid: int, pgid: int) -> bool:
     try:
         import os

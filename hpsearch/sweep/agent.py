@@ -47,10 +47,21 @@ class Slot:
     cpus: list[int] | None = None
 
 
-def visible_gpus() -> list[int]:
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [int(g) for g in env.split(",") if g.strip()]
+def choose_gpus(gpus: int | None, gpu_ids: str | None) -> list[int]:
+    """--gpu-ids as given, else the first --gpus of the visible GPUs, else all of them."""
+    try:
+        if gpu_ids is not None:
+            return [int(g) for g in gpu_ids.split(",") if g.strip()]
+        env = os.environ.get("CUDA_VISIBLE_DEVICES")
+        visible = [int(g) for g in env.split(",") if g.strip()] if env is not None else _counted_gpus()
+    except ValueError:
+        raise AgentError(f"--gpu-ids: {gpu_ids!r} is not valid; allowed: GPU indices such as 0,1,2,3") from None
+    if gpus is not None and gpus > len(visible):
+        raise AgentError(f"--gpus: {gpus} asked for, but {len(visible)} GPUs are visible")
+    return visible[:gpus] if gpus is not None else visible
+
+
+def _counted_gpus() -> list[int]:
     import torch
 
     return list(range(torch.cuda.device_count()))

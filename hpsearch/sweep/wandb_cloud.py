@@ -26,6 +26,11 @@ def create_sweep(config: dict[str, Any], project: str | None, entity: str | None
     return "/".join(p for p in (entity, project, sweep_id) if p)
 
 
+def mirror_sweep(store: Store, path: str) -> Sweep:
+    """A local record of a W&B sweep made elsewhere (`wandb sweep`): the server keeps its config."""
+    return store.add_sweep({}, "wandb", remote=path, sweep_id=path.split("/")[-1])
+
+
 class WandbAgent:
     def __init__(
         self,
