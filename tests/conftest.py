@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -70,3 +71,15 @@ def fast_params(cifar_root: Path, epochs: int = 2) -> dict:
         "aa": {"value": "none"},
         "warmup_epochs": {"value": 0},
     }
+
+
+def live_in_group(pgid: int) -> list[psutil.Process]:
+    """Processes of a trial's process group that still run (zombies awaiting init's reaping hold nothing)."""
+    out = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+    return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -11,10 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
-from conftest import env, fast_params, hpsearch
+from conftest import env, fast_params, hpsearch, live_in_group
 
 from hpsearch.sweep.store import Store
 
@@ -117,14 +115,7 @@ def test_hyperband_stops_a_trial_and_leaves_no_process(cifar_root: Path, tmp_pat
     stopped = trials[1.0e-5]
     assert stopped.state == "stopped" and 1 <= stopped.epochs < 8
     assert "stopped early by hyperband" in p.stdout
-    assert not [q for q in psutil.process_iter() if _pgid(q.pid) == stopped.pgid]
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return None
+    assert not live_in_group(stopped.pgid)
 
 
 def test_two_agents_share_a_sweep_without_duplicates_and_respect_run_cap(cifar_root: Path, tmp_path: Path):
@@ -174,7 +165,7 @@ def test_sigint_preempts_and_the_next_agent_resumes_from_the_checkpoint(cifar_ro
     assert time.time() - t0 < 15  # within seconds
     (trial,) = store.trials(sweep_id)
     assert trial.state == "preempted"
-    assert not [q for q in psutil.process_iter() if _pgid(q.pid) == trial.pgid]
+    assert not live_in_group(trial.pgid)
     done_before = trial.epochs
     assert 2 <= done_before < 30
 
@@ -227,9 +218,9 @@ def test_a_killed_agent_leaves_a_crashed_trial_and_no_orphans(cifar_root: Path, 
     first.wait()
     pgid = store.trials(sweep_id)[0].pgid
     deadline = time.time() + 30  # the trial's processes get SIGTERM from the kernel when the agent dies
-    while time.time() < deadline and [q for q in psutil.process_iter() if _pgid(q.pid) == pgid]:
+    while time.time() < deadline and live_in_group(pgid):
         time.sleep(0.2)
-    assert not [q for q in psutil.process_iter() if _pgid(q.pid) == pgid]
+    assert not live_in_group(pgid)
     time.sleep(3.5)  # past HPSEARCH_STALE_AFTER without a heartbeat
     p = hpsearch("status", sweep_id, "--json", "--dir", str(tmp_path / "store"), cwd=tmp_path, env=e)
     assert json.loads(p.stdout)["trials"][0]["state"] == "crashed"

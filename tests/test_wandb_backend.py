@@ -8,11 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import wandb
 import yaml
 from click.testing import CliRunner
-from conftest import fast_params
+from conftest import fast_params, live_in_group
 from wandb.agents.pyagent import _terminate_thread
 
 from hpsearch.cli import main
@@ -113,7 +112,7 @@ def test_wandb_sweep_runs_server_suggestions_logs_epochs_and_honours_stop(
     assert [step for step, _ in server.runs[0].logged] == [1, 2, 3]  # every epoch reached the run
     assert server.runs[0].summary["best_acc"] == done.summary["best_acc"] > 0
     assert stopped.id == "run1" and stopped.state == "stopped" and 1 <= stopped.epochs < 40
-    assert not [p for p in psutil.process_iter() if _in_group(p.pid, stopped.pgid)]
+    assert not live_in_group(stopped.pgid)
     assert len(server.errors) == 1  # the stop propagated back to wandb's agent
     assert not (store_dir / "abc123" / "wandb").exists()  # the trainer itself did not talk to W&B
 
@@ -127,12 +126,3 @@ def test_an_agent_joins_a_sweep_made_with_wandb_sweep(cifar_root: Path, tmp_path
     assert result.exit_code == 0, result.output
     (trial,) = Store(tmp_path / "s").trials("abc123")
     assert (trial.id, trial.state, trial.epochs) == ("run0", "finished", 1)
-
-
-def _in_group(pid: int, pgid: int) -> bool:
-    try:
-        import os
-
-        return os.getpgid(pid) == pgid
-    except ProcessLookupError:
-        return False

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from hpsearch.params import format_value
 
 # Runs in the child before exec: die with the agent (PR_SET_PDEATHSIG = 1), pin to the slot's cores.
@@ -105,16 +107,21 @@ class TrialProcess:
             time.sleep(0.1)
         if self.group_alive():
             _signal_group(self.pgid, signal.SIGKILL)
-            while self.group_alive():
+            deadline = time.monotonic() + 30  # SIGKILL cannot be refused; this only bounds a stuck kernel
+            while time.monotonic() < deadline and self.group_alive():
                 time.sleep(0.05)
 
     def group_alive(self) -> bool:
-        self.poll()  # reap the leader, or it lingers as a zombie member of the group
-        try:
-            os.killpg(self.pgid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        """Whether any process of the trial's group still runs. Zombies don't count: orphaned workers are
+        reaped by init, and an init that never reaps (some containers) must not make us wait forever."""
+        self.poll()  # reap the leader ourselves
+        for proc in psutil.process_iter():
+            try:
+                if os.getpgid(proc.pid) == self.pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                    return True
+            except (ProcessLookupError, psutil.NoSuchProcess):
+                continue
+        return False
 
     def summary(self) -> dict[str, Any]:
         """The trainer's final JSON line (rank 0's last stdout line), if it got that far."""

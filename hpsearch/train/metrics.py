@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,7 @@ class TrialLog:
         mode = default_mode() if cfg.wandb == "auto" else cfg.wandb
         self.run = None
         if mode != "disabled":
-            import os
-
-            import wandb
+            import wandb  # only when logging: it is slow to import, and absent on some GPU images
 
             self.run = wandb.init(
                 project=os.environ.get("WANDB_PROJECT", "hpsearch"),
