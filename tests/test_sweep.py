@@ -49,7 +49,9 @@ def test_random_sweep_runs_count_trials_as_ddp_pairs(cifar_root: Path, tmp_path:
             },
         },
     )
-    p = agent(tmp_path, sweep_id, "--count", "3", "--cpu-procs", "2")
+    e = env()
+    e.pop("WANDB_MODE")  # as for users: each trial writes an offline W&B run
+    p = agent(tmp_path, sweep_id, "--count", "3", "--cpu-procs", "2", env=e)
     assert p.returncode == 0, p.stdout + p.stderr
     data = status(tmp_path, sweep_id)
     assert data["sweep"]["method"] == "random" and data["sweep"]["metric"] == {"name": "val_acc", "goal": "maximize"}

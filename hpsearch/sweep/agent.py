@@ -99,6 +99,11 @@ def trial_process(store: Store, sweep: Sweep, trial: Trial, slot: Slot, wandb_mo
     return TrialProcess(store.trial_dir(trial), leaves(trial.params), slot.nproc, slot.gpus, slot.cpus, env, wandb_mode)
 
 
+def local_wandb_mode() -> str:
+    """Trials of a local sweep write offline W&B runs, unless W&B is switched off (WANDB_MODE=disabled)."""
+    return "disabled" if os.environ.get("WANDB_MODE", "").lower() == "disabled" else "offline"
+
+
 def outcome(proc: TrialProcess, code: int) -> tuple[str, dict[str, Any], str | None]:
     """(state, summary, error) of a trial whose process group exited with `code`."""
     if code == 0:
@@ -171,7 +176,7 @@ class Agent:
         self.signum = signum
 
     def _start(self, i: int, slot: Slot, trial: Trial, resumed: bool) -> None:
-        proc = trial_process(self.store, self.sweep, trial, slot, "offline")
+        proc = trial_process(self.store, self.sweep, trial, slot, local_wandb_mode())
         self.store.set_pgid(trial.id, proc.start())
         where = f"GPUs {','.join(map(str, slot.gpus))}" if slot.gpus is not None else f"CPU x{slot.nproc}"
         verb = "resumed" if resumed else "started"

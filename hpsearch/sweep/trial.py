@@ -1,4 +1,6 @@
-"""One trial as an OS process: `torchrun ... -m hpsearch.train --key=value ...` in its own process group.
+"""One trial as an OS process: `torchrun ... -m hpsearch.train --key=value ...` in its own process group
+(a one-worker trial runs the trainer directly, with torchrun's environment: the launcher would only add a
+process and seconds of start-up).
 
 Shared by both backends. The trial's folder holds its stdout/stderr logs, metrics file, checkpoint
 and (local backend) its offline W&B run. Ending a trial signals its whole process group (torchrun,
@@ -54,9 +56,13 @@ class TrialProcess:
             f"--wandb={wandb_mode}",
             "--resume=true",
         ]  # a new trial has no checkpoint yet; a preempted one continues from its own
-        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-        self.argv = [*torchrun, "-m", "hpsearch.train", *flags]
+        launcher = [sys.executable]
+        if nproc > 1:
+            launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        self.argv = [*launcher, "-m", "hpsearch.train", *flags]
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        if nproc == 1:
+            self.env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
         if gpus is not None:
             self.env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
         if cpus:
