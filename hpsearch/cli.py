@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,15 +15,25 @@ from hpsearch import params
 if TYPE_CHECKING:
     from hpsearch.sweep.store import Store, Sweep
 
-DIR_OPTION = click.option(
-    "--dir",
-    "store_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="HPSEARCH_DIR",
-    default="hpsearch-runs",
-    show_default=True,
-    help="Local sweep store (env HPSEARCH_DIR): an SQLite database and a folder per trial.",
-)
+
+def store_options(command: Callable) -> Callable:
+    """--dir (trial folders, and the SQLite database unless --db names a server) and --db."""
+    command = click.option(
+        "--db",
+        envvar="HPSEARCH_DB",
+        metavar="URL",
+        help="Sweep database on a server, for agents on many machines (env HPSEARCH_DB): "
+        "postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME. Default: SQLite in --dir (one machine).",
+    )(command)
+    return click.option(
+        "--dir",
+        "store_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="HPSEARCH_DIR",
+        default="hpsearch-runs",
+        show_default=True,
+        help="Trial folders (logs, metrics, checkpoints) and, without --db, the SQLite database (env HPSEARCH_DIR).",
+    )(command)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,9 +63,15 @@ def train(ctx: click.Context) -> None:
 @click.option("--project", help="W&B project (default: WANDB_PROJECT, else hpsearch).")
 @click.option("--entity", help="W&B entity (default: your W&B default).")
 @click.option("--name", help="Sweep name (default: the file's `name`).")
-@DIR_OPTION
+@store_options
 def create_sweep(
-    file: Path, backend: str | None, project: str | None, entity: str | None, name: str | None, store_dir: Path
+    file: Path,
+    backend: str | None,
+    project: str | None,
+    entity: str | None,
+    name: str | None,
+    store_dir: Path,
+    db: str | None,
 ) -> None:
     """Register the W&B sweep config FILE; print the agent command and, last, the sweep id."""
     import os
@@ -73,20 +90,18 @@ def create_sweep(
         why = "a W&B login is configured" if backend == "wandb" else "no W&B login (run `wandb login` for a server)"
         click.echo(f"backend: {backend} ({why})")
     project = project or os.environ.get("WANDB_PROJECT") or config.get("project") or "hpsearch"
-    from hpsearch.sweep.store import Store
-
+    store = _store("create-sweep", store_dir, db)  # before the W&B server: a bad --db registers nothing
     if backend == "wandb":
         from hpsearch.sweep.wandb_cloud import create_sweep as create_remote
 
         remote = create_remote(config, project, entity)
-        sweep = Store(store_dir).add_sweep(config, "wandb", name, remote=remote, sweep_id=remote.split("/")[-1])
+        sweep = store.add_sweep(config, "wandb", name, remote=remote, sweep_id=remote.split("/")[-1])
         click.echo(f"created W&B sweep {remote}")
     else:
-        sweep = Store(store_dir).add_sweep({**config, "project": project}, "local", name)
-        click.echo(f"created local sweep {sweep.id} in {store_dir}")
-    click.echo(
-        f"run it with: hpsearch agent {sweep.id}" + ("" if str(store_dir) == "hpsearch-runs" else f" --dir {store_dir}")
-    )
+        sweep = store.add_sweep({**config, "project": project}, "local", name)
+        click.echo(f"created local sweep {sweep.id} in {store.where}")
+    options = ("" if str(store_dir) == "hpsearch-runs" else f" --dir {store_dir}") + (" --db URL" if db else "")
+    click.echo(f"run it with: hpsearch agent {sweep.id}{options}")
     click.echo(sweep.id)
 
 
@@ -98,7 +113,7 @@ def create_sweep(
 @click.option("--cpu-procs", type=int, default=1, show_default=True, help="gloo workers per trial with no GPU.")
 @click.option("--count", type=int, help="Run at most N trials, then stop.")
 @click.option("--grace", type=float, default=10.0, show_default=True, help="Seconds between SIGTERM and SIGKILL.")
-@DIR_OPTION
+@store_options
 def agent(
     sweep_id: str,
     gpus: int | None,
@@ -108,13 +123,14 @@ def agent(
     count: int | None,
     grace: float,
     store_dir: Path,
+    db: str | None,
 ) -> None:
     """Run the sweep's trials, one torchrun process group each, until it is done (or --count)."""
     from hpsearch.sweep.agent import Agent, AgentError, choose_gpus, plan_slots
     from hpsearch.sweep.local import LocalController
     from hpsearch.sweep.status import format_status, status
 
-    store, sweep = _open_sweep(store_dir, sweep_id, remote_ok=True)
+    store, sweep = _open_sweep("agent", store_dir, db, sweep_id, remote_ok=True)
     try:
         slots = plan_slots(choose_gpus(gpus, gpu_ids), gpus_per_trial, cpu_procs)
         if sweep.backend == "wandb" and len(slots) > 1:
@@ -134,12 +150,12 @@ def agent(
 @main.command("status")
 @click.argument("sweep_id")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@DIR_OPTION
-def status_cmd(sweep_id: str, as_json: bool, store_dir: Path) -> None:
+@store_options
+def status_cmd(sweep_id: str, as_json: bool, store_dir: Path, db: str | None) -> None:
     """The sweep and its trials, best first by the sweep metric."""
     from hpsearch.sweep.status import format_status, status
 
-    store, sweep = _open_sweep(store_dir, sweep_id)
+    store, sweep = _open_sweep("status", store_dir, db, sweep_id)
     data = status(store, sweep)
     click.echo(json.dumps(data) if as_json else format_status(data))
 
@@ -153,12 +169,12 @@ def status_cmd(sweep_id: str, as_json: bool, store_dir: Path) -> None:
     help="Write the report here (default: html to DIR/SWEEP_ID/report.html, md to stdout).",
 )
 @click.option("--format", "fmt", type=click.Choice(["html", "md"]), help="Default: md for an -o FILE.md, else html.")
-@DIR_OPTION
-def report_cmd(sweep_id: str, output: Path | None, fmt: str | None, store_dir: Path) -> None:
+@store_options
+def report_cmd(sweep_id: str, output: Path | None, fmt: str | None, store_dir: Path, db: str | None) -> None:
     """The sweep as one self-contained HTML page (table, loss history, parameters against the metric) or Markdown."""
     from hpsearch.compare.report import report
 
-    store, sweep = _open_sweep(store_dir, sweep_id)
+    store, sweep = _open_sweep("report", store_dir, db, sweep_id)
     fmt = fmt or ("md" if output is not None and output.suffix == ".md" else "html")
     text = report(store, sweep, fmt)
     if output is None and fmt == "md":
@@ -174,12 +190,12 @@ def report_cmd(sweep_id: str, output: Path | None, fmt: str | None, store_dir: P
 @click.argument("sweep_id")
 @click.option("--project", help="W&B project to upload to (default: the one each trial's run names).")
 @click.option("--entity", help="W&B entity (default: your W&B default).")
-@DIR_OPTION
-def sync_cmd(sweep_id: str, project: str | None, entity: str | None, store_dir: Path) -> None:
+@store_options
+def sync_cmd(sweep_id: str, project: str | None, entity: str | None, store_dir: Path, db: str | None) -> None:
     """Upload a local sweep's offline W&B runs (`wandb sync`); the W&B UI groups them by sweep."""
     from hpsearch.compare.sync import SyncError, sync
 
-    store, sweep = _open_sweep(store_dir, sweep_id)
+    store, sweep = _open_sweep("sync", store_dir, db, sweep_id)
     try:
         code = sync(store, sweep, project, entity, echo=click.echo)
     except SyncError as e:
@@ -188,21 +204,35 @@ def sync_cmd(sweep_id: str, project: str | None, entity: str | None, store_dir: 
     sys.exit(code)
 
 
-def _open_sweep(store_dir: Path, sweep_id: str, remote_ok: bool = False) -> tuple[Store, Sweep]:
+def _store(command: str, store_dir: Path, db: str | None) -> Store:
+    """The store, or one line naming what is wrong with its database and exit 2."""
+    from hpsearch.sweep.store import Store, StoreError
+
+    try:
+        return Store(store_dir, db)
+    except StoreError as e:
+        click.echo(f"hpsearch {command}: error: {e}", err=True)
+        sys.exit(2)
+
+
+def _open_sweep(
+    command: str, store_dir: Path, db: str | None, sweep_id: str, remote_ok: bool = False
+) -> tuple[Store, Sweep]:
     """The store and the sweep, or a usage error (exit 2) that leaves no store behind. With `remote_ok`, an id
     the store does not know is taken for a W&B sweep (made by `wandb sweep`) when a W&B login exists."""
-    from hpsearch.sweep.store import Store
+    from hpsearch.sweep.store import store_exists
     from hpsearch.wandb_env import api_key_configured
 
-    known = (store_dir / "hpsearch.db").exists()
-    store = Store(store_dir) if known or (remote_ok and api_key_configured()) else None
+    remote = remote_ok and api_key_configured()
+    store = _store(command, store_dir, db) if store_exists(store_dir, db) or remote else None
     sweep = store.sweep(sweep_id) if store else None
-    if sweep is None and store and remote_ok and api_key_configured():
+    if sweep is None and store and remote:
         from hpsearch.sweep.wandb_cloud import mirror_sweep
 
         sweep = mirror_sweep(store, sweep_id)
     if sweep is None:
-        raise click.UsageError(f"no sweep {sweep_id!r} in {store_dir}; create one with `hpsearch create-sweep FILE`")
+        where = store.where if store else store_dir
+        raise click.UsageError(f"no sweep {sweep_id!r} in {where}; create one with `hpsearch create-sweep FILE`")
     return store, sweep
 
 

@@ -11,6 +11,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakedata import write_cifar100  # noqa: E402
+from postgres import PostgresServer  # noqa: E402
+
+from hpsearch.sweep.store import Store, new_id  # noqa: E402
 
 # A tiny timm ResNet keeps CPU runs to seconds; everything else is the trainer's real path.
 SMALL = ["--model=test_resnet", "--batch_size=32", "--workers=0", "--aa=none", "--warmup_epochs=0"]
@@ -20,6 +23,31 @@ SMALL = ["--model=test_resnet", "--batch_size=32", "--workers=0", "--aa=none", "
 def cifar_root(tmp_path_factory) -> Path:
     """A CIFAR-100-format folder: 256 training and 101 test images (odd, so DDP padding would show)."""
     return write_cifar100(tmp_path_factory.mktemp("cifar"), n_train=256, n_test=101)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL server for the session; each test that needs it makes its own database."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_db(request, monkeypatch) -> str | None:
+    """Runs a test once per kind of store: the SQLite file in --dir, and a fresh PostgreSQL database, which
+    every `hpsearch` command the test starts finds in HPSEARCH_DB."""
+    if request.param == "sqlite":
+        monkeypatch.delenv("HPSEARCH_DB", raising=False)
+        return None
+    url = request.getfixturevalue("postgres").create_database(f"t_{new_id()}")
+    monkeypatch.setenv("HPSEARCH_DB", url)
+    return url
+
+
+def open_store(root: Path) -> Store:
+    """The store the test's commands use (HPSEARCH_DB when a test runs on PostgreSQL)."""
+    return Store(root, os.environ.get("HPSEARCH_DB"))
 
 
 def env(**extra: str) -> dict[str, str]:

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import env, fast_params, hpsearch, live_in_group
-
-from hpsearch.sweep.store import Store
+from conftest import env, fast_params, hpsearch, live_in_group, open_store
 
 
 def make_sweep(tmp_path: Path, config: dict, name: str = "s.yaml") -> str:
@@ -36,7 +34,7 @@ def agent(tmp_path: Path, sweep_id: str, *args: str, **kw) -> subprocess.Complet
     return hpsearch("agent", sweep_id, "--dir", str(tmp_path / "store"), *args, cwd=tmp_path, **kw)
 
 
-def test_random_sweep_runs_count_trials_as_ddp_pairs(cifar_root: Path, tmp_path: Path):
+def test_random_sweep_runs_count_trials_as_ddp_pairs(cifar_root: Path, tmp_path: Path, store_db):
     sweep_id = make_sweep(
         tmp_path,
         {
@@ -76,7 +74,7 @@ def test_random_sweep_runs_count_trials_as_ddp_pairs(cifar_root: Path, tmp_path:
     assert re.search(rf"^\s+val_acc\s+{re.escape(str(trial['summary']['val_acc']))[:6]}", out, re.M), out
 
 
-def test_grid_runs_each_point_once_and_the_agent_stops_by_itself(cifar_root: Path, tmp_path: Path):
+def test_grid_runs_each_point_once_and_the_agent_stops_by_itself(cifar_root: Path, tmp_path: Path, store_db):
     sweep_id = make_sweep(
         tmp_path,
         {
@@ -98,7 +96,7 @@ def test_grid_runs_each_point_once_and_the_agent_stops_by_itself(cifar_root: Pat
     assert agent(tmp_path, sweep_id).returncode == 0 and len(status(tmp_path, sweep_id)["trials"]) == 4
 
 
-def test_hyperband_stops_a_trial_and_leaves_no_process(cifar_root: Path, tmp_path: Path):
+def test_hyperband_stops_a_trial_and_leaves_no_process(cifar_root: Path, tmp_path: Path, store_db):
     # Grid order: two good learning rates set the bar; the third barely learns and falls under the median.
     sweep_id = make_sweep(
         tmp_path,
@@ -111,7 +109,7 @@ def test_hyperband_stops_a_trial_and_leaves_no_process(cifar_root: Path, tmp_pat
     )
     p = agent(tmp_path, sweep_id, "--grace", "5")
     assert p.returncode == 0, p.stdout + p.stderr
-    store = Store(tmp_path / "store")
+    store = open_store(tmp_path / "store")
     trials = {t.params["lr"]: t for t in store.trials(sweep_id)}
     assert trials[0.1].state == "finished" and trials[0.1].epochs == 8 and trials[0.05].state == "finished"
     stopped = trials[1.0e-5]
@@ -120,7 +118,7 @@ def test_hyperband_stops_a_trial_and_leaves_no_process(cifar_root: Path, tmp_pat
     assert not live_in_group(stopped.pgid)
 
 
-def test_two_agents_share_a_sweep_without_duplicates_and_respect_run_cap(cifar_root: Path, tmp_path: Path):
+def test_two_agents_share_a_sweep_without_duplicates_and_respect_run_cap(cifar_root: Path, tmp_path: Path, store_db):
     sweep_id = make_sweep(
         tmp_path,
         {
@@ -136,7 +134,7 @@ def test_two_agents_share_a_sweep_without_duplicates_and_respect_run_cap(cifar_r
     ]
     outs = [q.communicate(timeout=600)[0] for q in procs]
     assert [q.returncode for q in procs] == [0, 0], outs
-    trials = Store(tmp_path / "store").trials(sweep_id)
+    trials = open_store(tmp_path / "store").trials(sweep_id)
     lrs = [t.params["lr"] for t in trials]
     assert len(trials) == 3 and len(set(lrs)) == 3  # run_cap exactly, no grid point twice
     assert all(t.state == "finished" for t in trials)
@@ -147,7 +145,7 @@ def agent_in_a_long_trial(cifar_root: Path, tmp_path: Path, agent_env: dict, epo
     """An agent process running a 30-epoch trial, returned once the trial has recorded `epochs_done` epochs."""
     config = {"method": "grid", "parameters": {**fast_params(cifar_root, epochs=30), "lr": {"value": 0.05}}}
     sweep_id = make_sweep(tmp_path, config)
-    store = Store(tmp_path / "store")
+    store = open_store(tmp_path / "store")
     cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
     proc = subprocess.Popen(
         cmd, cwd=tmp_path, env=agent_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -158,7 +156,7 @@ def agent_in_a_long_trial(cifar_root: Path, tmp_path: Path, agent_env: dict, epo
     return sweep_id, store, proc
 
 
-def test_sigint_preempts_and_the_next_agent_resumes_from_the_checkpoint(cifar_root: Path, tmp_path: Path):
+def test_sigint_preempts_and_the_next_agent_resumes_from_the_checkpoint(cifar_root: Path, tmp_path: Path, store_db):
     sweep_id, store, first = agent_in_a_long_trial(cifar_root, tmp_path, env(), epochs_done=2)
     first.send_signal(signal.SIGINT)
     t0 = time.time()
@@ -180,7 +178,9 @@ def test_sigint_preempts_and_the_next_agent_resumes_from_the_checkpoint(cifar_ro
     assert "resumed from" in stdout and "after epoch" in stdout
 
 
-def test_a_failing_trial_is_recorded_with_its_own_error_and_the_agent_goes_on(cifar_root: Path, tmp_path: Path):
+def test_a_failing_trial_is_recorded_with_its_own_error_and_the_agent_goes_on(
+    cifar_root: Path, tmp_path: Path, store_db
+):
     # batch_size 512 > 256 training images: the trainer refuses it after the spec check passed.
     sweep_id = make_sweep(
         tmp_path,
@@ -191,7 +191,7 @@ def test_a_failing_trial_is_recorded_with_its_own_error_and_the_agent_goes_on(ci
     )
     p = agent(tmp_path, sweep_id, "--cpu-procs", "2")
     assert p.returncode == 0, p.stdout + p.stderr
-    trials = {t.params["batch_size"]: t for t in Store(tmp_path / "store").trials(sweep_id)}
+    trials = {t.params["batch_size"]: t for t in open_store(tmp_path / "store").trials(sweep_id)}
     failed = trials[512]
     assert failed.state == "failed" and failed.exit_code != 0
     assert failed.error.startswith("hpsearch train: error: batch_size: each rank needs 256")
@@ -199,7 +199,7 @@ def test_a_failing_trial_is_recorded_with_its_own_error_and_the_agent_goes_on(ci
     assert trials[32].state == "finished"
 
 
-def test_three_early_failures_stop_the_agent(cifar_root: Path, tmp_path: Path):
+def test_three_early_failures_stop_the_agent(cifar_root: Path, tmp_path: Path, store_db):
     sweep_id = make_sweep(
         tmp_path,
         {
@@ -210,10 +210,10 @@ def test_three_early_failures_stop_the_agent(cifar_root: Path, tmp_path: Path):
     p = agent(tmp_path, sweep_id)
     assert p.returncode == 1
     assert "3 trials failed in a row" in p.stdout
-    assert len(Store(tmp_path / "store").trials(sweep_id)) == 3
+    assert len(open_store(tmp_path / "store").trials(sweep_id)) == 3
 
 
-def test_a_killed_agent_leaves_a_crashed_trial_and_no_orphans(cifar_root: Path, tmp_path: Path):
+def test_a_killed_agent_leaves_a_crashed_trial_and_no_orphans(cifar_root: Path, tmp_path: Path, store_db):
     e = env(HPSEARCH_STALE_AFTER="3")
     sweep_id, store, first = agent_in_a_long_trial(cifar_root, tmp_path, e, epochs_done=1)
     first.kill()
@@ -272,7 +272,7 @@ def test_bad_sweep_files_exit_2_and_store_nothing(tmp_path: Path, text: str, exp
     assert not (tmp_path / "store").exists()
 
 
-def test_one_trial_per_gpu_slot_runs_concurrently(cifar_root: Path, tmp_path: Path):
+def test_one_trial_per_gpu_slot_runs_concurrently(cifar_root: Path, tmp_path: Path, store_db):
     # No GPU here: the trials see CUDA_VISIBLE_DEVICES=0 / =1, find no device and train on the CPU, but the
     # agent's slot logic (two trials at once, own rendezvous each) is the same as on a GPU machine.
     sweep_id = make_sweep(
@@ -282,6 +282,6 @@ def test_one_trial_per_gpu_slot_runs_concurrently(cifar_root: Path, tmp_path: Pa
     p = agent(tmp_path, sweep_id, "--gpu-ids", "0,1", "--gpus-per-trial", "1")
     assert p.returncode == 0, p.stdout + p.stderr
     assert "started on GPUs 0:" in p.stdout and "started on GPUs 1:" in p.stdout
-    a, b = Store(tmp_path / "store").trials(sweep_id)
+    a, b = open_store(tmp_path / "store").trials(sweep_id)
     assert a.state == b.state == "finished"
     assert a.started < b.ended and b.started < a.ended  # they overlapped

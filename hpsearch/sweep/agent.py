@@ -25,7 +25,7 @@ class AgentError(Exception):
 
 
 class Controller(Protocol):
-    def next_trial(self, agent: str) -> tuple[Trial, bool] | None: ...
+    def next_trial(self, agent: str) -> tuple[Trial, str] | None: ...
     def record_epoch(self, trial: Trial, record: dict[str, Any]) -> None: ...
     def should_stop(self, trial: Trial) -> bool: ...
     def finish(
@@ -175,13 +175,17 @@ class Agent:
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signum = signum
 
-    def _start(self, i: int, slot: Slot, trial: Trial, resumed: bool) -> None:
+    def _start(self, i: int, slot: Slot, trial: Trial, how: str) -> None:
+        if how == "restarted":
+            self.echo(
+                f"trial {trial.id}: no checkpoint of it at {self.store.checkpoint(trial)} (it ran on another "
+                "machine, or stopped before its first epoch ended); restarting it from epoch 0"
+            )
         proc = trial_process(self.store, self.sweep, trial, slot, local_wandb_mode())
         self.store.set_pgid(trial.id, proc.start())
         where = f"GPUs {','.join(map(str, slot.gpus))}" if slot.gpus is not None else f"CPU x{slot.nproc}"
-        verb = "resumed" if resumed else "started"
         self.echo(
-            f"trial {trial.id} {verb} on {where}: " + " ".join(f"{k}={v}" for k, v in leaves(trial.params).items())
+            f"trial {trial.id} {how} on {where}: " + " ".join(f"{k}={v}" for k, v in leaves(trial.params).items())
         )
         self.running[i] = (trial, proc)
 

@@ -33,16 +33,18 @@ class LocalController:
         self.store, self.sweep = store, sweep
         self.config = sweeps.SweepConfig(sweep.config)  # validated, with the engine's defaults filled in
 
-    def next_trial(self, agent: str) -> tuple[Trial, bool] | None:
-        """Claim the next trial for `agent`: a preempted one to resume first, else a new suggestion.
-        Returns (trial, resumed), or None when the sweep has nothing left (grid done, run_cap reached)."""
-        with self.store.transaction():  # holds the write lock: no other agent claims in between
+    def next_trial(self, agent: str) -> tuple[Trial, str] | None:
+        """Claim the next trial for `agent`: a preempted one first, else a new suggestion. Returns (trial, how):
+        how is "started", "resumed" (from its checkpoint) or "restarted" (from epoch 0: its checkpoint is not on
+        this machine); None when the sweep has nothing left (grid done, run_cap reached)."""
+        with self.store.transaction(self.sweep.id):  # no other agent claims in between
             self.store.mark_crashed(self.sweep.id, stale_after())
             trials = self.store.trials(self.sweep.id)
             preempted = next((t for t in trials if t.state == "preempted"), None)
             if preempted:
-                self.store.claim(preempted.id, agent)
-                return self.store.trial(preempted.id), True
+                restart = not self.store.checkpoint(preempted).exists()
+                self.store.claim(preempted.id, agent, restart=restart)
+                return self.store.trial(preempted.id), "restarted" if restart else "resumed"
             cap = self.sweep.config.get("run_cap")
             suggestion = None
             if not cap or len(trials) < cap:
@@ -51,7 +53,7 @@ class LocalController:
                 self.store.mark_exhausted(self.sweep.id)
                 return None
             params = {k: v["value"] for k, v in suggestion.config.items()}
-            return self.store.add_trial(self.sweep.id, params, agent), False
+            return self.store.add_trial(self.sweep.id, params, agent), "started"
 
     def record_epoch(self, trial: Trial, record: dict[str, Any]) -> None:
         self.store.add_epoch(trial.id, record)

@@ -63,6 +63,7 @@ class TrialProcess:
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         if nproc == 1:
             self.env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
+        self.env.pop("HPSEARCH_DB", None)  # the trainer never needs the database, or its password
         if gpus is not None:
             self.env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
         if cpus:

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from hpsearch.params import ParamError, TrainConfig, parse_args
+from hpsearch.train import CHECKPOINT
 from hpsearch.train.data import (
     AugmentedImages,
     DataError,
@@ -43,7 +44,6 @@ from hpsearch.train.metrics import TrialLog, error
 from hpsearch.train.model import ModelError, build_model
 
 CHECK_EVERY = 25  # steps between finiteness checks of the loss; each check waits for the GPU
-CHECKPOINT = "checkpoint.pt"
 
 
 class SetupError(Exception):

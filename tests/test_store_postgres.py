@@ -1,0 +1,169 @@
+"""One sweep, many machines: agents that share nothing but a PostgreSQL database (each its own --dir), against
+a real server the tests start. (The sweep tests in test_sweep.py also run on both stores.)"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import env, fast_params, hpsearch, live_in_group
+from postgres import PASSWORD
+
+from hpsearch.sweep.store import Store
+
+
+def tiny(cifar_root: Path, epochs: int = 1) -> dict:
+    """A trial that is mostly start-up: two steps of 32 images, 32 validation images."""
+    return {**fast_params(cifar_root, epochs), "train_subset": {"value": 64}, "val_subset": {"value": 32}}
+
+
+def create(tmp_path: Path, db: str, config: dict) -> str:
+    f = tmp_path / "sweep.yaml"
+    f.write_text(yaml.safe_dump(config))
+    p = hpsearch("create-sweep", str(f), "--db", db, "--dir", str(tmp_path / "m0"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert PASSWORD not in p.stdout + p.stderr
+    return p.stdout.strip().splitlines()[-1]
+
+
+def start_agent(tmp_path: Path, db: str, sweep_id: str, machine: str, **extra: str) -> subprocess.Popen:
+    """An agent on its own 'machine': its own --dir; the database URL reaches it through HPSEARCH_DB."""
+    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / machine)]
+    return subprocess.Popen(
+        cmd, cwd=tmp_path, env=env(HPSEARCH_DB=db, **extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def finish(procs: list[subprocess.Popen]) -> list[str]:
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * len(procs), outs
+    return outs
+
+
+def files_mention(root: Path, secret: str) -> list[Path]:
+    return [f for f in root.rglob("*") if f.is_file() and secret.encode() in f.read_bytes()]
+
+
+def test_four_agents_on_four_machines_claim_every_grid_point_and_run_cap_exactly_once(
+    cifar_root: Path, tmp_path: Path, postgres
+):
+    db = postgres.create_database("grid_and_cap")
+    lrs = [round(0.01 * i, 2) for i in range(1, 13)]
+    grid = create(tmp_path, db, {"method": "grid", "parameters": {**tiny(cifar_root), "lr": {"values": lrs}}})
+    outs = finish([start_agent(tmp_path, db, grid, f"m{i}") for i in range(4)])
+    store = Store(tmp_path / "m0", db)
+    trials = store.trials(grid)
+    assert sorted(t.params["lr"] for t in trials) == lrs  # every point, none twice
+    assert all(t.state == "finished" and t.epochs == 1 for t in trials)
+    assert len({t.agent for t in trials}) >= 2, outs  # the work was shared
+    # each trial's folder is on the machine that ran it, and only there
+    for t in trials:
+        assert len([m for m in range(4) if (tmp_path / f"m{m}" / grid / t.id / "metrics.jsonl").exists()]) == 1
+    p = hpsearch("status", grid, "--json", "--db", db, "--dir", str(tmp_path / "elsewhere"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["sweep"]["state"] == "finished"
+    assert json.loads(p.stdout)["sweep"]["counts"] == {"finished": 12}
+
+    capped = create(
+        tmp_path,
+        db,
+        {"method": "random", "run_cap": 5, "parameters": {**tiny(cifar_root), "lr": {"min": 0.01, "max": 0.1}}},
+    )
+    finish([start_agent(tmp_path, db, capped, f"m{i}") for i in range(4)])
+    trials = store.trials(capped)
+    assert len(trials) == 5 and all(t.state == "finished" for t in trials)
+
+    # the password is in no file and no output: not in the trial folders, logs, offline runs, reports
+    p = hpsearch("report", grid, "--db", db, "--dir", str(tmp_path / "m0"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert not files_mention(tmp_path, PASSWORD)
+    assert not any(PASSWORD in out for out in outs)
+
+
+def test_a_killed_agent_s_trial_is_crashed_and_nothing_else_is_lost(cifar_root: Path, tmp_path: Path, postgres):
+    db = postgres.create_database("killed")
+    lrs = [round(0.01 * i, 2) for i in range(1, 13)]
+    grid = create(tmp_path, db, {"method": "grid", "parameters": {**tiny(cifar_root, 1), "lr": {"values": lrs}}})
+    store = Store(tmp_path / "m0", db)
+    victim = start_agent(tmp_path, db, grid, "m0", HPSEARCH_STALE_AFTER="4")
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(t.state == "running" for t in store.trials(grid)):
+        time.sleep(0.2)
+    (running,) = [t for t in store.trials(grid) if t.state == "running"]
+    others = [start_agent(tmp_path, db, grid, f"m{i}", HPSEARCH_STALE_AFTER="4") for i in (1, 2)]
+    victim.kill()
+    victim.wait()
+    finish(others)
+    deadline = time.time() + 30  # the kernel's SIGTERM (PR_SET_PDEATHSIG) ends the victim's trial
+    while time.time() < deadline and live_in_group(store.trial(running.id).pgid or 0):
+        time.sleep(0.2)
+    time.sleep(4.5)  # past the heartbeat window
+    p = hpsearch("status", grid, "--json", "--db", db, cwd=tmp_path, env=env(HPSEARCH_STALE_AFTER="4"))
+    by_id = {t["id"]: t for t in json.loads(p.stdout)["trials"]}
+    assert by_id[running.id]["state"] == "crashed"
+    trials = store.trials(grid)
+    assert sorted(t.params["lr"] for t in trials) == lrs
+    assert all(t.state == "finished" for t in trials if t.id != running.id)
+
+
+def test_a_preempted_trial_whose_checkpoint_is_on_another_machine_restarts_from_epoch_0(
+    cifar_root: Path, tmp_path: Path, postgres
+):
+    db = postgres.create_database("preempted")
+    sweep = create(tmp_path, db, {"method": "grid", "parameters": {**tiny(cifar_root, 20), "lr": {"value": 0.05}}})
+    store = Store(tmp_path / "m0", db)
+    first = start_agent(tmp_path, db, sweep, "m1")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (store.trials(sweep) and store.trials(sweep)[0].epochs >= 2):
+        time.sleep(0.2)
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=60) == 130
+    (trial,) = store.trials(sweep)
+    assert trial.state == "preempted" and trial.epochs >= 2
+
+    (out,) = finish([start_agent(tmp_path, db, sweep, "m2")])
+    assert f"trial {trial.id}: no checkpoint of it at {tmp_path / 'm2' / sweep / trial.id / 'checkpoint.pt'}" in out
+    assert f"trial {trial.id} restarted on" in out
+    (trial,) = store.trials(sweep)
+    assert trial.state == "finished" and trial.epochs == 20
+    assert [r["epoch"] for r in store.history(trial.id)] == list(range(1, 21))
+    assert "no checkpoint at" in (tmp_path / "m2" / sweep / trial.id / "stdout.log").read_text()
+
+
+@pytest.mark.parametrize(
+    "case, command",
+    [("bad url", "agent"), ("wrong password", "status"), ("server down", "report"), ("not postgres", "sync")],
+)
+def test_an_unusable_database_is_one_line_and_exit_2_with_nothing_written(
+    case: str, command: str, cifar_root: Path, tmp_path: Path, postgres
+):
+    url = {
+        "bad url": f"postgresql://hpsearch:{PASSWORD}@127.0.0.1:notaport/db",
+        "wrong password": postgres.url("postgres", password="not-" + PASSWORD),
+        "server down": f"postgresql://hpsearch:{PASSWORD}@127.0.0.1:1/db",
+        "not postgres": f"mysql://hpsearch:{PASSWORD}@127.0.0.1/db",
+    }[case]
+    expected = {
+        "bad url": "is not a database URL; allowed: postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME",
+        "wrong password": 'cannot connect: connection to server at "127.0.0.1", port '
+        f'{postgres.port} failed: FATAL: password authentication failed for user "hpsearch"',
+        "server down": "cannot connect: connection to server at",
+        "not postgres": "'mysql' databases are not supported",
+    }[case]
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump({"method": "grid", "parameters": tiny(cifar_root)}))
+    store_dir = tmp_path / "store"
+    for argv in (["create-sweep", str(f)], [command, "abc"]):
+        p = hpsearch(*argv, "--dir", str(store_dir), cwd=tmp_path, env=env(HPSEARCH_DB=url))
+        assert p.returncode == 2, (argv, p.stdout, p.stderr)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"hpsearch {argv[0]}: error: "), p.stderr
+        assert expected in lines[0], lines[0]
+        assert PASSWORD not in p.stdout + p.stderr
+        assert not store_dir.exists()
