@@ -113,6 +113,21 @@ def create_sweep(
 @click.option("--cpu-procs", type=int, default=1, show_default=True, help="gloo workers per trial with no GPU.")
 @click.option("--count", type=int, help="Run at most N trials, then stop.")
 @click.option("--grace", type=float, default=10.0, show_default=True, help="Seconds between SIGTERM and SIGKILL.")
+@click.option(
+    "--hang-timeout",
+    type=click.FloatRange(min=1),
+    default=600,
+    show_default=True,
+    help="End a trial that records no new epoch for this many seconds, or 5x its slowest epoch if longer "
+    "(3x that before its first epoch, which compiles); it is recorded failed.",
+)
+@click.option(
+    "--max-resumes",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Resume a trial whose agent died (from its checkpoint) at most this many times.",
+)
 @store_options
 def agent(
     sweep_id: str,
@@ -122,6 +137,8 @@ def agent(
     cpu_procs: int,
     count: int | None,
     grace: float,
+    hang_timeout: float,
+    max_resumes: int,
     store_dir: Path,
     db: str | None,
 ) -> None:
@@ -142,7 +159,8 @@ def agent(
 
         code = WandbAgent(store, sweep, slots[0], count, grace).run()
     else:
-        code = Agent(store, sweep, LocalController(store, sweep), slots, count, grace).run()
+        controller = LocalController(store, sweep, max_resumes)
+        code = Agent(store, sweep, controller, slots, count, grace, hang_timeout=hang_timeout).run()
     click.echo(format_status(status(store, store.sweep(sweep.id))))
     sys.exit(code)
 

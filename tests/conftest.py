@@ -4,10 +4,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakedata import write_cifar100  # noqa: E402
@@ -112,3 +114,37 @@ def live_in_group(pgid: int) -> list[psutil.Process]:
         except (ProcessLookupError, psutil.NoSuchProcess):
             pass
     return out
+
+
+def make_sweep(tmp_path: Path, config: dict, name: str = "s.yaml") -> str:
+    f = tmp_path / name
+    f.write_text(yaml.safe_dump(config))
+    p = hpsearch("create-sweep", str(f), "--dir", str(tmp_path / "store"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "backend: local" in p.stdout and "hpsearch agent" in p.stdout
+    return p.stdout.strip().splitlines()[-1]
+
+
+def sweep_status(tmp_path: Path, sweep_id: str) -> dict:
+    p = hpsearch("status", sweep_id, "--json", "--dir", str(tmp_path / "store"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def run_agent(tmp_path: Path, sweep_id: str, *args: str, **kw) -> subprocess.CompletedProcess:
+    return hpsearch("agent", sweep_id, "--dir", str(tmp_path / "store"), *args, cwd=tmp_path, **kw)
+
+
+def agent_in_a_long_trial(cifar_root: Path, tmp_path: Path, agent_env: dict, epochs_done: int, epochs: int = 30):
+    """An agent process running a long trial, returned once the trial has recorded `epochs_done` epochs."""
+    config = {"method": "grid", "parameters": {**fast_params(cifar_root, epochs=epochs), "lr": {"value": 0.05}}}
+    sweep_id = make_sweep(tmp_path, config)
+    store = open_store(tmp_path / "store")
+    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=agent_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not (store.trials(sweep_id) and store.trials(sweep_id)[0].epochs >= epochs_done):
+        time.sleep(0.2)
+    return sweep_id, store, proc

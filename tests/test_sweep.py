@@ -11,27 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import env, fast_params, hpsearch, live_in_group, open_store
-
-
-def make_sweep(tmp_path: Path, config: dict, name: str = "s.yaml") -> str:
-    f = tmp_path / name
-    f.write_text(yaml.safe_dump(config))
-    p = hpsearch("create-sweep", str(f), "--dir", str(tmp_path / "store"), cwd=tmp_path)
-    assert p.returncode == 0, p.stderr
-    assert "backend: local" in p.stdout and "hpsearch agent" in p.stdout
-    return p.stdout.strip().splitlines()[-1]
-
-
-def status(tmp_path: Path, sweep_id: str) -> dict:
-    p = hpsearch("status", sweep_id, "--json", "--dir", str(tmp_path / "store"), cwd=tmp_path)
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)
-
-
-def agent(tmp_path: Path, sweep_id: str, *args: str, **kw) -> subprocess.CompletedProcess:
-    return hpsearch("agent", sweep_id, "--dir", str(tmp_path / "store"), *args, cwd=tmp_path, **kw)
+from conftest import (
+    agent_in_a_long_trial,
+    env,
+    fast_params,
+    hpsearch,
+    live_in_group,
+    make_sweep,
+    open_store,
+    run_agent,
+    sweep_status,
+)
 
 
 def test_random_sweep_runs_count_trials_as_ddp_pairs(cifar_root: Path, tmp_path: Path, store_db):
@@ -49,9 +39,9 @@ def test_random_sweep_runs_count_trials_as_ddp_pairs(cifar_root: Path, tmp_path:
     )
     e = env()
     e.pop("WANDB_MODE")  # as for users: each trial writes an offline W&B run
-    p = agent(tmp_path, sweep_id, "--count", "3", "--cpu-procs", "2", env=e)
+    p = run_agent(tmp_path, sweep_id, "--count", "3", "--cpu-procs", "2", env=e)
     assert p.returncode == 0, p.stdout + p.stderr
-    data = status(tmp_path, sweep_id)
+    data = sweep_status(tmp_path, sweep_id)
     assert data["sweep"]["method"] == "random" and data["sweep"]["metric"] == {"name": "val_acc", "goal": "maximize"}
     trials = data["trials"]
     assert len(trials) == 3 and all(t["state"] == "finished" for t in trials)
@@ -87,13 +77,13 @@ def test_grid_runs_each_point_once_and_the_agent_stops_by_itself(cifar_root: Pat
             },
         },
     )
-    p = agent(tmp_path, sweep_id)  # no --count: runs until the grid is exhausted
+    p = run_agent(tmp_path, sweep_id)  # no --count: runs until the grid is exhausted
     assert p.returncode == 0, p.stdout + p.stderr
-    data = status(tmp_path, sweep_id)
+    data = sweep_status(tmp_path, sweep_id)
     points = sorted((t["params"]["lr"], t["params"]["smoothing"]) for t in data["trials"])
     assert points == [(0.05, 0.0), (0.05, 0.1), (0.1, 0.0), (0.1, 0.1)]
     assert data["sweep"]["state"] == "finished"
-    assert agent(tmp_path, sweep_id).returncode == 0 and len(status(tmp_path, sweep_id)["trials"]) == 4
+    assert run_agent(tmp_path, sweep_id).returncode == 0 and len(sweep_status(tmp_path, sweep_id)["trials"]) == 4
 
 
 def test_hyperband_stops_a_trial_and_leaves_no_process(cifar_root: Path, tmp_path: Path, store_db):
@@ -107,7 +97,7 @@ def test_hyperband_stops_a_trial_and_leaves_no_process(cifar_root: Path, tmp_pat
             "parameters": {**fast_params(cifar_root, epochs=8), "lr": {"values": [0.1, 0.05, 1.0e-5]}},
         },
     )
-    p = agent(tmp_path, sweep_id, "--grace", "5")
+    p = run_agent(tmp_path, sweep_id, "--grace", "5")
     assert p.returncode == 0, p.stdout + p.stderr
     store = open_store(tmp_path / "store")
     trials = {t.params["lr"]: t for t in store.trials(sweep_id)}
@@ -141,21 +131,6 @@ def test_two_agents_share_a_sweep_without_duplicates_and_respect_run_cap(cifar_r
     assert len({t.agent for t in trials}) == 2  # both agents did work
 
 
-def agent_in_a_long_trial(cifar_root: Path, tmp_path: Path, agent_env: dict, epochs_done: int):
-    """An agent process running a 30-epoch trial, returned once the trial has recorded `epochs_done` epochs."""
-    config = {"method": "grid", "parameters": {**fast_params(cifar_root, epochs=30), "lr": {"value": 0.05}}}
-    sweep_id = make_sweep(tmp_path, config)
-    store = open_store(tmp_path / "store")
-    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
-    proc = subprocess.Popen(
-        cmd, cwd=tmp_path, env=agent_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and not (store.trials(sweep_id) and store.trials(sweep_id)[0].epochs >= epochs_done):
-        time.sleep(0.2)
-    return sweep_id, store, proc
-
-
 def test_sigint_preempts_and_the_next_agent_resumes_from_the_checkpoint(cifar_root: Path, tmp_path: Path, store_db):
     sweep_id, store, first = agent_in_a_long_trial(cifar_root, tmp_path, env(), epochs_done=2)
     first.send_signal(signal.SIGINT)
@@ -169,7 +144,7 @@ def test_sigint_preempts_and_the_next_agent_resumes_from_the_checkpoint(cifar_ro
     done_before = trial.epochs
     assert 2 <= done_before < 30
 
-    p = agent(tmp_path, sweep_id)
+    p = run_agent(tmp_path, sweep_id)
     assert p.returncode == 0, p.stdout + p.stderr
     assert f"trial {trial.id} resumed" in p.stdout
     (trial,) = store.trials(sweep_id)
@@ -189,7 +164,7 @@ def test_a_failing_trial_is_recorded_with_its_own_error_and_the_agent_goes_on(
             "parameters": {**fast_params(cifar_root, epochs=1), "batch_size": {"values": [512, 32]}},
         },
     )
-    p = agent(tmp_path, sweep_id, "--cpu-procs", "2")
+    p = run_agent(tmp_path, sweep_id, "--cpu-procs", "2")
     assert p.returncode == 0, p.stdout + p.stderr
     trials = {t.params["batch_size"]: t for t in open_store(tmp_path / "store").trials(sweep_id)}
     failed = trials[512]
@@ -207,7 +182,7 @@ def test_three_early_failures_stop_the_agent(cifar_root: Path, tmp_path: Path, s
             "parameters": {**fast_params(cifar_root), "batch_size": {"values": [300, 400, 500, 600, 32]}},
         },
     )
-    p = agent(tmp_path, sweep_id)
+    p = run_agent(tmp_path, sweep_id)
     assert p.returncode == 1
     assert "3 trials failed in a row" in p.stdout
     assert len(open_store(tmp_path / "store").trials(sweep_id)) == 3
@@ -279,7 +254,7 @@ def test_one_trial_per_gpu_slot_runs_concurrently(cifar_root: Path, tmp_path: Pa
         tmp_path,
         {"method": "grid", "parameters": {**fast_params(cifar_root, epochs=3), "lr": {"values": [0.05, 0.1]}}},
     )
-    p = agent(tmp_path, sweep_id, "--gpu-ids", "0,1", "--gpus-per-trial", "1")
+    p = run_agent(tmp_path, sweep_id, "--gpu-ids", "0,1", "--gpus-per-trial", "1")
     assert p.returncode == 0, p.stdout + p.stderr
     assert "started on GPUs 0:" in p.stdout and "started on GPUs 1:" in p.stdout
     a, b = open_store(tmp_path / "store").trials(sweep_id)

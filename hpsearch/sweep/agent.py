@@ -10,11 +10,12 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hpsearch.params import DEFAULTS
 from hpsearch.sweep.spec import leaves
-from hpsearch.sweep.store import Store, Sweep, Trial, new_id
+from hpsearch.sweep.store import Store, StoreError, Sweep, Trial, new_id
 from hpsearch.sweep.trial import TrialProcess
 
 MAX_EARLY_FAILURES = 3  # as W&B's agent: failing this often before any success means the sweep is broken
@@ -111,6 +112,56 @@ def outcome(proc: TrialProcess, code: int) -> tuple[str, dict[str, Any], str | N
     return "failed", {}, proc.error() or f"exit code {code}"
 
 
+HANG_TIMEOUT = 600.0  # default seconds without a new epoch before a trial counts as hung
+HANG_EPOCHS = 5  # ... or this many times its slowest epoch so far, whichever is longer
+FIRST_EPOCH_FACTOR = 3  # the first epoch also starts workers, loads data and compiles the model
+
+
+@dataclass
+class Running:
+    """A trial this agent supervises: its process, where it runs, and its progress as the agent saw it."""
+
+    trial: Trial
+    proc: TrialProcess
+    where: str  # "GPU 0,1" or "CPU"
+    epochs: int  # planned
+    seen: int  # epochs already on record when it (re)started: not announced again
+    last_progress: float = field(default_factory=time.monotonic)  # when it started, or its last new epoch
+    slowest: float = 0.0  # longest wait between two of its epochs, seconds
+    epoch_times: list[float] = field(default_factory=list)  # the trainer's own, for the ETA
+
+    def hang_limit(self, timeout: float) -> float:
+        """Seconds without a new epoch after which the trial counts as hung."""
+        limit = max(timeout, HANG_EPOCHS * self.slowest)
+        return limit if self.epoch_times else FIRST_EPOCH_FACTOR * limit
+
+    def progressed(self, record: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if self.epoch_times:  # the wait for the first epoch includes start-up, not an epoch's pace
+            self.slowest = max(self.slowest, now - self.last_progress)
+        self.last_progress, self.seen = now, record["epoch"]
+        self.epoch_times.append(record["epoch_time"])
+
+    def progress_line(self, record: dict[str, Any]) -> str:
+        left = self.epochs - record["epoch"]
+        eta = left * sum(self.epoch_times) / len(self.epoch_times)
+        return (
+            f"[{self.trial.id} {self.where}] epoch {record['epoch']}/{self.epochs}  val_acc {record['val_acc']:.2f}  "
+            f"best {record['best_acc']:.2f}  lr {record['lr']:.4g}  {record['img_per_sec']:,.0f} img/s  "
+            f"eta {format_duration(eta)}"
+        )
+
+
+def format_duration(seconds: float) -> str:
+    """52m, 1h05m, 40s: an ETA at a glance."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 class Agent:
     def __init__(
         self,
@@ -122,18 +173,27 @@ class Agent:
         grace: float = 10.0,
         poll: float = 0.5,
         echo: Callable[[str], None] = print,
+        hang_timeout: float = HANG_TIMEOUT,
     ):
         self.store, self.sweep, self.controller, self.slots = store, sweep, controller, slots
         self.count, self.grace, self.poll, self.echo = count, grace, poll, echo
+        self.hang_timeout = hang_timeout
         self.id = f"{socket.gethostname()}-{os.getpid()}-{new_id(4)}"
         self.signum: int | None = None
-        self.running: dict[int, tuple[Trial, TrialProcess]] = {}  # slot index -> trial
+        self.running: dict[int, Running] = {}  # slot index -> trial
 
     def run(self) -> int:
         """Run trials until the sweep or --count is done; returns the exit code."""
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             return self._loop()
+        except StoreError as e:
+            # Nothing half-written (each change is one transaction); the trials' agent is gone, so once the
+            # heartbeat window passes they count as crashed and the next agent resumes them.
+            for rn in self.running.values():
+                rn.proc.terminate(self.grace)
+            self.echo(f"agent: error: {e}; ended its trials, which the next agent resumes from their checkpoints")
+            return 1
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -164,7 +224,7 @@ class Agent:
                 break
             beat -= self.poll
             if beat <= 0:
-                self.store.heartbeat([t.id for t, _ in self.running.values()])
+                self.store.heartbeat([rn.trial.id for rn in self.running.values()])
                 beat = interval
             time.sleep(self.poll)
         if broken:
@@ -183,29 +243,52 @@ class Agent:
             )
         proc = trial_process(self.store, self.sweep, trial, slot, local_wandb_mode())
         self.store.set_pgid(trial.id, proc.start())
-        where = f"GPUs {','.join(map(str, slot.gpus))}" if slot.gpus is not None else f"CPU x{slot.nproc}"
+        where = f"GPU {','.join(map(str, slot.gpus))}" if slot.gpus is not None else "CPU"
+        params = leaves(trial.params)
         self.echo(
-            f"trial {trial.id} {how} on {where}: " + " ".join(f"{k}={v}" for k, v in leaves(trial.params).items())
+            f"trial {trial.id} {how} on {where}"
+            + (f" x{slot.nproc}" if slot.gpus is None else "")
+            + ": "
+            + " ".join(f"{k}={v}" for k, v in params.items())
         )
-        self.running[i] = (trial, proc)
+        epochs = params.get("epochs", DEFAULTS["epochs"])
+        self.running[i] = Running(trial, proc, where, epochs, seen=trial.epochs if how == "resumed" else 0)
+
+    def _record(self, rn: Running) -> dict[str, Any] | None:
+        """Record the trial's epochs that appeared in its metrics file and announce the new ones; the last."""
+        last = None
+        for record in rn.proc.new_epochs():
+            self.controller.record_epoch(rn.trial, record)
+            if record["epoch"] > rn.seen:  # not one a resumed trial's file still holds from before
+                rn.progressed(record)
+                self.echo(rn.progress_line(record))
+            last = record
+        return last
 
     def _supervise(self, i: int) -> str | None:
-        """Feed new epochs to the controller; end the trial if it exited or hyperband says stop.
+        """Feed new epochs to the controller; end the trial if it exited, hyperband says stop, or it hangs.
         Returns the trial's final state if it ended."""
-        trial, proc = self.running[i]
-        for record in proc.new_epochs():
-            self.controller.record_epoch(trial, record)
-            if proc.poll() is None and self.controller.should_stop(trial):
-                proc.terminate(self.grace)
-                self.controller.finish(trial, "stopped", summary=record)
-                self.echo(f"trial {trial.id} stopped early by hyperband after epoch {record['epoch']}")
-                del self.running[i]
-                return "stopped"
+        rn = self.running[i]
+        trial, proc = rn.trial, rn.proc
+        record = self._record(rn)
+        if record is not None and proc.poll() is None and self.controller.should_stop(trial):
+            proc.terminate(self.grace)
+            self.controller.finish(trial, "stopped", summary=record)
+            self.echo(f"trial {trial.id} stopped early by hyperband after epoch {record['epoch']}")
+            del self.running[i]
+            return "stopped"
         code = proc.poll()
         if code is None:
-            return None
-        for record in proc.new_epochs():
-            self.controller.record_epoch(trial, record)
+            quiet = time.monotonic() - rn.last_progress
+            if quiet <= rn.hang_limit(self.hang_timeout):
+                return None
+            proc.terminate(self.grace)  # SIGTERM, then SIGKILL: a stopped or deadlocked worker gets the latter
+            error = f"no progress for {quiet:.0f} s after epoch {rn.seen}"
+            self.controller.finish(trial, "failed", proc.poll(), error)
+            self.echo(f"trial {trial.id} failed: {error}; ended its processes")
+            del self.running[i]
+            return "failed"
+        self._record(rn)
         proc.terminate(self.grace)  # workers torchrun left behind, if any
         state, summary, error = outcome(proc, code)
         self.controller.finish(trial, state, code, error, summary)
@@ -215,10 +298,10 @@ class Agent:
         return state
 
     def _preempt_all(self) -> None:
-        for trial, proc in self.running.values():
-            proc.terminate(self.grace)
-            for record in proc.new_epochs():
-                self.controller.record_epoch(trial, record)
-            self.controller.finish(trial, "preempted", proc.poll(), "the agent was interrupted")
-            self.echo(f"trial {trial.id} preempted; the next agent on this sweep resumes it from its checkpoint")
+        for rn in self.running.values():
+            rn.proc.terminate(self.grace)
+            for record in rn.proc.new_epochs():
+                self.controller.record_epoch(rn.trial, record)
+            self.controller.finish(rn.trial, "preempted", rn.proc.poll(), "the agent was interrupted")
+            self.echo(f"trial {rn.trial.id} preempted; the next agent on this sweep resumes it from its checkpoint")
         self.running.clear()

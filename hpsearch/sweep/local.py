@@ -28,15 +28,19 @@ def stale_after() -> float:
     return float(os.environ.get("HPSEARCH_STALE_AFTER", "60"))
 
 
+MAX_RESUMES = 2  # default: how many times a trial whose agent died is resumed before it stays crashed
+
+
 class LocalController:
-    def __init__(self, store: Store, sweep: Sweep):
-        self.store, self.sweep = store, sweep
+    def __init__(self, store: Store, sweep: Sweep, max_resumes: int = MAX_RESUMES):
+        self.store, self.sweep, self.max_resumes = store, sweep, max_resumes
         self.config = sweeps.SweepConfig(sweep.config)  # validated, with the engine's defaults filled in
 
     def next_trial(self, agent: str) -> tuple[Trial, str] | None:
-        """Claim the next trial for `agent`: a preempted one first, else a new suggestion. Returns (trial, how):
-        how is "started", "resumed" (from its checkpoint) or "restarted" (from epoch 0: its checkpoint is not on
-        this machine); None when the sweep has nothing left (grid done, run_cap reached)."""
+        """Claim the next trial for `agent`: a preempted one first, then a crashed one whose checkpoint this
+        machine sees (at most `max_resumes` crashes), else a new suggestion. Returns (trial, how): how is
+        "started", "resumed" (from its checkpoint) or "restarted" (a preempted trial whose checkpoint is not on
+        this machine, from epoch 0); None when the sweep has nothing left (grid done, run_cap reached)."""
         with self.store.transaction(self.sweep.id):  # no other agent claims in between
             self.store.mark_crashed(self.sweep.id, stale_after())
             trials = self.store.trials(self.sweep.id)
@@ -45,6 +49,11 @@ class LocalController:
                 restart = not self.store.checkpoint(preempted).exists()
                 self.store.claim(preempted.id, agent, restart=restart)
                 return self.store.trial(preempted.id), "restarted" if restart else "resumed"
+            # A crashed trial's checkpoint may sit on a machine that is down: only an agent that sees it resumes it.
+            crashed = next((t for t in trials if self.resumable(t) and self.store.checkpoint(t).exists()), None)
+            if crashed:
+                self.store.claim(crashed.id, agent)
+                return self.store.trial(crashed.id), "resumed"
             cap = self.sweep.config.get("run_cap")
             suggestion = None
             if not cap or len(trials) < cap:
@@ -54,6 +63,10 @@ class LocalController:
                 return None
             params = {k: v["value"] for k, v in suggestion.config.items()}
             return self.store.add_trial(self.sweep.id, params, agent), "started"
+
+    def resumable(self, trial: Trial) -> bool:
+        """A crashed trial that may yet be resumed (by an agent that sees its checkpoint)."""
+        return trial.state == "crashed" and trial.crashes <= self.max_resumes
 
     def record_epoch(self, trial: Trial, record: dict[str, Any]) -> None:
         self.store.add_epoch(trial.id, record)

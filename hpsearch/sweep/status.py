@@ -53,6 +53,7 @@ def status(store: Store, sweep: Sweep) -> dict[str, Any]:
                 "summary": t.summary,
                 "epochs": t.epochs,
                 "runtime": round(t.runtime, 1),
+                "resumes": t.resumes,
                 "error": t.error,
             }
             for t in trials
@@ -67,9 +68,11 @@ def format_status(data: dict[str, Any]) -> str:
     counts = ", ".join(f"{n} {state}" for state, n in s["counts"].items()) or "no trials yet"
     goal = f" ({s['metric']['goal']} {metric})" if metric else ""
     lines = [f"sweep {s['id']}: {s['method']}{goal}, {s['state']}: {counts}"]
-    cols = ["trial", "state", metric or "metric", "epochs", "runtime"] + s["varying"]
+    resumed = any(t["resumes"] for t in data["trials"])  # the column only once some trial was resumed
+    cols = ["trial", "state", metric or "metric", "epochs", "runtime"] + ["resumes"] * resumed + s["varying"]
     rows = [
         [t["id"], t["state"], fmt_value(t["summary"].get(metric)), str(t["epochs"]), f"{t['runtime']:.0f}s"]
+        + [str(t["resumes"])] * resumed
         + [fmt_value(t["params"].get(k)) for k in s["varying"]]
         for t in data["trials"]
     ]

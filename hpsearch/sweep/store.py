@@ -37,7 +37,7 @@ URL_FORM = "postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
 
 # The schema as of SCHEMA_VERSION. DOUBLE PRECISION, not REAL: PostgreSQL's REAL is 4 bytes, too coarse for
 # timestamps; SQLite reads both as its 8-byte REAL.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS sweeps (
@@ -49,7 +49,8 @@ SCHEMA = [
         params TEXT NOT NULL, state TEXT NOT NULL, agent TEXT, created DOUBLE PRECISION NOT NULL,
         started DOUBLE PRECISION, ended DOUBLE PRECISION, heartbeat DOUBLE PRECISION, pgid INTEGER,
         exit_code INTEGER, error TEXT, summary TEXT NOT NULL DEFAULT '{}', epochs INTEGER NOT NULL DEFAULT 0,
-        runtime DOUBLE PRECISION NOT NULL DEFAULT 0
+        runtime DOUBLE PRECISION NOT NULL DEFAULT 0, resumes INTEGER NOT NULL DEFAULT 0,
+        crashes INTEGER NOT NULL DEFAULT 0
     )""",
     """CREATE TABLE IF NOT EXISTS history (
         trial_id TEXT NOT NULL REFERENCES trials(id), epoch INTEGER NOT NULL, metrics TEXT NOT NULL,
@@ -58,7 +59,12 @@ SCHEMA = [
 ]
 # Statements that bring a store written by an older hpsearch to version N (a store made before the meta
 # table existed is version 1).
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {
+    2: [  # crashed trials resume from their checkpoints, a limited number of times
+        "ALTER TABLE trials ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE trials ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
+    ],
+}
 
 
 class StoreError(Exception):
@@ -98,6 +104,8 @@ class Trial:
     summary: dict[str, Any] = field(default_factory=dict)
     epochs: int = 0
     runtime: float = 0.0  # seconds spent running, summed over resumes
+    resumes: int = 0  # times it was taken up again after it was preempted or crashed
+    crashes: int = 0  # times its agent died under it
 
 
 def new_id(n: int = 8) -> str:
@@ -129,10 +137,9 @@ class Store:
             self.engine = _sqlite_engine(self.root / DB_FILE)
         self.postgres = self.engine.dialect.name == "postgresql"
         self._local = threading.local()  # this thread's open transaction, if any
-        try:
-            self._create_schema()
-        except sa.exc.OperationalError as e:
-            raise StoreError(f"{self.where}: cannot connect: {_driver_message(e)}") from None
+        with self._errors("cannot connect"):
+            self.engine.connect().close()
+        self._create_schema()
 
     def _create_schema(self) -> None:
         with self.transaction():
@@ -158,13 +165,22 @@ class Store:
 
     # ---- transactions ----
     @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """The database's failures (disk full, server gone, locked too long) as one line naming the store."""
+        try:
+            yield
+        except sa.exc.DBAPIError as e:
+            raise StoreError(f"{self.where}: {what}: {_driver_message(e)}") from None
+
+    @contextmanager
     def transaction(self, sweep_id: str | None = None) -> Iterator[None]:
-        """One atomic change (nested calls join the outer one). With `sweep_id`, it is also serialized with
-        every other transaction that names the same sweep: that is how claims stay exactly-once."""
+        """One atomic change (nested calls join the outer one); a failure rolls all of it back. With `sweep_id`,
+        it is also serialized with every other transaction that names the same sweep: that is how claims stay
+        exactly-once."""
         if getattr(self._local, "conn", None) is not None:
             yield
             return
-        with self.engine.execution_options(write=True).begin() as conn:
+        with self._errors("cannot write"), self.engine.execution_options(write=True).begin() as conn:
             self._local.conn = conn
             try:
                 if sweep_id is not None and self.postgres:
@@ -185,7 +201,7 @@ class Store:
         """A read: inside the current transaction if there is one, else a short one of its own."""
         if getattr(self._local, "conn", None) is not None:
             return list(self._exec(sql, **params).mappings())
-        with self.engine.connect() as conn:
+        with self._errors("cannot read"), self.engine.connect() as conn:
             return list(conn.execute(sa.text(sql), params).mappings())
 
     def _write(self, sql: str, **params: Any) -> None:
@@ -269,15 +285,15 @@ class Store:
         return trial
 
     def claim(self, trial_id: str, agent: str, restart: bool = False) -> None:
-        """A preempted trial goes back to running under `agent`: it resumes from its checkpoint, or with
-        `restart` (its checkpoint is out of reach) from epoch 0, so its old history goes."""
+        """A preempted or crashed trial goes back to running under `agent`: it resumes from its checkpoint, or
+        with `restart` (its checkpoint is out of reach) from epoch 0, so its old history goes."""
         now = time.time()
         with self.transaction():
             if restart:
                 self._exec("DELETE FROM history WHERE trial_id = :id", id=trial_id)
             self._exec(
                 "UPDATE trials SET state = 'running', agent = :agent, started = :now, heartbeat = :now, "
-                "ended = NULL, exit_code = NULL, error = NULL"
+                "ended = NULL, exit_code = NULL, error = NULL, resumes = resumes + 1"
                 + (", epochs = 0, summary = '{}'" if restart else "")
                 + " WHERE id = :id",
                 agent=agent,
@@ -296,7 +312,11 @@ class Store:
                     self._exec("UPDATE trials SET heartbeat = :now WHERE id = :id", now=now, id=t)
 
     def add_epoch(self, trial_id: str, record: dict[str, Any]) -> None:
+        """Record an epoch. Epochs arrive in order, so later ones on record are stale: a resumed trial runs
+        again the epochs it finished after its last checkpoint (or, restarted, all of them)."""
         with self.transaction():
+            stale = "DELETE FROM history WHERE trial_id = :id AND epoch > :epoch"
+            self._exec(stale, id=trial_id, epoch=record["epoch"])
             self._exec(
                 "INSERT INTO history (trial_id, epoch, metrics) VALUES (:id, :epoch, :metrics) "
                 "ON CONFLICT (trial_id, epoch) DO UPDATE SET metrics = excluded.metrics",
@@ -344,7 +364,8 @@ class Store:
     def mark_crashed(self, sweep_id: str, stale_after: float) -> None:
         """Running trials whose agent stopped sending heartbeats (it was killed, or its machine went down)."""
         self._write(
-            "UPDATE trials SET state = 'crashed', ended = heartbeat, error = 'agent stopped sending heartbeats' "
+            "UPDATE trials SET state = 'crashed', ended = heartbeat, error = 'agent stopped sending heartbeats', "
+            "crashes = crashes + 1, runtime = runtime + heartbeat - started "
             "WHERE sweep_id = :s AND state = 'running' AND heartbeat < :cutoff",
             s=sweep_id,
             cutoff=time.time() - stale_after,

@@ -69,7 +69,7 @@ class TrialProcess:
         if cpus:
             self.env["HPSEARCH_CPUS"] = ",".join(map(str, cpus))
         self.proc: subprocess.Popen | None = None
-        self._offset = 0
+        self._offset, self._inode = 0, -1
 
     def start(self) -> int:
         """Launch; return the process group id."""
@@ -95,9 +95,13 @@ class TrialProcess:
         return self.proc.poll()
 
     def new_epochs(self) -> list[dict[str, Any]]:
-        """Epoch records appended to the metrics file since the last call (complete lines only)."""
+        """Epoch records appended to the metrics file since the last call (complete lines only). A resumed
+        trainer replaces the file with the epochs its checkpoint holds: then it is read again from the start."""
         try:
             with open(self.metrics_path, "rb") as fh:
+                inode = os.fstat(fh.fileno()).st_ino
+                if inode != self._inode:
+                    self._inode, self._offset = inode, 0
                 fh.seek(self._offset)
                 chunk = fh.read()
         except FileNotFoundError:

@@ -9,8 +9,10 @@ and one line on stderr. Only rank 0 logs.
 
 from __future__ import annotations
 
+import io
 import os
 import random
+import sys
 import threading
 import time
 from pathlib import Path
@@ -40,7 +42,7 @@ from hpsearch.train.data import (
     lower_priority,
     train_transform,
 )
-from hpsearch.train.metrics import TrialLog, error
+from hpsearch.train.metrics import TrialLog, WriteError, error
 from hpsearch.train.model import ModelError, build_model
 
 CHECK_EVERY = 25  # steps between finiteness checks of the loss; each check waits for the GPU
@@ -61,7 +63,7 @@ def main(argv: list[str]) -> int:
     except (ParamError, DataError, ModelError, SetupError) as e:
         error(str(e))  # on every rank: the first to exit gets the others killed before they can speak
         return 2
-    except Diverged as e:
+    except (Diverged, WriteError) as e:
         error(str(e))
         return 1
     return 0
@@ -160,8 +162,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     # ---- resume ----
     ckpt_path = Path(cfg.output_dir) / CHECKPOINT
     start_epoch, best_acc, best_epoch, wandb_id = 0, 0.0, 0, None
-    if cfg.resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(ckpt_path, model, rank) if cfg.resume and ckpt_path.exists() else None
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -171,7 +173,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             _set_rng(ckpt["rng"][rank])
         if rank == 0:
             print(f"resumed from {ckpt_path} after epoch {start_epoch}", flush=True)
-    elif cfg.resume and rank == 0:
+    elif cfg.resume and rank == 0 and not ckpt_path.exists():
         print(f"no checkpoint at {ckpt_path}: starting from epoch 0", flush=True)
     scheduler.step_update(start_epoch * steps)
 
@@ -311,6 +313,31 @@ def evaluate(
     return loss / n, 100.0 * top1 / n, 100.0 * top5 / n
 
 
+def read_checkpoint(path: Path, model: nn.Module, rank: int) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or None when it cannot be used (truncated, not a checkpoint, another
+    model's): then rank 0 says so in one line and the trial starts again from epoch 0, its first checkpoint
+    replacing the bad file. Checked whole before anything is loaded, so a bad file changes no weights."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(ckpt, dict) or "model" not in ckpt:
+            raise ValueError("not an hpsearch checkpoint")
+        expected = {k: v.shape for k, v in model.state_dict().items()}
+        found = {k: getattr(v, "shape", None) for k, v in ckpt["model"].items()}
+        if found != expected:
+            wrong = sorted(set(found) ^ set(expected)) or sorted(k for k in found if found[k] != expected[k])
+            raise ValueError(f"its model does not match this one (first difference: {wrong[0]})")
+        missing = [k for k in ("optimizer", "scheduler", "epoch", "best_acc", "best_epoch", "rng") if k not in ckpt]
+        if missing:
+            raise ValueError(f"it lacks {', '.join(missing)}")
+    except Exception as e:  # torch.load and unpickling raise many types for a damaged file
+        if rank == 0:
+            reason = " ".join(str(e).split()) or type(e).__name__
+            print(f"hpsearch train: warning: checkpoint {path} is unreadable ({reason[:200]}); starting again "
+                  "from epoch 0", file=sys.stderr, flush=True)  # fmt: skip
+        return None
+    return ckpt
+
+
 class CheckpointWriter:
     """Writes checkpoints in a background thread: the state is copied to host memory at once, and the
     disk write (hundreds of MB for ResNet-50 with momentum) overlaps the next epoch. The file is
@@ -331,9 +358,17 @@ class CheckpointWriter:
     def _write(self, state: dict[str, Any]) -> None:
         tmp = self.path.with_suffix(".tmp")
         try:
-            torch.save(state, tmp)
+            # Serialised in memory first, so a failing write raises the OS's own error (torch.save's file
+            # writer only says "file write failed").
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            with open(tmp, "wb") as fh:
+                fh.write(buffer.getbuffer())
             os.replace(tmp, self.path)
-        except BaseException as e:  # re-raised in the training thread by wait()
+        except OSError as e:  # re-raised in the training thread by wait()
+            tmp.unlink(missing_ok=True)
+            self._error = WriteError(f"cannot write checkpoint {tmp}: {e.strerror or e}")
+        except BaseException as e:
             self._error = e
 
     def wait(self) -> None:

@@ -17,6 +17,10 @@ from hpsearch.wandb_env import default_mode
 RECORD_KEYS = ("val_acc", "best_acc", "val_acc5", "val_loss", "train_loss", "lr", "epoch_time", "img_per_sec", "epoch")
 
 
+class WriteError(Exception):
+    """A checkpoint or metrics write failed (disk full, file size limit); the message names file and OS error."""
+
+
 class TrialLog:
     def __init__(self, cfg: TrainConfig, start_epoch: int, wandb_id: str | None):
         self.metrics_path = Path(cfg.metrics_file) if cfg.metrics_file else None
@@ -49,8 +53,11 @@ class TrialLog:
             flush=True,
         )
         if self.metrics_path:
-            with open(self.metrics_path, "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
+            try:
+                with open(self.metrics_path, "a") as fh:
+                    fh.write(json.dumps(rec) + "\n")
+            except OSError as e:
+                raise WriteError(f"cannot write metrics file {self.metrics_path}: {e.strerror or e}") from None
         if self.run:
             self.run.log(rec, step=rec["epoch"])
 
@@ -63,11 +70,14 @@ class TrialLog:
 
 
 def _truncate_after(path: Path, epoch: int) -> None:
-    """Drop lines of epochs a resumed trial will run again (written after its last checkpoint)."""
+    """Drop lines of epochs a resumed trial will run again (written after its last checkpoint). The file is
+    replaced, not rewritten in place, so a reader tailing it sees a new file and starts over."""
     if not path.exists():
         return
     kept = [line for line in path.read_text().splitlines(keepends=True) if _epoch_of(line) <= epoch]
-    path.write_text("".join(kept))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
 
 
 def _epoch_of(line: str) -> float:
