@@ -86,17 +86,20 @@ def test_four_agents_on_four_machines_claim_every_grid_point_and_run_cap_exactly
     assert not any(PASSWORD in out for out in outs)
 
 
-def test_a_killed_agent_s_trial_is_crashed_and_nothing_else_is_lost(cifar_root: Path, tmp_path: Path, postgres):
+def test_a_killed_agent_s_trial_is_crashed_then_resumed_where_its_checkpoint_is(
+    cifar_root: Path, tmp_path: Path, postgres
+):
     db = postgres.create_database("killed")
     lrs = [round(0.01 * i, 2) for i in range(1, 13)]
-    grid = create(tmp_path, db, {"method": "grid", "parameters": {**tiny(cifar_root, 1), "lr": {"values": lrs}}})
+    grid = create(tmp_path, db, {"method": "grid", "parameters": {**tiny(cifar_root, 3), "lr": {"values": lrs}}})
     store = Store(tmp_path / "m0", db)
-    victim = start_agent(tmp_path, db, grid, "m0", HPSEARCH_STALE_AFTER="4")
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(t.state == "running" for t in store.trials(grid)):
-        time.sleep(0.2)
-    (running,) = [t for t in store.trials(grid) if t.state == "running"]
-    others = [start_agent(tmp_path, db, grid, f"m{i}", HPSEARCH_STALE_AFTER="4") for i in (1, 2)]
+    stale = {"HPSEARCH_STALE_AFTER": "4"}
+    victim = start_agent(tmp_path, db, grid, "m0", **stale)
+    deadline = time.time() + 120  # killed once its first trial has a checkpoint (an epoch done)
+    while time.time() < deadline and not any(t.epochs >= 1 for t in store.trials(grid)):
+        time.sleep(0.1)
+    (running,) = [t for t in store.trials(grid) if t.state == "running"]  # the victim's, the only one yet
+    others = [start_agent(tmp_path, db, grid, f"m{i}", **stale) for i in (1, 2)]
     victim.kill()
     victim.wait()
     finish(others)
@@ -104,12 +107,19 @@ def test_a_killed_agent_s_trial_is_crashed_and_nothing_else_is_lost(cifar_root: 
     while time.time() < deadline and live_in_group(store.trial(running.id).pgid or 0):
         time.sleep(0.2)
     time.sleep(4.5)  # past the heartbeat window
-    p = hpsearch("status", grid, "--json", "--db", db, cwd=tmp_path, env=env(HPSEARCH_STALE_AFTER="4"))
+    p = hpsearch("status", grid, "--json", "--db", db, cwd=tmp_path, env=env(**stale))
     by_id = {t["id"]: t for t in json.loads(p.stdout)["trials"]}
-    assert by_id[running.id]["state"] == "crashed"
+    assert by_id[running.id]["state"] == "crashed"  # the other machines cannot see its checkpoint
     trials = store.trials(grid)
-    assert sorted(t.params["lr"] for t in trials) == lrs
+    assert sorted(t.params["lr"] for t in trials) == lrs  # nothing lost, nothing twice
     assert all(t.state == "finished" for t in trials if t.id != running.id)
+
+    # The victim's machine comes back: its agent sees the checkpoint and resumes the trial from it.
+    (out,) = finish([start_agent(tmp_path, db, grid, "m0", **stale)])
+    assert f"trial {running.id} resumed on CPU" in out
+    trial = store.trial(running.id)
+    assert trial.state == "finished" and trial.epochs == 3 and trial.resumes == 1
+    assert "resumed from" in (tmp_path / "m0" / grid / running.id / "stdout.log").read_text()
 
 
 def test_a_preempted_trial_whose_checkpoint_is_on_another_machine_restarts_from_epoch_0(
