@@ -23,7 +23,7 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from hpsearch.params import DEFAULTS, format_value
-from hpsearch.sweep.status import fmt_value, status
+from hpsearch.sweep.status import fmt_duration, fmt_value, status
 from hpsearch.sweep.store import Store, Sweep
 
 DEFAULT_METRIC = {"name": "best_acc", "goal": "maximize"}  # grid and random sweeps may set no metric
@@ -131,7 +131,7 @@ def table_rows(data: dict[str, Any]) -> list[tuple[str, list[str]]]:
     rows += [
         row("best epoch", lambda t: t["best_epoch"]),
         row("epochs run", lambda t: f"{t['epochs']} of {t['planned_epochs']}"),
-        row("wall time", lambda t: _duration(t["wall_s"])),
+        row("wall time", lambda t: fmt_duration(t["wall_s"])),
         row("state", lambda t: t["state"]),
     ]
     return rows
@@ -443,16 +443,6 @@ def _best_result(data: dict[str, Any]) -> str:
 
 def _with_errors(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [t for t in data["trials"] if t["error"]]
-
-
-def _duration(seconds: float) -> str:
-    """As the reference report writes wall times: 42s, 49m45s, 1h01m."""
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _is_number(v: Any) -> bool:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from hpsearch.params import DEFAULTS
 from hpsearch.sweep.spec import leaves
+from hpsearch.sweep.status import fmt_duration
 from hpsearch.sweep.store import Store, StoreError, Sweep, Trial, new_id
 from hpsearch.sweep.trial import TrialProcess
 
@@ -148,18 +149,8 @@ class Running:
         return (
             f"[{self.trial.id} {self.where}] epoch {record['epoch']}/{self.epochs}  val_acc {record['val_acc']:.2f}  "
             f"best {record['best_acc']:.2f}  lr {record['lr']:.4g}  {record['img_per_sec']:,.0f} img/s  "
-            f"eta {format_duration(eta)}"
+            f"eta {fmt_duration(eta)}"
         )
-
-
-def format_duration(seconds: float) -> str:
-    """52m, 1h05m, 40s: an ETA at a glance."""
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class Agent:
