@@ -76,18 +76,24 @@ def create_sweep(
     from hpsearch.sweep.store import Store
 
     if backend == "wandb":
+        from hpsearch.sweep.wandb_cloud import ServerError
         from hpsearch.sweep.wandb_cloud import create_sweep as create_remote
 
-        remote = create_remote(config, project, entity)
-        sweep = Store(store_dir).add_sweep(config, "wandb", name, remote=remote, sweep_id=remote.split("/")[-1])
+        try:
+            remote = create_remote(config, project, entity)
+        except ServerError as e:
+            click.echo(f"hpsearch create-sweep: error: {e}", err=True)
+            sys.exit(1)
+        Store(store_dir).add_sweep(config, "wandb", name, remote=remote, sweep_id=remote.split("/")[-1])
         click.echo(f"created W&B sweep {remote}")
+        sweep_id = remote  # the form the W&B UI and `wandb agent` use; the store knows it by its last part too
     else:
-        sweep = Store(store_dir).add_sweep({**config, "project": project}, "local", name)
-        click.echo(f"created local sweep {sweep.id} in {store_dir}")
+        sweep_id = Store(store_dir).add_sweep({**config, "project": project}, "local", name).id
+        click.echo(f"created local sweep {sweep_id} in {store_dir}")
     click.echo(
-        f"run it with: hpsearch agent {sweep.id}" + ("" if str(store_dir) == "hpsearch-runs" else f" --dir {store_dir}")
+        f"run it with: hpsearch agent {sweep_id}" + ("" if str(store_dir) == "hpsearch-runs" else f" --dir {store_dir}")
     )
-    click.echo(sweep.id)
+    click.echo(sweep_id)
 
 
 @main.command()
@@ -189,20 +195,27 @@ def sync_cmd(sweep_id: str, project: str | None, entity: str | None, store_dir: 
 
 
 def _open_sweep(store_dir: Path, sweep_id: str, remote_ok: bool = False) -> tuple[Store, Sweep]:
-    """The store and the sweep, or a usage error (exit 2) that leaves no store behind. With `remote_ok`, an id
-    the store does not know is taken for a W&B sweep (made by `wandb sweep`) when a W&B login exists."""
+    """The store and the sweep, or a usage error (exit 2) that leaves no store behind. A W&B sweep is found by
+    its id or its path ENTITY/PROJECT/ID. With `remote_ok` and a W&B login, a path the store does not know is
+    taken for a W&B sweep made elsewhere (`wandb sweep`, another machine)."""
     from hpsearch.sweep.store import Store
     from hpsearch.wandb_env import api_key_configured
 
-    known = (store_dir / "hpsearch.db").exists()
-    store = Store(store_dir) if known or (remote_ok and api_key_configured()) else None
+    mirror = remote_ok and api_key_configured() and len(sweep_id.split("/")) == 3 and all(sweep_id.split("/"))
+    store = Store(store_dir) if (store_dir / "hpsearch.db").exists() or mirror else None
     sweep = store.sweep(sweep_id) if store else None
-    if sweep is None and store and remote_ok and api_key_configured():
+    if sweep is None and store and "/" in sweep_id:
+        by_id = store.sweep(sweep_id.rsplit("/", 1)[-1])
+        sweep = by_id if by_id and by_id.backend == "wandb" else None
+    if sweep is None and mirror:
         from hpsearch.sweep.wandb_cloud import mirror_sweep
 
         sweep = mirror_sweep(store, sweep_id)
     if sweep is None:
-        raise click.UsageError(f"no sweep {sweep_id!r} in {store_dir}; create one with `hpsearch create-sweep FILE`")
+        hint = "; a W&B sweep made elsewhere needs its full path ENTITY/PROJECT/ID" if remote_ok else ""
+        raise click.UsageError(
+            f"no sweep {sweep_id!r} in {store_dir}; create one with `hpsearch create-sweep FILE`{hint}"
+        )
     return store, sweep
 
 

@@ -18,12 +18,26 @@ from hpsearch.sweep.agent import Slot, outcome, trial_process
 from hpsearch.sweep.store import Store, Sweep, new_id
 
 
-def create_sweep(config: dict[str, Any], project: str | None, entity: str | None) -> str:
-    """Register the sweep with the W&B server; return its path entity/project/id."""
+class ServerError(Exception):
+    """The W&B server refused a request or did not answer it within wandb's retry window."""
+
+
+def _server_error(e: BaseException) -> ServerError:
+    # wandb-core's errors end in the last attempt's cause (connection refused, a GraphQL error, ...)
+    why = str(e).split(" while retrying")[0].rsplit(": ", 1)[-1].strip() or type(e).__name__
+    return ServerError(f"the W&B server at {os.environ.get('WANDB_BASE_URL', 'api.wandb.ai')}: {why}")
+
+
+def create_sweep(config: dict[str, Any], project: str, entity: str | None) -> str:
+    """Register the sweep with the W&B server; return its path ENTITY/PROJECT/ID."""
     import wandb
 
-    sweep_id = wandb.sweep(sweep=config, project=project, entity=entity)
-    return "/".join(p for p in (entity, project, sweep_id) if p)
+    try:
+        sweep_id = wandb.sweep(sweep=config, project=project, entity=entity)
+        api = wandb.Api()  # without --entity: the one the server put the sweep in (wandb.sweep exports it)
+        return f"{entity or api.settings['entity'] or api.default_entity}/{project}/{sweep_id}"
+    except wandb.errors.Error as e:
+        raise _server_error(e) from None
 
 
 def mirror_sweep(store: Store, path: str) -> Sweep:
