@@ -128,9 +128,13 @@ def agent(
     except AgentError as e:
         raise click.UsageError(str(e)) from None
     if sweep.backend == "wandb":
-        from hpsearch.sweep.wandb_cloud import WandbAgent
+        from hpsearch.sweep.wandb_cloud import ServerError, WandbAgent
 
-        code = WandbAgent(store, sweep, slots[0], count, grace).run()
+        try:
+            code = WandbAgent(store, sweep, slots[0], count, grace).run()
+        except ServerError as e:
+            click.echo(f"hpsearch agent: error: {e}", err=True)
+            sys.exit(1)
     else:
         code = Agent(store, sweep, LocalController(store, sweep), slots, count, grace).run()
     click.echo(format_status(status(store, store.sweep(sweep.id))))
