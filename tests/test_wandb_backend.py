@@ -146,6 +146,7 @@ def test_a_grid_with_hyperband_runs_to_exhaustion(cifar_root: Path, tmp_path: Pa
     assert epochs(good.history) == [row["_step"] for row in good.history] == [1, 2]
     assert good.summary["best_acc"] == max(row["val_acc"] for row in good.history) > 0
     assert good.summary["world_size"] == 2  # torchrun ran two gloo workers
+    assert {"config.yaml", "wandb-summary.json", "output.log"} <= set(good.files)  # uploaded where it said
     defined = good.wandb_config["m"]  # define_metric: "*" (a glob, key 2) plotted against metric number "5"
     assert defined[next(m for m in defined if m.get("2") == "*")["5"] - 1]["1"] == "epoch"
 

@@ -1,8 +1,8 @@
 """A W&B server for the tests, small enough to read: the GraphQL operations and the file_stream endpoint
 that the real wandb client (its Python SDK and the Go `wandb-core` service) uses on the sweep path, with
 W&B's open-source `sweeps` engine deciding suggestions and hyperband stops over the runs it holds, as
-W&B's sweep controller does. It keeps everything in memory, records what it received, and can fail on
-purpose (500s, stalls, gone for good).
+W&B's sweep controller does. It keeps in memory what it received (sweeps; runs with their config, history,
+summary, files and exit), for the tests to check, and can fail on purpose (500s, stalls, gone for good).
 """
 
 from __future__ import annotations
@@ -61,7 +61,6 @@ class Sweep:
     entity: str
     project: str
     config: dict[str, Any]
-    state: str = "RUNNING"
 
 
 @dataclass
@@ -77,7 +76,6 @@ class WandbServer:
         self.sweeps: dict[str, Sweep] = {}
         self.runs: dict[str, Run] = {}
         self.agents: dict[str, str] = {}  # agent id -> sweep id
-        self.received: list[tuple[str, Any]] = []  # (operation or "file_stream"/"upload", what it carried)
         self.faults: list[Fault] = []
         self.failed: list[tuple[str, str]] = []  # (target, kind) of each request a fault answered
         self.unserved: list[str] = []  # GraphQL operations asked for that this server does not know
@@ -134,23 +132,17 @@ class WandbServer:
     def graphql(self, op: str, v: dict[str, Any]) -> dict[str, Any]:
         handler = getattr(self, f"_gql_{op}", None)
         with self.lock:
-            self.received.append((op, v))
             if handler is None:
                 self.unserved.append(op)
                 raise GraphQLError(f"operation {op} is not served here")
             return handler(v)
 
     def _gql_Viewer(self, v: dict) -> dict:
-        teams = {"edges": []}
-        return {
-            "viewer": {"id": "u1", "entity": ENTITY, "username": ENTITY, "email": "", "flags": "{}", "teams": teams}
-        }
+        viewer = {"id": "u1", "entity": ENTITY, "username": ENTITY, "email": "", "flags": "{}"}
+        return {"viewer": {**viewer, "teams": {"edges": []}}}
 
     def _gql_ServerFeaturesQuery(self, v: dict) -> dict:
         return {"serverInfo": {"features": []}}
-
-    def _gql_ServerInfo(self, v: dict) -> dict:
-        return {"serverInfo": {"cliVersionInfo": {}, "latestLocalVersionInfo": None}}
 
     def _gql_OrganizationCoreWeaveOrganizationID(self, v: dict) -> dict:
         return {"entity": {"organization": None}}
@@ -199,8 +191,6 @@ class WandbServer:
             None if cap and len(runs) >= cap else sweeps.next_run(sweeps.SweepConfig(sweep.config), engine_runs)
         )
         if suggestion is None:
-            if not any(r.state in ("pending", "running", "preempting") for r in runs):
-                sweep.state = "FINISHED"
             return [{"type": "exit"}]
         run = Run(self._new_id("run"), sweep.entity, sweep.project, sweep.id, suggestion.config)
         self.runs[run.id] = run
@@ -213,7 +203,7 @@ class WandbServer:
         return {"type": kind, "run_id": run.id, "args": run.params, "program": "train.py"}
 
     def _gql_UpsertBucket(self, v: dict) -> dict:
-        run = self.runs.get(v.get("name") or "") or next((r for r in self.runs.values() if r.id == v.get("id")), None)
+        run = self.runs.get(v["name"])
         inserted = run is None
         if run is None:
             run = Run(v["name"], v.get("entity") or ENTITY, v.get("project") or "uncategorized", v.get("sweep"))
@@ -269,7 +259,6 @@ class WandbServer:
     # ---- file_stream: history, summary, console, events, and the run's end ----
     def file_stream(self, run_id: str, body: dict[str, Any]) -> None:
         with self.lock:
-            self.received.append(("file_stream", {"run": run_id, **body}))
             run = self.runs[run_id]
             for name, chunk in body.get("files", {}).items():
                 lines, offset = chunk["content"], chunk["offset"]
@@ -298,7 +287,7 @@ class WandbServer:
     def _decide_stops(self, run: Run) -> None:
         """Hyperband's verdict as soon as new history arrives; the agent hears it at its next heartbeat."""
         sweep = self.sweeps.get(run.sweep or "")
-        if sweep is None or "early_terminate" not in sweep.config or run.state != "running" or run.stop_at:
+        if sweep is None or "early_terminate" not in sweep.config or run.state != "running" or run.stop_at is not None:
             return
         runs = [r.engine_run() for r in self.sweep_runs(sweep.id)]
         if any(r.name == run.id for r in sweeps.stop_runs(sweep.config, runs)):
@@ -307,7 +296,6 @@ class WandbServer:
     def upload(self, path: str, data: bytes) -> None:
         _, _, _, _, run_id, name = path.split("/", 5)
         with self.lock:
-            self.received.append(("upload", name))
             self.runs[run_id].files[name] = data
 
 
