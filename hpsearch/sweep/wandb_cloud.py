@@ -190,6 +190,7 @@ class WandbAgent:
             proc.terminate(self.grace)
             self.store.end(trial.id, "crashed", proc.poll(), error)
             error += f"; trial {trial.id} ended as crashed (its W&B run is in {os.environ['WANDB_DIR']}/wandb)"
+        sys.stdout.flush()
         print(f"hpsearch agent: error: {error}", file=sys.stderr, flush=True)
         os._exit(1)
 
