@@ -58,6 +58,9 @@ def mirror_sweep(store: Store, path: str) -> Sweep:
 
 
 class WandbAgent:
+    """Runs the trials the W&B server hands out, one at a time, until it says `exit` (or --count, a signal, a
+    lost server): a hyperband `stop` ends the trial quietly, Ctrl-C/SIGTERM preempts it for the next agent."""
+
     def __init__(
         self,
         store: Store,
