@@ -92,17 +92,23 @@ def create_sweep(
     project = project or os.environ.get("WANDB_PROJECT") or config.get("project") or "hpsearch"
     store = _store("create-sweep", store_dir, db)  # before the W&B server: a bad --db registers nothing
     if backend == "wandb":
+        from hpsearch.sweep.wandb_cloud import ServerError
         from hpsearch.sweep.wandb_cloud import create_sweep as create_remote
 
-        remote = create_remote(config, project, entity)
-        sweep = store.add_sweep(config, "wandb", name, remote=remote, sweep_id=remote.split("/")[-1])
+        try:
+            remote = create_remote(config, project, entity)
+        except ServerError as e:
+            click.echo(f"hpsearch create-sweep: error: {e}", err=True)
+            sys.exit(1)
+        store.add_sweep(config, "wandb", name, remote=remote, sweep_id=remote.split("/")[-1])
         click.echo(f"created W&B sweep {remote}")
+        sweep_id = remote  # the form the W&B UI and `wandb agent` use; the store knows it by its last part too
     else:
-        sweep = store.add_sweep({**config, "project": project}, "local", name)
-        click.echo(f"created local sweep {sweep.id} in {store.where}")
+        sweep_id = store.add_sweep({**config, "project": project}, "local", name).id
+        click.echo(f"created local sweep {sweep_id} in {store.where}")
     options = ("" if str(store_dir) == "hpsearch-runs" else f" --dir {store_dir}") + (" --db URL" if db else "")
-    click.echo(f"run it with: hpsearch agent {sweep.id}{options}")
-    click.echo(sweep.id)
+    click.echo(f"run it with: hpsearch agent {sweep_id}{options}")
+    click.echo(sweep_id)
 
 
 @main.command()
@@ -155,9 +161,13 @@ def agent(
     except AgentError as e:
         raise click.UsageError(str(e)) from None
     if sweep.backend == "wandb":
-        from hpsearch.sweep.wandb_cloud import WandbAgent
+        from hpsearch.sweep.wandb_cloud import ServerError, WandbAgent
 
-        code = WandbAgent(store, sweep, slots[0], count, grace).run()
+        try:
+            code = WandbAgent(store, sweep, slots[0], count, grace).run()
+        except ServerError as e:
+            click.echo(f"hpsearch agent: error: {e}", err=True)
+            sys.exit(1)
     else:
         controller = LocalController(store, sweep, max_resumes)
         code = Agent(store, sweep, controller, slots, count, grace, hang_timeout=hang_timeout).run()
@@ -236,21 +246,26 @@ def _store(command: str, store_dir: Path, db: str | None) -> Store:
 def _open_sweep(
     command: str, store_dir: Path, db: str | None, sweep_id: str, remote_ok: bool = False
 ) -> tuple[Store, Sweep]:
-    """The store and the sweep, or a usage error (exit 2) that leaves no store behind. With `remote_ok`, an id
-    the store does not know is taken for a W&B sweep (made by `wandb sweep`) when a W&B login exists."""
+    """The store and the sweep, or a usage error (exit 2) that leaves no store behind. A W&B sweep is found by
+    its id or its path ENTITY/PROJECT/ID. With `remote_ok` and a W&B login, a path the store does not know is
+    taken for a W&B sweep made elsewhere (`wandb sweep`, another machine)."""
     from hpsearch.sweep.store import store_exists
     from hpsearch.wandb_env import api_key_configured
 
-    remote = remote_ok and api_key_configured()
-    store = _store(command, store_dir, db) if store_exists(store_dir, db) or remote else None
+    mirror = remote_ok and api_key_configured() and len(sweep_id.split("/")) == 3 and all(sweep_id.split("/"))
+    store = _store(command, store_dir, db) if store_exists(store_dir, db) or mirror else None
     sweep = store.sweep(sweep_id) if store else None
-    if sweep is None and store and remote:
+    if sweep is None and store and "/" in sweep_id:
+        by_id = store.sweep(sweep_id.rsplit("/", 1)[-1])
+        sweep = by_id if by_id and by_id.backend == "wandb" else None
+    if sweep is None and mirror:
         from hpsearch.sweep.wandb_cloud import mirror_sweep
 
         sweep = mirror_sweep(store, sweep_id)
     if sweep is None:
+        hint = "; a W&B sweep made elsewhere needs its full path ENTITY/PROJECT/ID" if remote_ok else ""
         where = store.where if store else store_dir
-        raise click.UsageError(f"no sweep {sweep_id!r} in {where}; create one with `hpsearch create-sweep FILE`")
+        raise click.UsageError(f"no sweep {sweep_id!r} in {where}; create one with `hpsearch create-sweep FILE`{hint}")
     return store, sweep
 
 

@@ -1,128 +1,254 @@
-"""The W&B server path, short of the network: wandb's sweep/agent/init calls are replaced by fakes that
-behave as the server would (suggest runs, send a stop command); everything of ours runs for real."""
+"""The W&B backend over the wire: real `hpsearch` processes and the real, unpatched wandb client (its SDK and
+the Go wandb-core service) talking HTTP to tests/wandb_server.py, whose sweep controller is W&B's `sweeps`
+engine. Trials are tiny CPU runs."""
 
 from __future__ import annotations
 
-import threading
+import json
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import wandb
+import psutil
+import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import fast_params, live_in_group
-from wandb.agents.pyagent import _terminate_thread
+from conftest import env, fast_params, live_in_group
+from fakedata import write_cifar100
+from wandb_server import ENTITY, Run, WandbServer
 
 from hpsearch.cli import main
+from hpsearch.sweep.status import status as sweep_status
 from hpsearch.sweep.store import Store
 
-
-class FakeRun:
-    def __init__(self, run_id: str, config: dict[str, Any]):
-        self.id, self.config = run_id, config
-        self.logged: list[tuple[int, dict]] = []
-        self.summary: dict[str, Any] = {}
-
-    def log(self, record: dict, step: int) -> None:
-        self.logged.append((step, record))
-
-
-class FakeServer:
-    """wandb.sweep / wandb.agent / wandb.init as the W&B server drives them."""
-
-    def __init__(self, suggestions: list[dict[str, Any]], stop_run: int):
-        self.suggestions, self.stop_run = suggestions, stop_run
-        self.runs: list[FakeRun] = []
-        self.created: dict[str, Any] = {}
-        self.errors: list[BaseException] = []
-
-    def sweep(self, sweep: dict, project: str | None = None, entity: str | None = None) -> str:
-        self.created = {"config": sweep, "project": project, "entity": entity}
-        return "abc123"
-
-    def init(self) -> FakeRun:
-        return self.runs[-1]
-
-    def agent(self, sweep_id: str, function, count: int | None = None) -> None:
-        assert sweep_id == "team/proj/abc123"
-        for i, config in enumerate(self.suggestions[:count]):
-            self.runs.append(FakeRun(f"run{i}", {k: v["value"] for k, v in config.items()}))
-            thread = threading.Thread(target=self._guard, args=(function,))
-            thread.start()
-            if i == self.stop_run:  # a stop command: wandb's agent raises inside the trial's thread
-                while thread.is_alive() and not self.runs[-1].logged:
-                    time.sleep(0.05)
-                _terminate_thread(thread)
-            thread.join()
-
-    def _guard(self, function) -> None:
-        try:
-            function()
-        except BaseException as e:  # wandb's agent records the run as failed or stopped
-            self.errors.append(e)
+# wandb's agent heartbeats every 5 s (a class attribute its own tests lower); 0.5 s keeps these tests short.
+CLI = [
+    sys.executable,
+    "-c",
+    "import sys; from wandb.agents import pyagent; pyagent.Agent.HEARTBEAT_SLEEP_SECONDS = 0.5; "
+    "from hpsearch.cli import main; sys.argv[0] = 'hpsearch'; main()",
+]
+# wandb's own settings (env WANDB__X) for a short send interval and retry windows, in whole seconds (wandb-core
+# truncates): a request unanswered for about 5 s is given up, a fault of 2 s is ridden through.
+SHORT = {
+    "WANDB__FILE_STREAM_TRANSMIT_INTERVAL": "1",
+    "WANDB__FILE_STREAM_RETRY_MAX": "20",
+    "WANDB__FILE_STREAM_RETRY_WAIT_MIN_SECONDS": "1",
+    "WANDB__FILE_STREAM_RETRY_WAIT_MAX_SECONDS": "1",
+    "WANDB__FILE_STREAM_TIMEOUT_SECONDS": "2",
+    "WANDB__GRAPHQL_RETRY_MAX": "4",
+    "WANDB__GRAPHQL_RETRY_WAIT_MIN_SECONDS": "1",
+    "WANDB__GRAPHQL_RETRY_WAIT_MAX_SECONDS": "1",
+    "WANDB__GRAPHQL_TIMEOUT_SECONDS": "2",
+}
+METRIC = {"name": "val_acc", "goal": "maximize"}
 
 
-def test_wandb_sweep_runs_server_suggestions_logs_epochs_and_honours_stop(
-    cifar_root: Path, tmp_path: Path, monkeypatch
+@pytest.fixture
+def server():
+    with WandbServer() as s:
+        yield s
+
+
+def online(server: WandbServer) -> dict[str, str]:
+    """A CPU machine (no GPU to count: the agent need not import torch) logged in to `server`, sending no error
+    reports to Sentry: nothing may leave 127.0.0.1."""
+    wandb = {"WANDB_MODE": "online", "WANDB_SILENT": "false", "WANDB_ERROR_REPORTING": "false"}
+    return env(CUDA_VISIBLE_DEVICES="", **wandb, **SHORT, **server.env())
+
+
+def cli(*args: str, cwd: Path, server: WandbServer) -> subprocess.CompletedProcess:
+    p = subprocess.run([*CLI, *args], cwd=cwd, env=online(server), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "Traceback" not in p.stdout + p.stderr, p.stdout + p.stderr
+    return p
+
+
+@pytest.fixture
+def agents(server: WandbServer):
+    """agents(SWEEP, STORE, *ARGS) starts `hpsearch agent`; any still running when the test ends is killed."""
+    started: list[subprocess.Popen] = []
+
+    def start(sweep: str, store: Path, *args: str) -> subprocess.Popen:
+        cmd = [*CLI, "agent", sweep, "--dir", str(store), "--grace", "5", *args]
+        out = subprocess.PIPE
+        started.append(subprocess.Popen(cmd, cwd=store.parent, env=online(server), stdout=out, stderr=out, text=True))
+        return started[-1]
+
+    yield start
+    for agent in started:
+        if agent.poll() is None:
+            agent.kill()  # its trial's processes get SIGTERM from the kernel when it dies
+            agent.communicate()
+
+
+def finish(agent: subprocess.Popen, timeout: int = 300) -> tuple[int, str, str]:
+    out, err = agent.communicate(timeout=timeout)
+    assert "Traceback" not in out + err, out + err  # no stop, Ctrl-C or lost server reads like a crash
+    return agent.returncode, out, err
+
+
+def status(sweep: str, store: Path) -> dict:
+    result = CliRunner().invoke(main, ["status", sweep, "--json", "--dir", str(store)])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def made_elsewhere(server: WandbServer, parameters: dict, **config) -> str:
+    """A sweep made with `wandb sweep` or in the W&B UI: its path ENTITY/PROJECT/ID."""
+    sweep = server.add_sweep({"method": "grid", "parameters": parameters, **config}, "proj")
+    return f"{sweep.entity}/{sweep.project}/{sweep.id}"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def first_run(server: WandbServer) -> Run:
+    wait_for(lambda: len(server.runs) == 1)
+    return next(iter(server.runs.values()))
+
+
+def epochs(history: list[dict]) -> list[int]:
+    return [row["epoch"] for row in history]
+
+
+def test_a_grid_with_hyperband_runs_to_exhaustion(cifar_root: Path, tmp_path: Path, server: WandbServer, agents):
+    # A good learning rate sets hyperband's bar at epoch 1 (eta 3: the best third go on); the second barely
+    # learns. Its epochs take four times longer, so its stop lands in its epoch 2, unless epoch 1 came one late.
+    big = write_cifar100(tmp_path / "big", n_train=1024, n_test=101)
+    recipes = [{"lr": 0.1, "epochs": 2}, {"lr": 1e-5, "epochs": 30, "data_dir": str(big)}]
+    params = {**fast_params(cifar_root), "recipe": {"values": recipes}}
+    del params["epochs"]
+    hyperband = {"type": "hyperband", "min_iter": 1, "eta": 3}
+    f = tmp_path / "sweep.yaml"
+    f.write_text(
+        yaml.safe_dump({"method": "grid", "metric": METRIC, "early_terminate": hyperband, "parameters": params})
+    )
+    a = tmp_path / "a"
+    p = cli("create-sweep", str(f), "--project", "proj", "--dir", str(a), cwd=tmp_path, server=server)
+    (sweep_id,) = server.sweeps
+    path = p.stdout.strip().splitlines()[-1]
+    assert "backend: wandb" in p.stdout and f"created W&B sweep {path}" in p.stdout
+    assert path == f"{ENTITY}/proj/{sweep_id}"  # the entity the server put it in, though none was given
+    code, out, err = finish(agents(path, a, "--cpu-procs", "2"))  # the README's form
+    assert code == 0, out + err
+
+    assert not server.unserved
+    good, hopeless = server.sweep_runs(sweep_id)
+    assert good.config["recipe"] == recipes[0]  # each run carries its trial's parameters
+    assert good.state == "finished" and good.exitcode == 0
+    assert epochs(good.history) == [row["_step"] for row in good.history] == [1, 2]
+    assert good.summary["best_acc"] == max(row["val_acc"] for row in good.history) > 0
+    assert good.summary["world_size"] == 2  # torchrun ran two gloo workers
+    assert {"config.yaml", "wandb-summary.json", "output.log"} <= set(good.files)  # uploaded where it said
+    defined = good.wandb_config["m"]  # define_metric: "*" (a glob, key 2) plotted against metric number "5"
+    assert defined[next(m for m in defined if m.get("2") == "*")["5"] - 1]["1"] == "epoch"
+
+    assert hopeless.stop_at == 1 and hopeless.state == "killed"  # decided as soon as epoch 1 arrived
+    trial = Store(a).trial(hopeless.id)
+    assert trial.state == "stopped" and trial.epochs == 1 and epochs(hopeless.history) == [1]
+    assert not live_in_group(trial.pgid)
+    assert f"trial {trial.id} stopped: stopped by the W&B sweep controller" in out
+
+    by_id = status(sweep_id, a)
+    assert by_id == status(path, a) and by_id["sweep"]["state"] == "finished"  # the server said `exit`
+    assert sorted(t["state"] for t in by_id["trials"]) == ["finished", "stopped"]
+    # the agent's W&B run folders are in the sweep's folder of its store, none where it was started
+    assert len(list((a / sweep_id / "wandb").glob("run-*"))) == 2 and not (tmp_path / "wandb").exists()
+
+
+def test_ctrl_c_marks_the_run_preempting_and_the_next_agent_resumes_it(
+    cifar_root: Path, tmp_path: Path, server: WandbServer, agents
 ):
-    config = {
-        "method": "random",
-        "metric": {"name": "val_acc", "goal": "maximize"},
-        "parameters": {**fast_params(cifar_root, epochs=3), "lr": {"min": 0.01, "max": 0.1}},
-    }
-    server = FakeServer(
-        [
-            {"lr": {"value": 0.05}, **fast_params(cifar_root, epochs=3)},
-            {"lr": {"value": 0.02}, **fast_params(cifar_root, epochs=40)},
-        ],
-        stop_run=1,
-    )
-    for name in ("sweep", "agent", "init"):
-        monkeypatch.setattr(wandb, name, getattr(server, name))
-    f = tmp_path / "s.yaml"
-    f.write_text(yaml.safe_dump(config))
-    store_dir = tmp_path / "store"
-    runner = CliRunner()
+    path = made_elsewhere(server, {**fast_params(cifar_root, epochs=4), "lr": {"value": 0.05}})
+    first = agents(path, tmp_path / "a")
+    run = first_run(server)
+    store = Store(tmp_path / "a")
+    wait_for(lambda: store.history(run.id))  # a checkpoint to resume from
+    first.send_signal(signal.SIGINT)
+    code, out, err = finish(first, timeout=60)
+    assert code == 130, out + err
+    assert run.preempting and run.exitcode == 130 and run.state == "preempted"  # W&B re-queues such a run
+    trial = store.trial(run.id)
+    assert trial.state == "preempted" and 1 <= trial.epochs < 4 and not live_in_group(trial.pgid)
 
-    created = runner.invoke(
-        main,
-        [
-            "create-sweep",
-            str(f),
-            "--backend",
-            "wandb",
-            "--project",
-            "proj",
-            "--entity",
-            "team",
-            "--dir",
-            str(store_dir),
-        ],
-    )
-    assert created.exit_code == 0, created.output
-    assert created.output.strip().splitlines()[-1] == "abc123"
-    assert server.created["config"]["parameters"]["lr"] == {"min": 0.01, "max": 0.1}
+    code, out, err = finish(agents(run.sweep, tmp_path / "a", "--count", "1"))  # by its id, this time
+    assert code == 0, out + err
+    assert status(run.sweep, tmp_path / "a") == status(path, tmp_path / "a")  # a sweep made elsewhere: both forms
+    assert run.handed_out == ["run", "resume"] and run.state == "finished"
+    assert epochs(run.history) == [1, 2, 3, 4]  # each epoch once: the resumed run went on where it stopped
+    trial = store.trial(run.id)
+    assert trial.state == "finished" and trial.epochs == 4 and f"trial {run.id} resumed" in out
+    assert "resumed from" in (tmp_path / "a" / trial.sweep_id / trial.id / "stdout.log").read_text()
 
-    result = runner.invoke(main, ["agent", "abc123", "--count", "2", "--grace", "5", "--dir", str(store_dir)])
+
+def test_faults_are_ridden_through_and_a_server_gone_for_good_ends_the_agent(
+    cifar_root: Path, tmp_path: Path, server: WandbServer, agents
+):
+    path = made_elsewhere(server, {**fast_params(cifar_root, epochs=30), "lr": {"value": 0.05}})
+    agent = agents(path, tmp_path / "a")
+    run = first_run(server)
+    wait_for(lambda: len(run.history) >= 1)
+    faults = {(target, kind) for target in ("Heartbeat", "file_stream") for kind in ("500", "stall")}
+    for target, kind in sorted(faults):  # per target: 500s for 2 s from its next request, then a 2 s stall
+        server.fault(target, kind, 2)
+    wait_for(lambda: set(server.failed) == faults and not server.faults_pending())
+    store = Store(tmp_path / "a")
+
+    def caught_up() -> bool:  # every epoch the agent recorded reached the server
+        recorded = epochs(store.history(run.id))
+        return len(recorded) >= 3 and epochs(run.history) == recorded
+
+    wait_for(caught_up)
+
+    helpers = psutil.Process(agent.pid).children(recursive=True)  # wandb-core, its monitor, the trial's torchrun
+    server.stop()
+    code, out, err = finish(agent, timeout=120)
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith(f"hpsearch agent: error: lost the W&B server at {server.url}: ")
+    assert err.count("hpsearch agent: error:") == 1
+    trial = store.trial(run.id)
+    assert trial.state == "crashed" and not live_in_group(trial.pgid)
+    wait_for(lambda: not [p for p in helpers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], 30)
+
+
+def test_an_unknown_sweep_is_one_line(tmp_path: Path, server: WandbServer):
+    cmd = [*CLI, "agent", f"{ENTITY}/proj/nosuch", "--dir", str(tmp_path / "a")]
+    p = subprocess.run(cmd, cwd=tmp_path, env=online(server), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and p.stdout == "" and "Traceback" not in p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert last == f"hpsearch agent: error: the W&B server at {server.url}: sweep nosuch not found"
+
+
+def test_sync_uploads_a_local_sweeps_runs_grouped_by_sweep(cifar_root: Path, tmp_path: Path, server: WandbServer):
+    f = tmp_path / "sweep.yaml"
+    f.write_text(yaml.safe_dump({"method": "grid", "parameters": {**fast_params(cifar_root), "lr": {"value": 0.05}}}))
+    store = str(tmp_path / "local")
+    local = CliRunner(env={"CUDA_VISIBLE_DEVICES": ""})  # a local sweep needs no W&B: run it in this process
+    sweep_id = local.invoke(main, ["create-sweep", str(f), "--backend", "local", "--dir", store]).output.split()[-1]
+    result = local.invoke(main, ["agent", sweep_id, "--dir", store])
     assert result.exit_code == 0, result.output
-    store = Store(store_dir)
-    done, stopped = store.trials("abc123")
-    assert (done.id, done.state, done.epochs) == ("run0", "finished", 3)
-    assert [step for step, _ in server.runs[0].logged] == [1, 2, 3]  # every epoch reached the run
-    assert server.runs[0].summary["best_acc"] == done.summary["best_acc"] > 0
-    assert stopped.id == "run1" and stopped.state == "stopped" and 1 <= stopped.epochs < 40
-    assert not live_in_group(stopped.pgid)
-    assert len(server.errors) == 1  # the stop propagated back to wandb's agent
-    assert not (store_dir / "abc123" / "wandb").exists()  # the trainer itself did not talk to W&B
+    cli("sync", sweep_id, "--dir", store, cwd=tmp_path, server=server)
+    (trial,) = Store(store).trials(sweep_id)
+    (run,) = server.runs.values()
+    assert run.id == trial.id and run.group == sweep_id and run.state == "finished"
+    assert epochs(run.history) == [1, 2] and run.summary["best_acc"] == trial.summary["best_acc"]
 
 
-def test_an_agent_joins_a_sweep_made_with_wandb_sweep(cifar_root: Path, tmp_path: Path, monkeypatch):
-    server = FakeServer([{"lr": {"value": 0.05}, **fast_params(cifar_root, epochs=1)}], stop_run=-1)
-    monkeypatch.setattr(wandb, "agent", server.agent)
-    monkeypatch.setattr(wandb, "init", server.init)
-    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)  # a login, so an unknown id is taken for a W&B sweep
-    result = CliRunner().invoke(main, ["agent", "team/proj/abc123", "--count", "1", "--dir", str(tmp_path / "s")])
-    assert result.exit_code == 0, result.output
-    (trial,) = Store(tmp_path / "s").trials("abc123")
-    assert (trial.id, trial.state, trial.epochs) == ("run0", "finished", 1)
+def test_a_wandb_sweep_the_server_finished_has_no_active_preempted_trial(tmp_path: Path):
+    # Under W&B the server hands a preempted trial to whichever agent asks next, maybe on another machine: once
+    # it said `exit`, this store's preempted trial was resumed elsewhere. A local sweep resumes it itself.
+    store = Store(tmp_path)
+    for backend, expected in (("wandb", "finished"), ("local", "running")):
+        sweep = store.add_sweep({"method": "grid"}, backend)
+        with store.transaction():
+            trial = store.add_trial(sweep.id, {"lr": 0.1}, "agent")
+        store.end(trial.id, "preempted")
+        store.mark_exhausted(sweep.id)
+        assert sweep_status(store, store.sweep(sweep.id))["sweep"]["state"] == expected

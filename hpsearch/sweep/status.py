@@ -13,7 +13,10 @@ from hpsearch.sweep.store import ACTIVE, STATES, Store, Sweep, Trial
 
 
 def sweep_state(sweep: Sweep, trials: list[Trial]) -> str:
-    return "finished" if sweep.exhausted and not any(t.state in ACTIVE for t in trials) else "running"
+    # A W&B server hands a preempted trial to whichever agent asks next, maybe on another machine: once it has
+    # said `exit` (exhausted), this store's preempted trials were resumed there.
+    active = ("running",) if sweep.backend == "wandb" else ACTIVE
+    return "finished" if sweep.exhausted and not any(t.state in active for t in trials) else "running"
 
 
 def sorted_trials(sweep: Sweep, trials: list[Trial]) -> list[Trial]:

@@ -40,6 +40,7 @@ class TrialLog:
                 id=wandb_id,
                 resume="allow" if wandb_id else None,
             )
+            epoch_axis(self.run)
 
     @property
     def wandb_id(self) -> str | None:
@@ -59,7 +60,7 @@ class TrialLog:
             except OSError as e:
                 raise WriteError(f"cannot write metrics file {self.metrics_path}: {e.strerror or e}") from None
         if self.run:
-            self.run.log(rec, step=rec["epoch"])
+            log_epoch(self.run, rec)
 
     def finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
         if self.run:
@@ -67,6 +68,18 @@ class TrialLog:
             self.run.finish(exit_code=exit_code)
         if exit_code == 0:
             print(json.dumps(summary), flush=True)
+
+
+def epoch_axis(run: Any) -> None:
+    """Plot every metric of the W&B run against `epoch` (the x axis in the UI and sweep panels)."""
+    run.define_metric("epoch")
+    run.define_metric("*", step_metric="epoch")
+
+
+def log_epoch(run: Any, rec: dict[str, Any]) -> None:
+    """One history row per epoch, sent now: without commit=True wandb holds a row until the next step arrives,
+    so the server (its hyperband, the UI) would see every epoch one epoch late."""
+    run.log(rec, step=rec["epoch"], commit=True)
 
 
 def _truncate_after(path: Path, epoch: int) -> None:

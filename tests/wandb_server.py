@@ -1,0 +1,360 @@
+"""A W&B server for the tests, small enough to read: the GraphQL operations and the file_stream endpoint
+that the real wandb client (its Python SDK and the Go `wandb-core` service) uses on the sweep path, with
+W&B's open-source `sweeps` engine deciding suggestions and hyperband stops over the runs it holds, as
+W&B's sweep controller does. It keeps in memory what it received (sweeps; runs with their config, history,
+summary, files and exit), for the tests to check, and can fail on purpose (500s, stalls, gone for good).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import yaml
+
+import sweeps
+
+API_KEY = "k" * 40
+ENTITY = "ada"  # the viewer's default entity
+
+
+class GraphQLError(Exception):
+    """Answered as a GraphQL error (HTTP 200 with `errors`), as W&B answers an unknown sweep."""
+
+
+@dataclass
+class Run:
+    id: str
+    entity: str
+    project: str
+    sweep: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # what the controller handed out: {name: {"value": v}}
+    config: dict[str, Any] = field(default_factory=dict)  # what the client uploaded, minus wandb's own `_wandb`
+    wandb_config: dict[str, Any] = field(default_factory=dict)
+    group: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    output: dict[int, str] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)
+    state: str = "pending"  # named as the engine's RunState
+    exitcode: int | None = None
+    preempting: bool = False
+    handed_out: list[str] = field(default_factory=list)  # the commands that gave it to an agent: run, resume
+    stop_at: int | None = None  # history rows the controller had when it decided to stop the run
+
+    def engine_run(self) -> sweeps.SweepRun:
+        return sweeps.SweepRun(
+            name=self.id, state=self.state, config=self.params, history=self.history, summary_metrics=self.summary
+        )
+
+
+@dataclass
+class Sweep:
+    id: str
+    entity: str
+    project: str
+    config: dict[str, Any]
+
+
+@dataclass
+class Fault:
+    target: str  # a GraphQL operation name, or "file_stream"
+    kind: str  # "500": answer 500; "stall": hold the request, then drop it unanswered
+    seconds: float
+    until: float | None = None  # set by the first request it meets: a fault always hits
+
+
+class WandbServer:
+    def __init__(self) -> None:
+        self.sweeps: dict[str, Sweep] = {}
+        self.runs: dict[str, Run] = {}
+        self.agents: dict[str, str] = {}  # agent id -> sweep id
+        self.faults: list[Fault] = []
+        self.failed: list[tuple[str, str]] = []  # (target, kind) of each request a fault answered
+        self.unserved: list[str] = []  # GraphQL operations asked for that this server does not know
+        self.lock = threading.RLock()
+        self._ids = 0
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.http.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+        self._thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+
+    def __enter__(self) -> WandbServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Gone for good: the port refuses connections from now on."""
+        if self._thread.is_alive():
+            self.http.shutdown()
+            self.http.server_close()
+
+    def env(self) -> dict[str, str]:
+        """What a client needs to reach this server."""
+        return {"WANDB_BASE_URL": self.url, "WANDB_API_KEY": API_KEY}
+
+    def fault(self, target: str, kind: str, seconds: float) -> None:
+        """From the next request to `target` on, fail them all for `seconds` (after the faults queued before)."""
+        with self.lock:
+            self.faults.append(Fault(target, kind, seconds))
+
+    def faults_pending(self) -> bool:
+        with self.lock:
+            return any(f.until is None or f.until > time.monotonic() for f in self.faults)
+
+    def sweep_runs(self, sweep_id: str) -> list[Run]:
+        with self.lock:
+            return [r for r in self.runs.values() if r.sweep == sweep_id]
+
+    def _new_id(self, prefix: str) -> str:
+        self._ids += 1
+        return f"{prefix}{self._ids:04d}"
+
+    def _fault_for(self, target: str) -> Fault | None:
+        with self.lock:
+            now = time.monotonic()
+            fault = next((f for f in self.faults if f.target == target and (f.until or now) >= now), None)
+            if fault and fault.until is None:
+                fault.until = now + fault.seconds
+            return fault
+
+    # ---- GraphQL: one method per operation, each returning the `data` object ----
+    def graphql(self, op: str, v: dict[str, Any]) -> dict[str, Any]:
+        handler = getattr(self, f"_gql_{op}", None)
+        with self.lock:
+            if handler is None:
+                self.unserved.append(op)
+                raise GraphQLError(f"operation {op} is not served here")
+            return handler(v)
+
+    def _gql_Viewer(self, v: dict) -> dict:
+        viewer = {"id": "u1", "entity": ENTITY, "username": ENTITY, "email": "", "flags": "{}"}
+        return {"viewer": {**viewer, "teams": {"edges": []}}}
+
+    def _gql_ServerFeaturesQuery(self, v: dict) -> dict:
+        return {"serverInfo": {"features": []}}
+
+    def _gql_OrganizationCoreWeaveOrganizationID(self, v: dict) -> dict:
+        return {"entity": {"organization": None}}
+
+    def add_sweep(self, config: dict[str, Any], project: str, entity: str = ENTITY) -> Sweep:
+        """A sweep as `wandb sweep` or the W&B UI makes it."""
+        with self.lock:
+            sweep = Sweep(self._new_id("sw"), entity, project, config)
+            self.sweeps[sweep.id] = sweep
+            return sweep
+
+    def _gql_UpsertSweep(self, v: dict) -> dict:
+        sweep = self.add_sweep(
+            yaml.safe_load(v["config"]), v.get("projectName") or "uncategorized", v.get("entityName") or ENTITY
+        )
+        project = {"id": "p1", "name": sweep.project, "entity": {"id": "e1", "name": sweep.entity}}
+        return {"upsertSweep": {"sweep": {"name": sweep.id, "project": project}, "configValidationWarnings": []}}
+
+    def _gql_CreateAgent(self, v: dict) -> dict:
+        if v["sweep"] not in self.sweeps:
+            raise GraphQLError(f"sweep {v['sweep']} not found")
+        agent = self._new_id("ag")
+        self.agents[agent] = v["sweep"]
+        return {"createAgent": {"agent": {"id": agent}}}
+
+    def _gql_Heartbeat(self, v: dict) -> dict:
+        commands = self._controller(v["id"], json.loads(v.get("runState") or "{}"))
+        return {"agentHeartbeat": {"agent": {"id": v["id"]}, "commands": json.dumps(commands)}}
+
+    def _controller(self, agent: str, run_state: dict[str, bool]) -> list[dict[str, Any]]:
+        """W&B's controller at an agent's heartbeat: stop its run if hyperband said so; a free agent gets a
+        preempted run back, else the engine's next suggestion, else `exit`."""
+        sweep = self.sweeps[self.agents[agent]]
+        runs = self.sweep_runs(sweep.id)
+        for run in runs:
+            if run.id in run_state and run.stop_at is not None and run.state == "running":
+                return [{"type": "stop", "run_id": run.id}]
+        if run_state:
+            return []  # one run per agent at a time, as wandb's agent runs them
+        requeued = next((r for r in runs if r.state == "preempted"), None)
+        if requeued:
+            return [self._hand_out(requeued, "resume")]
+        cap = sweep.config.get("run_cap")
+        engine_runs = [r.engine_run() for r in runs]
+        suggestion = (
+            None if cap and len(runs) >= cap else sweeps.next_run(sweeps.SweepConfig(sweep.config), engine_runs)
+        )
+        if suggestion is None:
+            return [{"type": "exit"}]
+        run = Run(self._new_id("run"), sweep.entity, sweep.project, sweep.id, suggestion.config)
+        self.runs[run.id] = run
+        return [self._hand_out(run, "run")]
+
+    @staticmethod
+    def _hand_out(run: Run, kind: str) -> dict[str, Any]:
+        run.state, run.preempting = "pending", False
+        run.handed_out.append(kind)
+        return {"type": kind, "run_id": run.id, "args": run.params, "program": "train.py"}
+
+    def _gql_UpsertBucket(self, v: dict) -> dict:
+        run = self.runs.get(v["name"])
+        inserted = run is None
+        if run is None:
+            run = Run(v["name"], v.get("entity") or ENTITY, v.get("project") or "uncategorized", v.get("sweep"))
+            self.runs[run.id] = run
+        if run.state == "pending":
+            run.state = "running"
+        if v.get("config"):
+            config = json.loads(v["config"])
+            run.wandb_config = config.pop("_wandb", {}).get("value", run.wandb_config)
+            run.config = {k: c.get("value") for k, c in config.items()}
+        run.group = v.get("groupName") or run.group
+        if v.get("summaryMetrics"):
+            run.summary.update(json.loads(v["summaryMetrics"]))
+        return {"upsertBucket": {"bucket": self._bucket(run), "inserted": inserted}}
+
+    def _bucket(self, run: Run) -> dict[str, Any]:
+        project = {"id": "p1", "name": run.project, "entity": {"id": "e1", "name": run.entity}}
+        return {
+            "id": run.id,
+            "name": run.id,
+            "displayName": run.id,
+            "description": "",
+            "config": json.dumps({k: {"value": x} for k, x in run.config.items()}),
+            "sweepName": run.sweep,
+            "project": project,
+            "historyLineCount": len(run.history),
+        }
+
+    def _gql_RunResumeStatus(self, v: dict) -> dict:
+        run = self.runs.get(v["name"])
+        model = {"id": "p1", "name": v.get("project"), "entity": {"id": "e1", "name": v.get("entity") or ENTITY}}
+        if run is None or not run.wandb_config:
+            return {"model": {**model, "bucket": None}}
+        model["bucket"] = {
+            **self._bucket(run),
+            "summaryMetrics": json.dumps(run.summary),
+            "logLineCount": len(run.output),
+            "historyLineCount": len(run.history),
+            "eventsLineCount": len(run.events),
+            "historyTail": json.dumps([json.dumps(h) for h in run.history[-1:]]),
+            "eventsTail": json.dumps([json.dumps(e) for e in run.events[-1:]]),
+            "tags": [],
+            "notes": None,
+            "wandbConfig": json.dumps({k: x for k, x in run.wandb_config.items() if k == "t"}),
+        }
+        return {"model": model}
+
+    def _gql_CreateRunFiles(self, v: dict) -> dict:
+        base = f"{self.url}/storage/{v['entity']}/{v['project']}/{v['run']}"
+        files = [{"name": name, "uploadUrl": f"{base}/{name}"} for name in v["files"]]
+        return {"createRunFiles": {"runID": v["run"], "uploadHeaders": [], "files": files}}
+
+    # ---- file_stream: history, summary, console, events, and the run's end ----
+    def file_stream(self, run_id: str, body: dict[str, Any]) -> None:
+        with self.lock:
+            run = self.runs[run_id]
+            for name, chunk in body.get("files", {}).items():
+                lines, offset = chunk["content"], chunk["offset"]
+                if name == "wandb-history.jsonl":
+                    run.history[offset:] = [json.loads(line) for line in lines]
+                elif name == "wandb-summary.json":
+                    run.summary = json.loads(lines[-1])
+                elif name == "wandb-events.jsonl":
+                    run.events[offset:] = [json.loads(line) for line in lines]
+                elif name == "output.log":
+                    run.output.update({offset + i: line for i, line in enumerate(lines)})
+            run.preempting = run.preempting or bool(body.get("preempting"))
+            if body.get("complete"):
+                run.exitcode = body.get("exitcode")
+                run.state = self._final_state(run)
+            self._decide_stops(run)
+
+    @staticmethod
+    def _final_state(run: Run) -> str:
+        if run.stop_at is not None:
+            return "killed"
+        if run.exitcode == 0:
+            return "finished"
+        return "preempted" if run.preempting else "failed"  # a preempted run is handed out again
+
+    def _decide_stops(self, run: Run) -> None:
+        """Hyperband's verdict as soon as new history arrives; the agent hears it at its next heartbeat."""
+        sweep = self.sweeps.get(run.sweep or "")
+        if sweep is None or "early_terminate" not in sweep.config or run.state != "running" or run.stop_at is not None:
+            return
+        runs = [r.engine_run() for r in self.sweep_runs(sweep.id)]
+        if any(r.name == run.id for r in sweeps.stop_runs(sweep.config, runs)):
+            run.stop_at = len(run.history)
+
+    def upload(self, path: str, data: bytes) -> None:
+        _, _, _, _, run_id, name = path.split("/", 5)
+        with self.lock:
+            self.runs[run_id].files[name] = data
+
+
+def _handler(server: WandbServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.headers.get("Authorization") != "Basic " + base64.b64encode(f"api:{API_KEY}".encode()).decode():
+                return self._answer(401, {"errors": [{"message": "bad API key"}]})
+            if self.path == "/graphql":
+                request = json.loads(body)
+                op = request.get("operationName") or re.search(r"(?:query|mutation)\s+(\w+)", request["query"])[1]
+                if self._faulty(op):
+                    return
+                try:
+                    return self._answer(200, {"data": server.graphql(op, request.get("variables") or {})})
+                except GraphQLError as e:
+                    return self._answer(200, {"errors": [{"message": str(e)}]})
+            match = re.fullmatch(r"/files/[^/]+/[^/]+/([^/]+)/file_stream", self.path)
+            if match:
+                if self._faulty("file_stream"):
+                    return
+                server.file_stream(match[1], json.loads(body))
+                return self._answer(200, {"exitcode": None, "limits": {}})
+            self._answer(404, {})
+
+        def do_PUT(self) -> None:
+            data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if not self.path.startswith("/storage/"):
+                return self._answer(404, {})
+            server.upload(self.path, data)
+            self._answer(200, {})
+
+        def _faulty(self, target: str) -> bool:
+            fault = server._fault_for(target)
+            if fault is None:
+                return False
+            with server.lock:
+                server.failed.append((target, fault.kind))
+            if fault.kind == "500":
+                self._answer(500, {"errors": [{"message": "injected fault"}]})
+            else:  # stall: hold the request until the window ends, then drop the connection unanswered
+                while time.monotonic() < (fault.until or 0):
+                    time.sleep(0.05)
+                self.close_connection = True
+            return True
+
+        def _answer(self, status: int, payload: dict[str, Any]) -> None:
+            data = json.dumps(payload).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:
+                pass  # the client gave up on this request (its timeout); it retries
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
