@@ -152,7 +152,9 @@ def test_a_grid_with_hyperband_runs_to_exhaustion(cifar_root: Path, tmp_path: Pa
 
     assert hopeless.stop_at == 1 and hopeless.state == "killed"  # decided as soon as epoch 1 arrived
     trial = Store(a).trial(hopeless.id)
-    assert trial.state == "stopped" and trial.epochs == 1 and epochs(hopeless.history) == [1]
+    # The stop travels back on the agent's next heartbeat, so on a fast machine one more epoch may finish first.
+    assert trial.state == "stopped" and trial.epochs in (1, 2)
+    assert epochs(hopeless.history) == list(range(1, trial.epochs + 1))
     assert not live_in_group(trial.pgid)
     assert f"trial {trial.id} stopped: stopped by the W&B sweep controller" in out
 
