@@ -20,6 +20,7 @@ DATASETS = ("cifar100", "cifar10", "fashion_mnist", "digits", "synthetic")
 SCHEDULERS = ("cosine", "tanh", "step", "poly", "constant")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 DEVICES = ("auto", "cuda", "cpu")
+AUGMENT_PATHS = ("auto", "pil", "batched")
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -102,6 +103,12 @@ class TrainConfig:
     hflip: float = _p(0.7, "horizontal flip probability", check=_range(0, 1))
     color_jitter: float = _p(0.0, "colour jitter strength (0 = off)", check=_range(0))
     aa: str = _p("original", "AutoAugment policy: none | cifar10 | timm policy string", check=_check_aa)
+    augment: str = _p(
+        "auto",
+        "where training augmentation runs: pil (loader workers), batched (on the device, a batch at a time), "
+        "auto (batched on CUDA, pil on CPU)",
+        choices=AUGMENT_PATHS,
+    )
     cutmix: float = _p(1.0, "CutMix Beta alpha (0 = off)", check=_range(0))
     mixup: float = _p(0.0, "MixUp Beta alpha (0 = off)", check=_range(0))
     mixup_prob: float = _p(1.0, "probability of mixing a batch", check=_range(0, 1))
@@ -109,7 +116,7 @@ class TrainConfig:
     smoothing: float = _p(0.0, "label smoothing", check=_range(0, 1, hi_open=True))
     reprob: float = _p(0.0, "random erasing probability", check=_range(0, 1))
     seed: int = _p(42, "random seed")
-    workers: int = _p(-1, "data loader workers per rank (-1 = cores / ranks - 1)", check=_range(-1))
+    workers: int = _p(-1, "PIL path: data loader workers per rank (-1 = cores / ranks - 1)", check=_range(-1))
     device: str = _p("auto", "auto | cuda | cpu", choices=DEVICES)
     amp: bool = _p(True, "bf16 autocast (CUDA only)")
     channels_last: bool = _p(True, "channels_last memory format (CUDA only)")

@@ -1,10 +1,11 @@
 """Datasets as in-memory uint8 arrays, and the augmentation that turns them into batches.
 
 Every dataset is loaded whole into a `Split` (N x H x W x 3 uint8 images, int64 labels): CIFAR is
-50k 32x32 images, so memory is no concern and every later step is one code path. Workers run the
-PIL augmentation (crop, flip, colour jitter, AutoAugment) and hand back uint8 tensors; float
-conversion, normalisation, CutMix/MixUp and random erasing happen batched on the GPU (see loop.py),
-which keeps worker-to-GPU traffic at a quarter of float32's.
+50k 32x32 images, so memory is no concern and every later step is one code path. On the PIL path
+(`LoaderBatches`) workers run the augmentation (crop, flip, colour jitter, AutoAugment) and hand back
+uint8 tensors; float conversion, normalisation, CutMix/MixUp and random erasing happen batched on the
+GPU (see loop.py), which keeps worker-to-GPU traffic at a quarter of float32's. The batched path, which
+does all of it on the device, is `augment.py`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
 from torchvision import transforms as T
 
 from hpsearch.params import TrainConfig
@@ -241,6 +243,48 @@ class ToDevice:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         return x.float().sub_(self.mean).div_(self.std)
+
+
+class LoaderBatches:
+    """The PIL path's batches: this rank's DistributedSampler shard, augmented by DataLoader workers,
+    normalised on the device. Worker RNG streams are not checkpointed, so a resume reshuffles the same
+    way but draws other augmentations."""
+
+    def __init__(
+        self, cfg: TrainConfig, data: Data, prepare: ToDevice, rank: int, world: int, local_bs: int, workers: int
+    ):
+        train_set = AugmentedImages(data.train, train_transform(cfg, data.img_size, data.mean))
+        self.sampler = DistributedSampler(
+            train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True
+        )
+        self.loader = DataLoader(
+            train_set,
+            batch_size=local_bs,
+            sampler=self.sampler,
+            num_workers=workers,
+            pin_memory=prepare.device.type == "cuda",
+            drop_last=True,
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+            worker_init_fn=lower_priority,
+        )
+        self.prepare = prepare
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for x, y in self.loader:
+            yield self.prepare(x), y.to(self.prepare.device, non_blocking=True)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 def lower_priority(worker_id: int) -> None:

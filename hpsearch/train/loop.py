@@ -28,20 +28,11 @@ from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2, get_optimizer_info
 from timm.scheduler import create_scheduler_v2
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 
 from hpsearch.params import ParamError, TrainConfig, parse_args
 from hpsearch.train import CHECKPOINT
-from hpsearch.train.data import (
-    AugmentedImages,
-    DataError,
-    ToDevice,
-    default_workers,
-    load_dataset,
-    lower_priority,
-    train_transform,
-)
+from hpsearch.train.augment import train_batches
+from hpsearch.train.data import DataError, ToDevice, load_dataset
 from hpsearch.train.metrics import TrialLog, WriteError, error
 from hpsearch.train.model import ModelError, build_model
 
@@ -111,23 +102,12 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 
     optimizer = make_optimizer(model, cfg)
 
-    # ---- data: PIL augmentation in workers, the rest batched on the device ----
-    train_set = AugmentedImages(data.train, train_transform(cfg, data.img_size, data.mean))
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
-    workers = cfg.workers if cfg.workers >= 0 else default_workers()
-    loader = DataLoader(
-        train_set,
-        batch_size=local_bs,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=cuda,
-        drop_last=True,
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-        worker_init_fn=lower_priority,
-    )
-    steps = len(loader)
+    # ---- data: the PIL path (loader workers) or the batched path (on the device), as `augment` picks ----
     prepare = ToDevice(data, device, memory_format)
+    batches, notice = train_batches(cfg, data, prepare, rank, world, local_bs)
+    if notice and rank == 0:
+        print(f"hpsearch train: {notice}", file=sys.stderr, flush=True)
+    steps = len(batches)
 
     mixup = None
     if mixing:
@@ -171,6 +151,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         wandb_id = ckpt.get("wandb_id")
         if len(ckpt["rng"]) == world:
             _set_rng(ckpt["rng"][rank])
+            batches.load_state_dict(ckpt["rng"][rank].get("data", {}))
         if rank == 0:
             print(f"resumed from {ckpt_path} after epoch {start_epoch}", flush=True)
     elif cfg.resume and rank == 0 and not ckpt_path.exists():
@@ -193,12 +174,11 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     try:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
-            sampler.set_epoch(epoch)
+            batches.set_epoch(epoch)
             train_model.train()
             losses = torch.zeros(steps, device=device)
             checked = 0
-            for step, (x, y) in enumerate(loader):
-                x, y = prepare(x), y.to(device, non_blocking=True)
+            for step, (x, y) in enumerate(batches):
                 if mixup:
                     x, y = mixup(x, y)
                 if eraser:
@@ -224,7 +204,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             train_loss = _mean_across_ranks(losses.mean(), world)
             if val_acc > best_acc or best_epoch == 0:
                 best_acc, best_epoch = val_acc, epoch + 1
-            rng = _gather_rng(rank, world, cuda)
+            rng = _gather_rng(rank, world, cuda, batches.state_dict())
             if writer:
                 writer.save(
                     {
@@ -444,9 +424,10 @@ def _set_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def _gather_rng(rank: int, world: int, cuda: bool) -> list[dict[str, Any]] | None:
-    """Every rank's RNG state, on rank 0 (so a resume with the same world size restores each)."""
-    state = _rng_state(cuda)
+def _gather_rng(rank: int, world: int, cuda: bool, data: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Every rank's RNG state, with its data path's (`data`), on rank 0 (so a resume with the same world size
+    restores each)."""
+    state = {**_rng_state(cuda), "data": data}
     if world == 1:
         return [state]
     out = [None] * world if rank == 0 else None
