@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import importlib.metadata
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -48,9 +52,39 @@ def _range(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
 
 
 def _check_model(name: str) -> str | None:
-    import timm
+    if name in _known_models():
+        return None
+    import timm  # a name the cache lacks: timm itself decides, and the cache is refreshed
 
+    _known_models.cache_clear()
+    _remember_models(timm.list_models())
     return None if timm.is_model(name) else "a timm model name (see timm.list_models())"
+
+
+@functools.cache
+def _known_models() -> frozenset[str]:
+    """timm's model names as the installed timm last listed them. Importing timm takes seconds, and
+    `create-sweep` checks every model name it is given, so the list is kept in the user's cache folder."""
+    try:
+        return frozenset(_models_cache().read_text().split())
+    except OSError:
+        return frozenset()
+
+
+def _models_cache() -> Path:
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "hpsearch" / f"timm-{importlib.metadata.version('timm')}-models.txt"
+
+
+def _remember_models(names: Iterable[str]) -> None:
+    path = _models_cache()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text("\n".join(names) + "\n")
+        tmp.replace(path)  # atomic: a concurrent reader sees the old list or the new one
+    except OSError:
+        pass  # a read-only home only costs the next check the timm import
 
 
 def _check_opt(name: str) -> str | None:
@@ -62,6 +96,8 @@ def _check_opt(name: str) -> str | None:
 
 
 def _check_aa(policy: str) -> str | None:
+    if policy == "none":
+        return None  # no need to import torchvision and timm to know that
     from hpsearch.train.data import augment_policy
 
     try:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -67,3 +70,20 @@ def test_argv_round_trips():
     cfg = TrainConfig(lr=0.1, aa="cifar10", nesterov=True)
     assert parse_args(cfg.argv()) == cfg
     assert set(DEFAULTS) == set(cfg.to_dict())
+
+
+def test_model_names_are_checked_from_the_cache_without_importing_timm(tmp_path):
+    # First check: timm decides and its list lands in the cache; then a fresh process knows the names
+    # without the seconds-long timm import, and a name the cache lacks still goes to timm (and is refused).
+    code = (
+        "import sys; from hpsearch.params import check_value, ParamError\n"
+        "check_value('model', 'test_resnet'); print('timm' in sys.modules)\n"
+        "try: check_value('model', 'resnet51')\n"
+        "except ParamError as e: print(e)\n"
+    )
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True) for _ in range(2)]
+    assert [r.stdout.splitlines()[0] for r in runs] == ["True", "False"], [r.stderr for r in runs]
+    assert all("model: 'resnet51' is not valid; allowed: a timm model name" in r.stdout for r in runs)
+    (cache,) = (tmp_path / "hpsearch").glob("timm-*-models.txt")
+    assert {"resnet50", "test_resnet"} <= set(cache.read_text().split())

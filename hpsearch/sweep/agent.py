@@ -5,6 +5,7 @@ reports what happened; it does not know how suggestions are made.
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import socket
@@ -64,6 +65,9 @@ def choose_gpus(gpus: int | None, gpu_ids: str | None) -> list[int]:
 
 
 def _counted_gpus() -> list[int]:
+    # No GPU device node (NVIDIA, ROCm, WSL): no GPU, and no need to spend seconds importing torch to hear it.
+    if not any(glob.glob(pattern) for pattern in ("/dev/nvidia[0-9]*", "/dev/kfd", "/dev/dxg")):
+        return []
     import torch
 
     return list(range(torch.cuda.device_count()))
