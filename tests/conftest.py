@@ -53,7 +53,8 @@ def open_store(root: Path) -> Store:
 
 
 def env(**extra: str) -> dict[str, str]:
-    e = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_MODE="disabled", WANDB_SILENT="true")
+    # One compute thread per process: the tests run several tiny trials at once on a 2-core machine.
+    e = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_MODE="disabled", WANDB_SILENT="true", OMP_NUM_THREADS="1")
     e.update(extra)
     return e
 
@@ -135,7 +136,7 @@ def run_agent(tmp_path: Path, sweep_id: str, *args: str, **kw) -> subprocess.Com
     return hpsearch("agent", sweep_id, "--dir", str(tmp_path / "store"), *args, cwd=tmp_path, **kw)
 
 
-def agent_in_a_long_trial(cifar_root: Path, tmp_path: Path, agent_env: dict, epochs_done: int, epochs: int = 30):
+def agent_in_a_long_trial(cifar_root: Path, tmp_path: Path, agent_env: dict, epochs_done: int, epochs: int = 12):
     """An agent process running a long trial, returned once the trial has recorded `epochs_done` epochs."""
     config = {"method": "grid", "parameters": {**fast_params(cifar_root, epochs=epochs), "lr": {"value": 0.05}}}
     sweep_id = make_sweep(tmp_path, config)

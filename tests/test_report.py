@@ -69,6 +69,7 @@ def swept(cifar_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     return root / "store", sweep_id
 
 
+@pytest.mark.xdist_group("swept")
 def test_report_shows_each_trial_the_varying_parameters_metrics_and_plots(swept: tuple[Path, str], tmp_path: Path):
     store_dir, sweep_id = swept
     p = cli("report", sweep_id, "--dir", str(store_dir), "-o", str(tmp_path / "r.html"), cwd=tmp_path)
@@ -124,6 +125,7 @@ def test_report_shows_each_trial_the_varying_parameters_metrics_and_plots(swept:
     assert External(page).refs == []
 
 
+@pytest.mark.xdist_group("swept")
 def test_report_markdown_has_the_summary_and_table(swept: tuple[Path, str], tmp_path: Path):
     store_dir, sweep_id = swept
     p = cli("report", sweep_id, "--dir", str(store_dir), "--format", "md", cwd=tmp_path)
@@ -147,6 +149,7 @@ def test_report_markdown_has_the_summary_and_table(swept: tuple[Path, str], tmp_
     assert any("each rank needs 512 training images" in line for line in lines)
 
 
+@pytest.mark.xdist_group("swept")
 def test_report_renders_in_headless_chromium(swept: tuple[Path, str], tmp_path: Path):
     store_dir, sweep_id = swept
     p = cli("report", sweep_id, "--dir", str(store_dir), cwd=tmp_path)
@@ -230,6 +233,7 @@ def test_importance_ranks_the_parameter_that_drives_the_metric(tmp_path: Path):
     assert panel.index("<th>lr</th>") < panel.index("<th>aa=none</th>") and "+1.00" in panel
 
 
+@pytest.mark.xdist_group("swept")
 def test_sync_without_a_wandb_login_says_what_to_run_and_changes_nothing(swept: tuple[Path, str], tmp_path: Path):
     store_dir, sweep_id = swept
     runs = list((store_dir / sweep_id / "wandb").glob("offline-run-*"))

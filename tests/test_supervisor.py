@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import (
     SMALL,
@@ -88,7 +89,7 @@ def _kill_when(store: Store, sweep_id: str, agent: subprocess.Popen, epochs: int
 
 def test_a_crashed_trial_resumes_from_its_checkpoint_until_the_retry_limit(cifar_root: Path, tmp_path: Path):
     e = env(HPSEARCH_STALE_AFTER="3")
-    sweep_id, store, first = agent_in_a_long_trial(cifar_root, tmp_path, e, epochs_done=2, epochs=12)
+    sweep_id, store, first = agent_in_a_long_trial(cifar_root, tmp_path, e, epochs_done=2)
     _kill_when(store, sweep_id, first, 2)
     time.sleep(3.5)  # past the heartbeat window: the trial counts as crashed
 
@@ -198,10 +199,12 @@ def _many_agents(tmp_path: Path, sweep_id: str, n: int, *args: str) -> list[str]
     return outs
 
 
+@pytest.mark.xdist_group("many-agents")
 def test_eight_agents_on_one_sqlite_store_run_a_16_point_grid_exactly_once(cifar_root: Path, tmp_path: Path):
     tiny = {**fast_params(cifar_root, epochs=1), "train_subset": {"value": 64}, "val_subset": {"value": 32}}
-    lrs = [round(0.005 * i, 3) for i in range(1, 17)]
-    for name, n, args in (("agents", 8, ()), ("slots", 4, ("--gpu-ids", "0,1", "--gpus-per-trial", "1"))):
+    slots = ("--gpu-ids", "0,1", "--gpus-per-trial", "1")  # two trials at once in each agent
+    for name, n, points, args in (("agents", 8, 16, ()), ("slots", 2, 8, slots)):
+        lrs = [round(0.005 * i, 3) for i in range(1, points + 1)]
         sweep_id = make_sweep(
             tmp_path, {"method": "grid", "parameters": {**tiny, "lr": {"values": lrs}}}, f"{name}.yaml"
         )

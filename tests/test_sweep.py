@@ -1,8 +1,9 @@
-"""Sweeps end to end: real create-sweep and agent processes running real trials on the CPU."""
+"""Sweeps end to end: real create-sweep and agent processes running real trials on the CPU. The tests that
+turn on what the store decides (claims, grid exhaustion, run_cap, hyperband stops, preemption and resume) run
+on both stores, SQLite and PostgreSQL (`store_db`); those about the trials themselves run on SQLite."""
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from conftest import (
 )
 
 
-def test_random_sweep_runs_count_trials_as_ddp_pairs(cifar_root: Path, tmp_path: Path, store_db):
+def test_random_sweep_runs_count_trials_as_ddp_pairs(cifar_root: Path, tmp_path: Path):
     sweep_id = make_sweep(
         tmp_path,
         {
@@ -39,12 +40,12 @@ def test_random_sweep_runs_count_trials_as_ddp_pairs(cifar_root: Path, tmp_path:
     )
     e = env()
     e.pop("WANDB_MODE")  # as for users: each trial writes an offline W&B run
-    p = run_agent(tmp_path, sweep_id, "--count", "3", "--cpu-procs", "2", env=e)
+    p = run_agent(tmp_path, sweep_id, "--count", "2", "--cpu-procs", "2", env=e)
     assert p.returncode == 0, p.stdout + p.stderr
     data = sweep_status(tmp_path, sweep_id)
     assert data["sweep"]["method"] == "random" and data["sweep"]["metric"] == {"name": "val_acc", "goal": "maximize"}
     trials = data["trials"]
-    assert len(trials) == 3 and all(t["state"] == "finished" for t in trials)
+    assert len(trials) == 2 and all(t["state"] == "finished" for t in trials)
     for t in trials:
         assert 0.01 <= t["params"]["lr"] <= 0.3 and t["params"]["cutmix"] in (0.0, 1.0)
         assert t["epochs"] == 2 and t["summary"]["world_size"] == 2  # torchrun ran two gloo workers
@@ -142,20 +143,18 @@ def test_sigint_preempts_and_the_next_agent_resumes_from_the_checkpoint(cifar_ro
     assert trial.state == "preempted"
     assert not live_in_group(trial.pgid)
     done_before = trial.epochs
-    assert 2 <= done_before < 30
+    assert 2 <= done_before < 12
 
     p = run_agent(tmp_path, sweep_id)
     assert p.returncode == 0, p.stdout + p.stderr
     assert f"trial {trial.id} resumed" in p.stdout
     (trial,) = store.trials(sweep_id)
-    assert trial.state == "finished" and trial.epochs == 30
+    assert trial.state == "finished" and trial.epochs == 12
     stdout = (tmp_path / "store" / sweep_id / trial.id / "stdout.log").read_text()
     assert "resumed from" in stdout and "after epoch" in stdout
 
 
-def test_a_failing_trial_is_recorded_with_its_own_error_and_the_agent_goes_on(
-    cifar_root: Path, tmp_path: Path, store_db
-):
+def test_a_failing_trial_is_recorded_with_its_own_error_and_the_agent_goes_on(cifar_root: Path, tmp_path: Path):
     # batch_size 512 > 256 training images: the trainer refuses it after the spec check passed.
     sweep_id = make_sweep(
         tmp_path,
@@ -174,7 +173,7 @@ def test_a_failing_trial_is_recorded_with_its_own_error_and_the_agent_goes_on(
     assert trials[32].state == "finished"
 
 
-def test_three_early_failures_stop_the_agent(cifar_root: Path, tmp_path: Path, store_db):
+def test_three_early_failures_stop_the_agent(cifar_root: Path, tmp_path: Path):
     sweep_id = make_sweep(
         tmp_path,
         {
@@ -186,21 +185,6 @@ def test_three_early_failures_stop_the_agent(cifar_root: Path, tmp_path: Path, s
     assert p.returncode == 1
     assert "3 trials failed in a row" in p.stdout
     assert len(open_store(tmp_path / "store").trials(sweep_id)) == 3
-
-
-def test_a_killed_agent_leaves_a_crashed_trial_and_no_orphans(cifar_root: Path, tmp_path: Path, store_db):
-    e = env(HPSEARCH_STALE_AFTER="3")
-    sweep_id, store, first = agent_in_a_long_trial(cifar_root, tmp_path, e, epochs_done=1)
-    first.kill()
-    first.wait()
-    pgid = store.trials(sweep_id)[0].pgid
-    deadline = time.time() + 30  # the trial's processes get SIGTERM from the kernel when the agent dies
-    while time.time() < deadline and live_in_group(pgid):
-        time.sleep(0.2)
-    assert not live_in_group(pgid)
-    time.sleep(3.5)  # past HPSEARCH_STALE_AFTER without a heartbeat
-    p = hpsearch("status", sweep_id, "--json", "--dir", str(tmp_path / "store"), cwd=tmp_path, env=e)
-    assert json.loads(p.stdout)["trials"][0]["state"] == "crashed"
 
 
 @pytest.mark.parametrize(
@@ -247,7 +231,7 @@ def test_bad_sweep_files_exit_2_and_store_nothing(tmp_path: Path, text: str, exp
     assert not (tmp_path / "store").exists()
 
 
-def test_one_trial_per_gpu_slot_runs_concurrently(cifar_root: Path, tmp_path: Path, store_db):
+def test_one_trial_per_gpu_slot_runs_concurrently(cifar_root: Path, tmp_path: Path):
     # No GPU here: the trials see CUDA_VISIBLE_DEVICES=0 / =1, find no device and train on the CPU, but the
     # agent's slot logic (two trials at once, own rendezvous each) is the same as on a GPU machine.
     sweep_id = make_sweep(
@@ -256,7 +240,7 @@ def test_one_trial_per_gpu_slot_runs_concurrently(cifar_root: Path, tmp_path: Pa
     )
     p = run_agent(tmp_path, sweep_id, "--gpu-ids", "0,1", "--gpus-per-trial", "1")
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "started on GPUs 0:" in p.stdout and "started on GPUs 1:" in p.stdout
+    assert "started on GPU 0:" in p.stdout and "started on GPU 1:" in p.stdout
     a, b = open_store(tmp_path / "store").trials(sweep_id)
     assert a.state == b.state == "finished"
     assert a.started < b.ended and b.started < a.ended  # they overlapped

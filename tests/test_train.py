@@ -80,6 +80,7 @@ def test_resume_after_kill_finishes_the_same_schedule(tmp_path: Path):
         "--train_subset=1024",
         "--val_subset=64",
         "--model=test_resnet",
+        "--cifar_stem=false",
         "--batch_size=32",
         "--workers=0",
         "--aa=none",
