@@ -149,3 +149,9 @@ def agent_in_a_long_trial(cifar_root: Path, tmp_path: Path, agent_env: dict, epo
     while time.time() < deadline and not (store.trials(sweep_id) and store.trials(sweep_id)[0].epochs >= epochs_done):
         time.sleep(0.2)
     return sweep_id, store, proc
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The grouped tests (many agents at once, the report's shared sweep) are the longest: start them first so
+    that neither xdist worker is left running one of them alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
