@@ -1,6 +1,6 @@
-"""Sweeps end to end: real create-sweep and agent processes running real trials on the CPU. The tests that
-turn on what the store decides (claims, grid exhaustion, run_cap, hyperband stops, preemption and resume) run
-on both stores, SQLite and PostgreSQL (`store_db`); those about the trials themselves run on SQLite."""
+"""Sweeps end to end: real create-sweep and agent processes running real trials on the CPU. The tests of the
+store's claims (grid exhaustion, two agents and run_cap) run on both stores, SQLite and PostgreSQL
+(`store_db`); preemption, crashes and resume on PostgreSQL are in test_store_postgres.py."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def test_grid_runs_each_point_once_and_the_agent_stops_by_itself(cifar_root: Pat
     assert run_agent(tmp_path, sweep_id).returncode == 0 and len(sweep_status(tmp_path, sweep_id)["trials"]) == 4
 
 
-def test_hyperband_stops_a_trial_and_leaves_no_process(cifar_root: Path, tmp_path: Path, store_db):
+def test_hyperband_stops_a_trial_and_leaves_no_process(cifar_root: Path, tmp_path: Path):
     # Grid order: two good learning rates set the bar; the third barely learns and falls under the median.
     sweep_id = make_sweep(
         tmp_path,
@@ -132,7 +132,7 @@ def test_two_agents_share_a_sweep_without_duplicates_and_respect_run_cap(cifar_r
     assert len({t.agent for t in trials}) == 2  # both agents did work
 
 
-def test_sigint_preempts_and_the_next_agent_resumes_from_the_checkpoint(cifar_root: Path, tmp_path: Path, store_db):
+def test_sigint_preempts_and_the_next_agent_resumes_from_the_checkpoint(cifar_root: Path, tmp_path: Path):
     sweep_id, store, first = agent_in_a_long_trial(cifar_root, tmp_path, env(), epochs_done=2)
     first.send_signal(signal.SIGINT)
     t0 = time.time()
