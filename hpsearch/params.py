@@ -98,7 +98,7 @@ def _check_opt(name: str) -> str | None:
 def _check_aa(policy: str) -> str | None:
     if policy == "none":
         return None  # no need to import torchvision and timm to know that
-    from hpsearch.train.data import augment_policy
+    from hpsearch.train.policy import augment_policy
 
     try:
         augment_policy(policy, img_size=32, mean=(0.5, 0.5, 0.5))

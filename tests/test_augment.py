@@ -37,7 +37,7 @@ from hpsearch.train.loop import run
 
 CPU = torch.device("cpu")
 MEAN = (0.49, 0.45, 0.41)
-FILL = tuple(round(255 * m) for m in MEAN)  # what data.augment_policy passes timm as img_mean
+FILL = tuple(round(255 * m) for m in MEAN)  # what policy.augment_policy passes timm as img_mean
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def _mismatch(got: torch.Tensor, want: torch.Tensor) -> str | None:
 def test_each_timm_op_matches_pil(colour_images: torch.Tensor):
     x = colour_images
     h = x.shape[-1]
-    hparams = {"translate_const": int(h * 0.45), "img_mean": FILL}  # as data.augment_policy passes them
+    hparams = {"translate_const": int(h * 0.45), "img_mean": FILL}  # as policy.augment_policy passes them
     specs = _timm_ops(hparams["translate_const"], 0.45, h, h)
     failures = []
     for name in specs:

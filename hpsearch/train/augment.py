@@ -33,7 +33,8 @@ from torch.utils.data.distributed import DistributedSampler
 from torchvision import transforms as T
 
 from hpsearch.params import TrainConfig
-from hpsearch.train.data import Data, LoaderBatches, ToDevice, augment_policy, default_workers
+from hpsearch.train.data import Data, LoaderBatches, ToDevice, default_workers
+from hpsearch.train.policy import augment_policy
 
 Tensor = torch.Tensor
 BATCHED_AA = "none, cifar10, original, originalr, v0, v0r (with -mstd), rand-* (not t3a / t3aw)"
@@ -260,9 +261,6 @@ class Policy:
             self.stage_ops = [sorted({index[e.name] for e in choices})] * self.layers
         self._index = index
         self._tensors: dict[torch.device, dict[str, Tensor]] = {}
-
-    def entries(self) -> list[list[Entry]] | list[Entry]:
-        return self.table if self.table else self.choices
 
     def _on(self, device: torch.device) -> dict[str, Tensor]:
         if device not in self._tensors:

@@ -23,6 +23,7 @@ from torch.utils.data.distributed import DistributedSampler
 from torchvision import transforms as T
 
 from hpsearch.params import TrainConfig
+from hpsearch.train.policy import augment_policy
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -188,23 +189,6 @@ def _load_synthetic(cfg: TrainConfig) -> tuple[Split, Split, int]:
         return Split(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 100, n))
 
     return split(n_train), split(n_val), 100
-
-
-def augment_policy(aa: str, img_size: int, mean: tuple[float, ...]):
-    """The AutoAugment-family transform for `aa` (timm's policy strings, or torchvision's CIFAR-10 policy)."""
-    from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
-
-    if aa == "none":
-        return None
-    if aa == "cifar10":
-        return T.AutoAugment(T.AutoAugmentPolicy.CIFAR10)
-    # The same hparams timm's transforms_factory passes for its --aa flag.
-    hparams = {"translate_const": int(img_size * 0.45), "img_mean": tuple(round(255 * m) for m in mean)}
-    if aa.startswith("rand"):
-        return rand_augment_transform(aa, hparams)
-    if aa.startswith("augmix"):
-        return augment_and_mix_transform(aa, {**hparams, "translate_pct": 0.3})
-    return auto_augment_transform(aa, hparams)
 
 
 def train_transform(cfg: TrainConfig, img_size: int, mean: tuple[float, ...]) -> T.Compose:

@@ -15,6 +15,7 @@ import random
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +61,113 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+@dataclass
+class Training:
+    """Everything `setup` builds for one trial, named once: who this process is (`primary`: rank 0, the only
+    one that logs and saves; `distributed`: more than one rank) and what it trains with."""
+
+    cfg: TrainConfig
+    rank: int
+    world: int
+    primary: bool
+    distributed: bool
+    device: torch.device
+    amp: bool
+    local_bs: int
+    model: nn.Module  # the bare model: its state_dict is what checkpoints hold
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    batches: Any  # LoaderBatches | DeviceBatches
+    steps: int  # per epoch
+    prepare: ToDevice
+    val_x: torch.Tensor  # this rank's shard of the validation set, on the device
+    val_y: torch.Tensor
+    mixup: Mixup | None
+    eraser: RandomErasing | None
+    loss_fn: nn.Module
+    fwd: nn.Module | None = None  # compiled (on CUDA) bare model, for evaluation: no collective inside eval
+    train_model: nn.Module | None = None  # fwd, wrapped in DDP when distributed
+
+
+@dataclass
+class Progress:
+    """Where the trial stands: restored from a checkpoint, advanced by every epoch."""
+
+    epoch: int = 0  # epochs done
+    best_acc: float = 0.0
+    best_epoch: int = 0
+    wandb_id: str | None = None
+    train_time: float = 0.0
+    train_images: int = 0
+    last: dict[str, float] = field(default_factory=dict)  # the last epoch's metrics, for the summary
+
+
 def run(cfg: TrainConfig) -> dict[str, Any]:
     """Train one trial; return (and print, on rank 0) its summary."""
     t_start = time.time()
+    trial = setup(cfg)
+    progress = resume(trial, Path(cfg.output_dir) / CHECKPOINT)
+    compile_and_wrap(trial)
+    log = TrialLog(cfg, progress.epoch, progress.wandb_id) if trial.primary else None
+    writer = CheckpointWriter(Path(cfg.output_dir) / CHECKPOINT) if trial.primary else None
+    summary: dict[str, Any] = {}
+    try:
+        for epoch in range(progress.epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            train_loss, t_train = train_one_epoch(trial, epoch)
+            val_loss, val_acc, val_acc5 = evaluate(
+                trial.fwd, trial.val_x, trial.val_y, trial.prepare, trial.local_bs, trial.amp, trial.world
+            )
+            progress.epoch = epoch + 1
+            if val_acc > progress.best_acc or progress.best_epoch == 0:
+                progress.best_acc, progress.best_epoch = val_acc, epoch + 1
+            progress.train_time += t_train
+            progress.train_images += trial.steps * cfg.batch_size
+            save_checkpoint(trial, progress, writer, log)
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "val_acc5": val_acc5,
+                "best_acc": progress.best_acc,
+                "lr": trial.optimizer.param_groups[0]["lr"],
+                "epoch_time": time.perf_counter() - t0,
+                "img_per_sec": trial.steps * cfg.batch_size / t_train,
+            }
+            if log:
+                log.epoch(record, cfg.epochs)
+            progress.last = {k: record[k] for k in ("val_acc", "val_acc5", "val_loss", "train_loss")}
+        if writer:
+            writer.wait()
+        summary = {
+            "best_acc": progress.best_acc,
+            "best_epoch": progress.best_epoch,
+            "epochs": cfg.epochs,
+            "world_size": trial.world,
+            "img_per_sec": progress.train_images / progress.train_time if progress.train_time else 0.0,
+            "wall_s": time.time() - t_start,
+            **progress.last,
+        }
+        if log:
+            log.finish(summary)
+    except BaseException:
+        if log:
+            log.finish(summary, exit_code=1)
+        raise
+    finally:
+        if trial.distributed:
+            dist.destroy_process_group()
+    return summary
+
+
+def setup(cfg: TrainConfig) -> Training:
+    """Check the inputs (before any process group exists, so a bad trial fails at once), then build the data
+    path, model, process group, optimizer, schedule and loss for this rank (torchrun's environment)."""
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-
-    # ---- checks and inputs, before any process group exists ----
+    primary, distributed = rank == 0, world > 1
     if cfg.batch_size % world:
         raise SetupError(
             f"batch_size: {cfg.batch_size} does not split across {world} ranks; allowed: a multiple of {world}"
@@ -89,26 +189,22 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         raise SetupError(f"val_subset: {len(data.val)} validation images cannot be shared by {world} ranks")
     model = build_model(cfg, data.num_classes)
 
-    # ---- devices, process group, model ----
     if cuda:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    if world > 1:
+    if distributed:
         dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
     memory_format = torch.channels_last if cuda and cfg.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
-    amp = cuda and cfg.amp
-
     optimizer = make_optimizer(model, cfg)
 
-    # ---- data: the PIL path (loader workers) or the batched path (on the device), as `augment` picks ----
+    # The PIL path (loader workers) or the batched path (on the device), as `augment` picks.
     prepare = ToDevice(data, device, memory_format)
     batches, notice = train_batches(cfg, data, prepare, rank, world, local_bs)
-    if notice and rank == 0:
+    if notice and primary:
         print(f"hpsearch train: {notice}", file=sys.stderr, flush=True)
     steps = len(batches)
-
     mixup = None
     if mixing:
         mixup = Mixup(
@@ -119,13 +215,122 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             label_smoothing=cfg.smoothing,
             num_classes=data.num_classes,
         )
-    train_loss_fn = SoftTargetCrossEntropy() if mixup else nn.CrossEntropyLoss(label_smoothing=cfg.smoothing)
-    eraser = RandomErasing(cfg.reprob, mode="pixel", device=str(device)) if cfg.reprob > 0 else None
     # Each rank evaluates one contiguous shard, so every validation image counts exactly once.
     lo, hi = len(data.val) * rank // world, len(data.val) * (rank + 1) // world
-    val_x = torch.from_numpy(data.val.images[lo:hi]).permute(0, 3, 1, 2).to(device)
-    val_y = torch.from_numpy(data.val.labels[lo:hi]).to(device)
+    return Training(
+        cfg=cfg,
+        rank=rank,
+        world=world,
+        primary=primary,
+        distributed=distributed,
+        device=device,
+        amp=cuda and cfg.amp,
+        local_bs=local_bs,
+        model=model,
+        optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, cfg, steps),
+        batches=batches,
+        steps=steps,
+        prepare=prepare,
+        val_x=torch.from_numpy(data.val.images[lo:hi]).permute(0, 3, 1, 2).to(device),
+        val_y=torch.from_numpy(data.val.labels[lo:hi]).to(device),
+        mixup=mixup,
+        eraser=RandomErasing(cfg.reprob, mode="pixel", device=str(device)) if cfg.reprob > 0 else None,
+        loss_fn=SoftTargetCrossEntropy() if mixup else nn.CrossEntropyLoss(label_smoothing=cfg.smoothing),
+    )
 
+
+def resume(trial: Training, ckpt_path: Path) -> Progress:
+    """With `resume`, continue from the trial's checkpoint (model, optimizer, schedule, RNG and data-path
+    state); an unreadable one is said in one line and the trial starts from epoch 0."""
+    cfg, progress = trial.cfg, Progress()
+    ckpt = read_checkpoint(ckpt_path, trial.model, trial.rank) if cfg.resume and ckpt_path.exists() else None
+    if ckpt is not None:
+        trial.model.load_state_dict(ckpt["model"])
+        trial.optimizer.load_state_dict(ckpt["optimizer"])
+        trial.scheduler.load_state_dict(ckpt["scheduler"])
+        progress = Progress(ckpt["epoch"], ckpt["best_acc"], ckpt["best_epoch"], ckpt.get("wandb_id"))
+        if len(ckpt["rng"]) == trial.world:
+            _set_rng(ckpt["rng"][trial.rank])
+            trial.batches.load_state_dict(ckpt["rng"][trial.rank].get("data", {}))
+        if trial.primary:
+            print(f"resumed from {ckpt_path} after epoch {progress.epoch}", flush=True)
+    elif cfg.resume and trial.primary and not ckpt_path.exists():
+        print(f"no checkpoint at {ckpt_path}: starting from epoch 0", flush=True)
+    trial.scheduler.step_update(progress.epoch * trial.steps)
+    return progress
+
+
+def compile_and_wrap(trial: Training) -> None:
+    """torch.compile on CUDA; DDP when distributed. Evaluation uses the bare (compiled) model, so no collective
+    runs inside eval."""
+    cuda, compile_ = trial.device.type == "cuda", trial.cfg.compile
+    trial.fwd = torch.compile(trial.model) if cuda and compile_ else trial.model
+    trial.train_model = trial.fwd
+    if trial.distributed:
+        trial.train_model = DDP(trial.model, device_ids=[trial.device] if cuda else None)
+        if cuda and compile_:
+            trial.train_model = torch.compile(trial.train_model)
+
+
+def train_one_epoch(trial: Training, epoch: int) -> tuple[float, float]:
+    """One pass over this rank's shard; (mean training loss across ranks, seconds it took)."""
+    t0 = time.perf_counter()
+    trial.batches.set_epoch(epoch)
+    trial.train_model.train()
+    losses = torch.zeros(trial.steps, device=trial.device)
+    checked = 0
+    for step, (x, y) in enumerate(trial.batches):
+        if trial.mixup:
+            x, y = trial.mixup(x, y)
+        if trial.eraser:
+            x = trial.eraser(x)
+        with torch.autocast(trial.device.type, dtype=torch.bfloat16, enabled=trial.amp):
+            loss = trial.loss_fn(trial.train_model(x), y)
+        trial.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        trial.optimizer.step()
+        trial.scheduler.step_update(epoch * trial.steps + step + 1)
+        losses[step] = loss.detach()
+        if step + 1 - checked >= CHECK_EVERY or step + 1 == trial.steps:
+            _check_finite(losses, checked, step + 1, epoch, trial.steps, trial.world)
+            checked = step + 1
+    t_train = time.perf_counter() - t0
+    if trial.distributed:  # BN statistics drift apart per rank; evaluate (and save) rank 0's everywhere
+        for buf in trial.model.buffers():
+            dist.broadcast(buf, 0)
+    return _mean_across_ranks(losses.mean(), trial.world), t_train
+
+
+def save_checkpoint(trial: Training, progress: Progress, writer: CheckpointWriter | None, log: TrialLog | None) -> None:
+    """Every rank's RNG state is gathered (a collective); the primary writes the checkpoint in the background."""
+    rng = _gather_rng(trial.rank, trial.world, trial.device.type == "cuda", trial.batches.state_dict())
+    if writer:
+        writer.save(
+            {
+                "model": trial.model.state_dict(),
+                "optimizer": trial.optimizer.state_dict(),
+                "scheduler": trial.scheduler.state_dict(),
+                "epoch": progress.epoch,
+                "best_acc": progress.best_acc,
+                "best_epoch": progress.best_epoch,
+                "rng": rng,
+                "config": trial.cfg.to_dict(),
+                "wandb_id": log.wandb_id if log else None,
+            }
+        )
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """timm's optimizer factory; `nesterov` only for the optimizers that take it (timm's sgd defaults it on)."""
+    extra = {"nesterov": cfg.nesterov} if "nesterov" in (get_optimizer_info(cfg.opt).defaults or {}) else {}
+    return create_optimizer_v2(
+        model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, **extra
+    )
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> Any:
+    """timm's scheduler for `sched`, stepped every update (`steps` per epoch)."""
     scheduler, _ = create_scheduler_v2(
         optimizer,
         sched=cfg.sched,
@@ -138,130 +343,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         step_on_epochs=False,
         updates_per_epoch=steps,
     )
-
-    # ---- resume ----
-    ckpt_path = Path(cfg.output_dir) / CHECKPOINT
-    start_epoch, best_acc, best_epoch, wandb_id = 0, 0.0, 0, None
-    ckpt = read_checkpoint(ckpt_path, model, rank) if cfg.resume and ckpt_path.exists() else None
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start_epoch, best_acc, best_epoch = ckpt["epoch"], ckpt["best_acc"], ckpt["best_epoch"]
-        wandb_id = ckpt.get("wandb_id")
-        if len(ckpt["rng"]) == world:
-            _set_rng(ckpt["rng"][rank])
-            batches.load_state_dict(ckpt["rng"][rank].get("data", {}))
-        if rank == 0:
-            print(f"resumed from {ckpt_path} after epoch {start_epoch}", flush=True)
-    elif cfg.resume and rank == 0 and not ckpt_path.exists():
-        print(f"no checkpoint at {ckpt_path}: starting from epoch 0", flush=True)
-    scheduler.step_update(start_epoch * steps)
-
-    # ---- compile and wrap: eval uses the bare (compiled) model, so no collective runs inside eval ----
-    fwd = torch.compile(model) if cuda and cfg.compile else model
-    train_model: nn.Module = fwd
-    if world > 1:
-        train_model = DDP(model, device_ids=[device] if cuda else None)
-        if cuda and cfg.compile:
-            train_model = torch.compile(train_model)
-
-    log = TrialLog(cfg, start_epoch, wandb_id) if rank == 0 else None
-    writer = CheckpointWriter(ckpt_path) if rank == 0 else None
-    summary: dict[str, Any] = {}
-    last: dict[str, float] = {}
-    train_time, train_images = 0.0, 0
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            t0 = time.perf_counter()
-            batches.set_epoch(epoch)
-            train_model.train()
-            losses = torch.zeros(steps, device=device)
-            checked = 0
-            for step, (x, y) in enumerate(batches):
-                if mixup:
-                    x, y = mixup(x, y)
-                if eraser:
-                    x = eraser(x)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    loss = train_loss_fn(train_model(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step_update(epoch * steps + step + 1)
-                losses[step] = loss.detach()
-                if step + 1 - checked >= CHECK_EVERY or step + 1 == steps:
-                    _check_finite(losses, checked, step + 1, epoch, steps, world)
-                    checked = step + 1
-            t_train = time.perf_counter() - t0
-            train_time += t_train
-            train_images += steps * cfg.batch_size
-
-            if world > 1:  # BN statistics drift apart per rank; evaluate (and save) rank 0's everywhere
-                for buf in model.buffers():
-                    dist.broadcast(buf, 0)
-            val_loss, val_acc, val_acc5 = evaluate(fwd, val_x, val_y, prepare, local_bs, amp, world)
-            train_loss = _mean_across_ranks(losses.mean(), world)
-            if val_acc > best_acc or best_epoch == 0:
-                best_acc, best_epoch = val_acc, epoch + 1
-            rng = _gather_rng(rank, world, cuda, batches.state_dict())
-            if writer:
-                writer.save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "epoch": epoch + 1,
-                        "best_acc": best_acc,
-                        "best_epoch": best_epoch,
-                        "rng": rng,
-                        "config": cfg.to_dict(),
-                        "wandb_id": log.wandb_id,
-                    }
-                )
-            record = {
-                "epoch": epoch + 1,
-                "train_loss": train_loss,
-                "val_loss": val_loss,
-                "val_acc": val_acc,
-                "val_acc5": val_acc5,
-                "best_acc": best_acc,
-                "lr": optimizer.param_groups[0]["lr"],
-                "epoch_time": time.perf_counter() - t0,
-                "img_per_sec": steps * cfg.batch_size / t_train,
-            }
-            if log:
-                log.epoch(record, cfg.epochs)
-            last = {k: record[k] for k in ("val_acc", "val_acc5", "val_loss", "train_loss")}
-        if writer:
-            writer.wait()
-        summary = {
-            "best_acc": best_acc,
-            "best_epoch": best_epoch,
-            "epochs": cfg.epochs,
-            "world_size": world,
-            "img_per_sec": train_images / train_time if train_time else 0.0,
-            "wall_s": time.time() - t_start,
-            **last,
-        }
-        if log:
-            log.finish(summary)
-    except BaseException:
-        if log:
-            log.finish(summary, exit_code=1)
-        raise
-    finally:
-        if world > 1:
-            dist.destroy_process_group()
-    return summary
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """timm's optimizer factory; `nesterov` only for the optimizers that take it (timm's sgd defaults it on)."""
-    extra = {"nesterov": cfg.nesterov} if "nesterov" in (get_optimizer_info(cfg.opt).defaults or {}) else {}
-    return create_optimizer_v2(
-        model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, **extra
-    )
+    return scheduler
 
 
 @torch.no_grad()
