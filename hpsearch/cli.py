@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hpsearch import params
+from hpsearch import defaults, params
 
 if TYPE_CHECKING:
     from hpsearch.sweep.store import Store, Sweep
@@ -36,7 +37,21 @@ def store_options(command: Callable) -> Callable:
     )(command)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    def invoke(self, ctx: click.Context) -> None:
+        """A database failure in any command (it retried what it could) is one line and exit 1."""
+        try:
+            return super().invoke(ctx)
+        except Exception as e:
+            from hpsearch.sweep.store import StoreError
+
+            if not isinstance(e, StoreError):
+                raise
+            click.echo(f"hpsearch {ctx.invoked_subcommand}: error: {e}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hpsearch")
 def main() -> None:
     """Hyperparameter sweeps over timm image classifiers, run as torchrun DDP trials."""
@@ -74,8 +89,6 @@ def create_sweep(
     db: str | None,
 ) -> None:
     """Register the W&B sweep config FILE; print the agent command and, last, the sweep id."""
-    import os
-
     from hpsearch.sweep.spec import SpecError, load_spec
     from hpsearch.wandb_env import default_mode
 
@@ -89,7 +102,7 @@ def create_sweep(
         backend = "wandb" if default_mode() == "online" else "local"
         why = "a W&B login is configured" if backend == "wandb" else "no W&B login (run `wandb login` for a server)"
         click.echo(f"backend: {backend} ({why})")
-    project = project or os.environ.get("WANDB_PROJECT") or config.get("project") or "hpsearch"
+    project = project or defaults.project(config)
     store = _store("create-sweep", store_dir, db)  # before the W&B server: a bad --db registers nothing
     if backend == "wandb":
         from hpsearch.sweep.wandb_cloud import ServerError
@@ -116,63 +129,141 @@ def create_sweep(
 @click.option("--gpus", type=int, help="Use the first N visible GPUs (default: all visible).")
 @click.option("--gpu-ids", help="Use these GPUs, e.g. 0,1,2,3.")
 @click.option("--gpus-per-trial", type=int, help="GPUs per trial (default: all of them, one trial at a time).")
+@click.option(
+    "--nodes-per-trial",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Nodes per trial, inside a SLURM allocation of that many: one torchrun per node, started by srun.",
+)
 @click.option("--cpu-procs", type=int, default=1, show_default=True, help="gloo workers per trial with no GPU.")
 @click.option("--count", type=int, help="Run at most N trials, then stop.")
-@click.option("--grace", type=float, default=10.0, show_default=True, help="Seconds between SIGTERM and SIGKILL.")
+@click.option(
+    "--grace", type=float, default=defaults.GRACE, show_default=True, help="Seconds between SIGTERM and SIGKILL."
+)
 @click.option(
     "--hang-timeout",
     type=click.FloatRange(min=1),
-    default=600,
+    default=defaults.HANG_TIMEOUT,
     show_default=True,
-    help="End a trial that records no new epoch for this many seconds, or 5x its slowest epoch if longer "
-    "(3x that before its first epoch, which compiles); it is recorded failed.",
+    help=f"End a trial that records no new epoch for this many seconds, or {defaults.HANG_EPOCHS}x its slowest "
+    f"epoch if longer ({defaults.FIRST_EPOCH_FACTOR}x that before its first epoch, which compiles); it is "
+    "recorded failed.",
 )
 @click.option(
     "--max-resumes",
     type=click.IntRange(min=0),
-    default=2,
+    default=defaults.MAX_RESUMES,
     show_default=True,
-    help="Resume a trial whose agent died (from its checkpoint) at most this many times.",
+    help="Resume a trial whose agent died (from its checkpoint) at most this many times (local sweeps: on a W&B "
+    "server, the server decides what runs again).",
 )
 @store_options
-def agent(
-    sweep_id: str,
-    gpus: int | None,
-    gpu_ids: str | None,
-    gpus_per_trial: int | None,
-    cpu_procs: int,
-    count: int | None,
-    grace: float,
-    hang_timeout: float,
-    max_resumes: int,
-    store_dir: Path,
-    db: str | None,
-) -> None:
+@click.pass_context
+def agent(ctx: click.Context, sweep_id: str, store_dir: Path, db: str | None, **options: object) -> None:
     """Run the sweep's trials, one torchrun process group each, until it is done (or --count)."""
-    from hpsearch.sweep.agent import Agent, AgentError, choose_gpus, plan_slots
-    from hpsearch.sweep.local import LocalController
-    from hpsearch.sweep.status import format_status, status
+    from hpsearch.sweep.runner import AgentOptions, run_agent
+    from hpsearch.sweep.slots import AgentError
+    from hpsearch.sweep.wandb_cloud import ServerError
 
     store, sweep = _open_sweep("agent", store_dir, db, sweep_id, remote_ok=True)
+    given = frozenset(k for k in options if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT)
     try:
-        slots = plan_slots(choose_gpus(gpus, gpu_ids), gpus_per_trial, cpu_procs)
-        if sweep.backend == "wandb" and len(slots) > 1:
-            raise AgentError("--gpus-per-trial: a W&B agent runs one trial at a time; start one agent per GPU set")
+        code = run_agent(store, sweep, AgentOptions(**options, given=given), click.echo, _fail("agent"))
     except AgentError as e:
         raise click.UsageError(str(e)) from None
-    if sweep.backend == "wandb":
-        from hpsearch.sweep.wandb_cloud import ServerError, WandbAgent
-
-        try:
-            code = WandbAgent(store, sweep, slots[0], count, grace).run()
-        except ServerError as e:
-            click.echo(f"hpsearch agent: error: {e}", err=True)
-            sys.exit(1)
-    else:
-        controller = LocalController(store, sweep, max_resumes)
-        code = Agent(store, sweep, controller, slots, count, grace, hang_timeout=hang_timeout).run()
-    click.echo(format_status(status(store, store.sweep(sweep.id))))
+    except ServerError as e:
+        click.echo(f"hpsearch agent: error: {e}", err=True)
+        sys.exit(1)
+    if code in (0, 130, 143):  # the sweep's table as it now stands (after an error, its one line says it all)
+        _print_table(store, sweep.id)
     sys.exit(code)
+
+
+@main.command()
+@click.argument("sweep_id")
+@click.option("--nodes", type=click.IntRange(min=1), required=True, help="Nodes in all, for all the agents.")
+@click.option("--gpus-per-node", type=click.IntRange(min=1), help="GPUs to ask SLURM for on each node.")
+@click.option("--gpus-per-trial", type=click.IntRange(min=1), help="GPUs per trial (default: a node's).")
+@click.option("--nodes-per-trial", type=click.IntRange(min=1), default=1, show_default=True, help="Nodes per trial.")
+@click.option("--cpu-procs", type=int, default=1, show_default=True, help="gloo workers per node with no GPU.")
+@click.option("--cpus-per-node", type=click.IntRange(min=1), help="Cores to ask SLURM for on each node.")
+@click.option("--time", "time_limit", help="Each job's time limit, as sbatch takes it (e.g. 4:00:00).")
+@click.option("--partition", help="SLURM partition.")
+@click.option("--account", help="SLURM account.")
+@click.option(
+    "--warning",
+    type=click.IntRange(min=10),
+    default=300,
+    show_default=True,
+    help="Seconds before the time limit at which the agents preempt their trials and requeue their job.",
+)
+@click.option("--sbatch-arg", "sbatch_args", multiple=True, metavar="ARG", help="More sbatch options, e.g. --qos=high.")
+@click.option("--grace", type=float, help="The agents' --grace.")
+@click.option("--hang-timeout", type=float, help="The agents' --hang-timeout.")
+@click.option("--max-resumes", type=int, help="The agents' --max-resumes.")
+@click.option("--dry-run", is_flag=True, help="Print the batch script; submit nothing.")
+@store_options
+def slurm(
+    sweep_id: str,
+    store_dir: Path,
+    db: str | None,
+    grace: float | None,
+    hang_timeout: float | None,
+    max_resumes: int | None,
+    dry_run: bool,
+    **options: object,
+) -> None:
+    """Run the sweep on a SLURM cluster: a job array of agents, one per --nodes-per-trial nodes, requeued on
+    preemption or at the time limit."""
+    from hpsearch.sweep import slurm as slurm_jobs
+
+    store, sweep = _open_sweep("slurm", store_dir, db, sweep_id, remote_ok=True)
+    nodes, per_trial = options["nodes"], options["nodes_per_trial"]
+    if per_trial > 1 and options["gpus_per_trial"]:
+        raise click.UsageError("--gpus-per-trial: a trial that spans nodes takes every GPU of each; leave it out")
+    if nodes % per_trial:
+        raise click.UsageError(f"--nodes: {nodes} is not a multiple of --nodes-per-trial {per_trial}")
+    if not store.postgres and nodes > per_trial:
+        click.echo(f"hpsearch slurm: error: --nodes {nodes}: agents on several nodes cannot share the SQLite store "
+                   f"{store.where}; keep the sweep in PostgreSQL (--db postgresql://USER@HOST/DBNAME; see README, "
+                   "Many machines)", err=True)  # fmt: skip
+        sys.exit(2)
+    passed = {"grace": grace, "hang-timeout": hang_timeout, "max-resumes": max_resumes}
+    agent_args = [f"--{k}={v}" for k, v in passed.items() if v is not None]
+    job = slurm_jobs.Job(sweep.id, store_dir, agent_args=tuple(agent_args), **options)
+    if dry_run:
+        click.echo(job.script(), nl=False)
+        return
+    job.log_dir.mkdir(parents=True, exist_ok=True)
+    path = job.log_dir / "agents.sbatch"
+    path.write_text(job.script())
+    env = dict(os.environ, **({"HPSEARCH_DB": db} if db else {}))  # sbatch exports it to the job; never in a file
+    try:
+        job_id = slurm_jobs.submit(path, env)
+    except slurm_jobs.SlurmError as e:
+        click.echo(f"hpsearch slurm: error: {e}", err=True)
+        sys.exit(1)
+    click.echo(f"wrote {path}")
+    click.echo(f"submitted SLURM job {job_id}: {job.tasks} agent(s), {per_trial} node(s) each")
+    click.echo(f"watch it:  squeue -j {job_id};  hpsearch status {sweep_id};  tail -f {job.log_dir}/{job_id}_*.out")
+    click.echo(f"cancel it: scancel {job_id}  (its trials are recorded preempted; `sbatch {path}` resumes them)")
+    click.echo(job_id)
+
+
+def _fail(command: str) -> Callable[[str], None]:
+    return lambda why: click.echo(f"hpsearch {command}: error: {why}", err=True)
+
+
+def _print_table(store: Store, sweep_id: str) -> None:
+    """The sweep's table as the agent ends, or one line if the database cannot give it now."""
+    from hpsearch.sweep.status import format_status, status
+    from hpsearch.sweep.store import StoreError
+
+    try:
+        click.echo(format_status(status(store, store.sweep(sweep_id))))
+    except StoreError as e:
+        click.echo(f"hpsearch agent: warning: no table of the sweep: {e}", err=True)
 
 
 @main.command("status")

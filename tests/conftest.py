@@ -19,6 +19,7 @@ from hpsearch.sweep.store import Store, new_id  # noqa: E402
 
 # A tiny timm ResNet keeps CPU runs to seconds; everything else is the trainer's real path.
 SMALL = ["--model=test_resnet", "--batch_size=32", "--workers=0", "--aa=none", "--warmup_epochs=0"]
+STUB = Path(__file__).parent / "stub_trainer.py"  # the training script of the coordination tests (see its docstring)
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +106,12 @@ def fast_params(cifar_root: Path, epochs: int = 2) -> dict:
     }
 
 
+def stub_sweep(method: str, epochs: int | dict = 2, epoch_s: float = 0.2, **parameters: dict) -> dict:
+    """A sweep whose trials run the stub trainer (`program`, as in W&B sweep files): `parameters` beside epochs."""
+    fixed = {"epochs": epochs if isinstance(epochs, dict) else {"value": epochs}, "epoch_s": {"value": epoch_s}}
+    return {"method": method, "program": str(STUB), "parameters": {**fixed, **parameters}}
+
+
 def live_in_group(pgid: int) -> list[psutil.Process]:
     """Processes of a trial's process group that still run (zombies awaiting init's reaping hold nothing)."""
     out = []
@@ -136,9 +143,8 @@ def run_agent(tmp_path: Path, sweep_id: str, *args: str, **kw) -> subprocess.Com
     return hpsearch("agent", sweep_id, "--dir", str(tmp_path / "store"), *args, cwd=tmp_path, **kw)
 
 
-def agent_in_a_long_trial(cifar_root: Path, tmp_path: Path, agent_env: dict, epochs_done: int, epochs: int = 12):
-    """An agent process running a long trial, returned once the trial has recorded `epochs_done` epochs."""
-    config = {"method": "grid", "parameters": {**fast_params(cifar_root, epochs=epochs), "lr": {"value": 0.05}}}
+def agent_in_a_long_trial(tmp_path: Path, config: dict, agent_env: dict, epochs_done: int):
+    """An agent process running the one trial of `config`, returned once it has recorded `epochs_done` epochs."""
     sweep_id = make_sweep(tmp_path, config)
     store = open_store(tmp_path / "store")
     cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]

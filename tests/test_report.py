@@ -25,7 +25,7 @@ from PIL import Image
 from hpsearch.compare.report import gather, render_html
 from hpsearch.params import parse_args
 from hpsearch.sweep.spec import leaves
-from hpsearch.sweep.store import Store
+from hpsearch.sweep.store import State, Store
 
 # Three grid points, run in this order: batch 512 is more than the 256 training images, so the trainer
 # refuses it (failed); lr 0.05 learns (finished); lr 1e-4 learns nothing, so hyperband stops it after
@@ -183,12 +183,11 @@ def small_sweep(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, s
         },
         "local",
     )
-    with store.transaction():
-        trial = store.add_trial(sweep.id, {"lr": 0.1, "epochs": 5}, "agent-1")
+    trial = store.add_trial(sweep.id, {"lr": 0.1, "epochs": 5}, "agent-1")
     if request.param == "one running trial":
-        store.add_epoch(trial.id, record(1, 30.0))
+        store.add_epoch(trial.id, record(1, 30.0), "agent-1")
     else:
-        store.end(trial.id, "failed", 1, "hpsearch train: error: training diverged")
+        store.end(trial.id, State.FAILED, "agent-1", 1, "hpsearch train: error: training diverged")
     return tmp_path / "store", sweep.id
 
 
@@ -218,10 +217,9 @@ def test_importance_ranks_the_parameter_that_drives_the_metric(tmp_path: Path):
     store = Store(tmp_path)
     sweep = store.add_sweep({"method": "grid", "parameters": {"lr": {"values": [1]}, "aa": {"values": ["a"]}}}, "local")
     for i, (lr, aa) in enumerate([(0.1, "none"), (0.2, "cifar10"), (0.3, "none"), (0.4, "cifar10"), (0.5, "none")]):
-        with store.transaction():
-            trial = store.add_trial(sweep.id, {"lr": lr, "aa": aa}, "agent-1")
-        store.add_epoch(trial.id, record(1, 10.0 * (i + 1)))
-        store.end(trial.id, "finished")
+        trial = store.add_trial(sweep.id, {"lr": lr, "aa": aa}, "agent-1")
+        store.add_epoch(trial.id, record(1, 10.0 * (i + 1)), "agent-1")
+        store.end(trial.id, State.FINISHED, "agent-1")
     data = gather(store, sweep)
     assert data["sweep"]["metric"] == {"name": "best_acc", "goal": "maximize"}
     assert [t["params"]["lr"] for t in data["trials"]] == [0.5, 0.4, 0.3, 0.2, 0.1]

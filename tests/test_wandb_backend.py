@@ -5,6 +5,8 @@ engine. Trials are tiny CPU runs."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,21 +18,15 @@ import psutil
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import env, fast_params, live_in_group
+from conftest import env, fast_params, live_in_group, stub_sweep
 from fakedata import write_cifar100
 from wandb_server import ENTITY, Run, WandbServer
 
 from hpsearch.cli import main
 from hpsearch.sweep.status import status as sweep_status
-from hpsearch.sweep.store import Store
+from hpsearch.sweep.store import State, Store
 
-# wandb's agent heartbeats every 5 s (a class attribute its own tests lower); 0.5 s keeps these tests short.
-CLI = [
-    sys.executable,
-    "-c",
-    "import sys; from wandb.agents import pyagent; pyagent.Agent.HEARTBEAT_SLEEP_SECONDS = 0.5; "
-    "from hpsearch.cli import main; sys.argv[0] = 'hpsearch'; main()",
-]
+CLI = [sys.executable, "-m", "hpsearch.cli"]
 # wandb's own settings (env WANDB__X) for a short send interval and retry windows, in whole seconds (wandb-core
 # truncates): a request unanswered for about 5 s is given up, a fault of 2 s is ridden through.
 SHORT = {
@@ -57,7 +53,8 @@ def online(server: WandbServer) -> dict[str, str]:
     """A CPU machine (no GPU to count: the agent need not import torch) logged in to `server`, sending no error
     reports to Sentry: nothing may leave 127.0.0.1."""
     wandb = {"WANDB_MODE": "online", "WANDB_SILENT": "false", "WANDB_ERROR_REPORTING": "false"}
-    return env(CUDA_VISIBLE_DEVICES="", **wandb, **SHORT, **server.env())
+    # Our slots heartbeat every 5 s as wandb's agent does; 0.5 s keeps these tests short (wandb is not patched).
+    return env(CUDA_VISIBLE_DEVICES="", HPSEARCH_WANDB_HEARTBEAT="0.5", **wandb, **SHORT, **server.env())
 
 
 def cli(*args: str, cwd: Path, server: WandbServer) -> subprocess.CompletedProcess:
@@ -156,7 +153,7 @@ def test_a_grid_with_hyperband_runs_to_exhaustion(cifar_root: Path, tmp_path: Pa
     assert trial.state == "stopped" and trial.epochs in (1, 2)
     assert epochs(hopeless.history) == list(range(1, trial.epochs + 1))
     assert not live_in_group(trial.pgid)
-    assert f"trial {trial.id} stopped: stopped by the W&B sweep controller" in out
+    assert f"trial {trial.id} stopped early by the W&B sweep controller after epoch" in out
 
     by_id = status(sweep_id, a)
     assert by_id == status(path, a) and by_id["sweep"]["state"] == "finished"  # the server said `exit`
@@ -191,9 +188,9 @@ def test_ctrl_c_marks_the_run_preempting_and_the_next_agent_resumes_it(
 
 
 def test_faults_are_ridden_through_and_a_server_gone_for_good_ends_the_agent(
-    cifar_root: Path, tmp_path: Path, server: WandbServer, agents
+    tmp_path: Path, server: WandbServer, agents
 ):
-    path = made_elsewhere(server, {**fast_params(cifar_root, epochs=30), "lr": {"value": 0.05}})
+    path = stub_wandb_sweep(tmp_path, server, stub_sweep("grid", epochs=300, epoch_s=0.2, lr={"value": 0.05}))
     agent = agents(path, tmp_path / "a")
     run = first_run(server)
     wait_for(lambda: len(run.history) >= 1)
@@ -202,12 +199,15 @@ def test_faults_are_ridden_through_and_a_server_gone_for_good_ends_the_agent(
         server.fault(target, kind, 2)
     wait_for(lambda: set(server.failed) == faults and not server.faults_pending())
     store = Store(tmp_path / "a")
+    after_faults = len(run.history)
 
-    def caught_up() -> bool:  # every epoch the agent recorded reached the server
+    def caught_up() -> bool:  # new epochs arrive, and every epoch the agent recorded reached the server
         recorded = epochs(store.history(run.id))
-        return len(recorded) >= 3 and epochs(run.history) == recorded
+        return len(recorded) > after_faults + 1 and epochs(run.history) == recorded
 
     wait_for(caught_up)
+    # The agent rode the faults through: alive, its trial running, epochs still coming, before the server goes away.
+    assert agent.poll() is None and store.trial(run.id).state == "running" and run.state == "running"
 
     helpers = psutil.Process(agent.pid).children(recursive=True)  # wandb-core, its monitor, the trial's torchrun
     server.stop()
@@ -249,8 +249,107 @@ def test_a_wandb_sweep_the_server_finished_has_no_active_preempted_trial(tmp_pat
     store = Store(tmp_path)
     for backend, expected in (("wandb", "finished"), ("local", "running")):
         sweep = store.add_sweep({"method": "grid"}, backend)
-        with store.transaction():
-            trial = store.add_trial(sweep.id, {"lr": 0.1}, "agent")
-        store.end(trial.id, "preempted")
+        trial = store.add_trial(sweep.id, {"lr": 0.1}, "agent")
+        store.end(trial.id, State.PREEMPTED, "agent")
         store.mark_exhausted(sweep.id)
         assert sweep_status(store, store.sweep(sweep.id))["sweep"]["state"] == expected
+
+
+def stub_wandb_sweep(tmp_path: Path, server: WandbServer, config: dict) -> str:
+    """A W&B sweep of the stub trainer registered with `hpsearch create-sweep`; its path."""
+    f = tmp_path / "stub.yaml"
+    f.write_text(yaml.safe_dump(config))
+    p = cli("create-sweep", str(f), "--project", "proj", "--dir", str(tmp_path / "a"), cwd=tmp_path, server=server)
+    return p.stdout.strip().splitlines()[-1]
+
+
+def test_each_gpu_slot_is_its_own_w_and_b_agent_with_its_own_run(tmp_path: Path, server: WandbServer, agents):
+    config = stub_sweep("grid", epochs=3, epoch_s=0.5, lr={"values": [0.1, 0.2, 0.3, 0.4]})
+    path = stub_wandb_sweep(tmp_path, server, config)
+    code, out, err = finish(agents(path, tmp_path / "a", "--gpu-ids", "0,1", "--gpus-per-trial", "1"))
+    assert code == 0, out + err
+    runs = server.sweep_runs(path.split("/")[-1])
+    assert len(runs) == 4 and len(server.agents) == 2  # two agents as the server sees them, one per slot
+    for run in runs:
+        assert run.state == "finished" and epochs(run.history) == [1, 2, 3], run
+        assert run.summary["best_acc"] == max(r["val_acc"] for r in run.history)
+        assert len([line for line in out.splitlines() if line.startswith(f"[{run.id} GPU ")]) == 3
+    by_slot = {agent: sorted((r.began, r.ended) for r in runs if r.agent == agent) for agent in server.agents}
+    (a1, a2), (b1, b2) = by_slot.values()
+    assert a1[0] < b1[1] and b1[0] < a1[1]  # each slot's first run overlapped the other's: two at a time
+    gpus = {r.id: Store(tmp_path / "a").trial(r.id).summary["cuda_visible_devices"] for r in runs}
+    assert sorted(gpus.values()) == ["0", "0", "1", "1"]
+
+
+def test_a_stop_for_one_of_two_runs_ends_that_trial_only(tmp_path: Path, server: WandbServer, agents):
+    config = {
+        **stub_sweep("grid", epochs=10, epoch_s=0.5, lr={"values": [0.9, 0.01]}),
+        "metric": METRIC,
+        "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 3},
+    }
+    path = stub_wandb_sweep(tmp_path, server, config)
+    # The good run sets the bar at epoch 2 (the two start together); the weak one falls under it.
+    code, out, err = finish(agents(path, tmp_path / "a", "--gpu-ids", "0,1", "--gpus-per-trial", "1"))
+    assert code == 0, out + err
+    good, weak = sorted(server.sweep_runs(path.split("/")[-1]), key=lambda r: -r.config["lr"])
+    store = Store(tmp_path / "a")
+    assert weak.state == "killed" and store.trial(weak.id).state == "stopped"
+    assert not live_in_group(store.trial(weak.id).pgid)
+    assert good.state == "finished" and epochs(good.history) == list(range(1, 11))  # ran on to its end
+    assert store.trial(weak.id).ended < store.trial(good.id).ended
+    assert f"trial {weak.id} stopped early by the W&B sweep controller after epoch" in out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_preempts_both_runs_and_the_next_agent_resumes_each(
+    tmp_path: Path, server: WandbServer, agents, sig: int
+):
+    config = stub_sweep("grid", epochs=8, epoch_s=0.5, lr={"values": [0.1, 0.2]})
+    path = stub_wandb_sweep(tmp_path, server, config)
+    first = agents(path, tmp_path / "a", "--gpu-ids", "0,1", "--gpus-per-trial", "1")
+    store = Store(tmp_path / "a")
+    wait_for(lambda: len(server.runs) == 2 and all(store.history(r) for r in server.runs))  # checkpoints to resume
+    first.send_signal(sig)
+    code, out, err = finish(first, timeout=60)
+    assert code == 128 + sig, out + err
+    for run in server.runs.values():
+        assert run.preempting and run.state == "preempted" and run.exitcode == 128 + sig
+        trial = store.trial(run.id)
+        assert trial.state == "preempted" and 1 <= trial.epochs < 8 and not live_in_group(trial.pgid)
+
+    code, out, err = finish(agents(path, tmp_path / "a", "--gpu-ids", "0,1", "--gpus-per-trial", "1"))
+    assert code == 0, out + err
+    for run in server.runs.values():
+        assert run.handed_out == ["run", "resume"] and run.state == "finished"
+        assert epochs(run.history) == list(range(1, 9))  # each epoch once: it went on where it stopped
+        assert store.trial(run.id).epochs == 8 and f"trial {run.id} resumed" in out
+
+
+def test_a_hung_w_and_b_trial_is_ended_by_the_watchdog_and_fails_on_the_server(
+    tmp_path: Path, server: WandbServer, agents
+):
+    config = stub_sweep("grid", epochs=30, epoch_s=0.2, lr={"values": [0.1, 0.2]})
+    path = stub_wandb_sweep(tmp_path, server, config)
+    agent = agents(path, tmp_path / "a", "--hang-timeout", "3", "--grace", "1")
+    run = first_run(server)
+    store = Store(tmp_path / "a")
+    wait_for(lambda: store.history(run.id))
+    os.kill(store.trial(run.id).pgid, signal.SIGSTOP)
+    code, out, err = finish(agent)
+    assert code == 0, out + err
+    trial = store.trial(run.id)
+    assert trial.state == "failed" and re.fullmatch(rf"no progress for [34] s after epoch {trial.epochs}", trial.error)
+    assert run.state == "failed" and run.exitcode != 0 and not live_in_group(trial.pgid)
+    (other,) = [r for r in server.runs.values() if r is not run]  # the slot took the next run
+    assert other.state == "finished" and epochs(other.history) == list(range(1, 31))
+
+
+def test_an_option_of_the_local_controller_is_refused_on_a_w_and_b_sweep(tmp_path: Path, server: WandbServer):
+    path = made_elsewhere(server, {"lr": {"value": 0.1}})
+    p = subprocess.run([*CLI, "agent", path, "--dir", str(tmp_path / "a"), "--max-resumes", "3"], cwd=tmp_path,
+                       env=online(server), capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1] == (
+        "Error: --max-resumes: applies to local sweeps; on a W&B sweep the server decides what runs again"
+    )
+    assert not server.runs

@@ -48,6 +48,9 @@ class Run:
     preempting: bool = False
     handed_out: list[str] = field(default_factory=list)  # the commands that gave it to an agent: run, resume
     stop_at: int | None = None  # history rows the controller had when it decided to stop the run
+    began: float | None = None  # when a client first upserted it (time.time())
+    ended: float | None = None  # when its file_stream said complete
+    agent: str | None = None  # the agent it was last handed to
 
     def engine_run(self) -> sweeps.SweepRun:
         return sweeps.SweepRun(
@@ -184,6 +187,7 @@ class WandbServer:
             return []  # one run per agent at a time, as wandb's agent runs them
         requeued = next((r for r in runs if r.state == "preempted"), None)
         if requeued:
+            requeued.agent = agent
             return [self._hand_out(requeued, "resume")]
         cap = sweep.config.get("run_cap")
         engine_runs = [r.engine_run() for r in runs]
@@ -192,7 +196,7 @@ class WandbServer:
         )
         if suggestion is None:
             return [{"type": "exit"}]
-        run = Run(self._new_id("run"), sweep.entity, sweep.project, sweep.id, suggestion.config)
+        run = Run(self._new_id("run"), sweep.entity, sweep.project, sweep.id, suggestion.config, agent=agent)
         self.runs[run.id] = run
         return [self._hand_out(run, "run")]
 
@@ -210,6 +214,7 @@ class WandbServer:
             self.runs[run.id] = run
         if run.state == "pending":
             run.state = "running"
+            run.began = run.began or time.time()
         if v.get("config"):
             config = json.loads(v["config"])
             run.wandb_config = config.pop("_wandb", {}).get("value", run.wandb_config)
@@ -272,6 +277,7 @@ class WandbServer:
                     run.output.update({offset + i: line for i, line in enumerate(lines)})
             run.preempting = run.preempting or bool(body.get("preempting"))
             if body.get("complete"):
+                run.ended = time.time()
                 run.exitcode = body.get("exitcode")
                 run.state = self._final_state(run)
             self._decide_stops(run)

@@ -58,8 +58,9 @@ def gather(store: Store, sweep: Sweep) -> dict[str, Any]:
     stored = store.trials(sweep.id)  # creation order, so a trial keeps its colour as the sweep grows
     color = {t.id: TRIAL_COLORS[i % len(TRIAL_COLORS)] for i, t in enumerate(stored)}
     running_for = {t.id: now - t.started for t in stored if t.state == "running" and t.started}
+    histories = store.histories(sweep.id)  # one query for the whole sweep
     for t in data["trials"]:
-        history = store.history(t["id"])
+        history = histories.get(t["id"], [])
         value = t["summary"].get(metric)
         t.update(
             history=history,

@@ -1,302 +1,375 @@
-"""Where and how trials run: GPU slots, one torchrun process group per trial, metrics tailing,
-hyperband stops, signals, preemption and resume. The agent asks its controller what to run and
-reports what happened; it does not know how suggestions are made.
+"""The agent: one loop that runs a sweep's trials in its slots and supervises them, for every controller.
+
+Each round it renews its lease on its trials, claims a trial for each free slot, and looks at every running
+trial: records the epochs its trainer wrote, stops it when the controller says so, ends it when it hangs, and
+records how it ended. What it does when things go wrong:
+- the controller's database does not answer: the trials run on and their records wait; the agent keeps
+  trying until its lease would lapse (before other agents would count its trials as crashed), then ends its
+  trials and exits 1 with one line;
+- a trial was taken over by another agent (this one was frozen past its lease): this copy is ended at once and
+  records nothing;
+- Ctrl-C or SIGTERM: every running trial is ended and recorded preempted, for the next agent to resume;
+- failures only, from the start: the sweep is broken, the agent stops (as W&B's agent does).
+The agent knows nothing of how trials are suggested (sweep/controller.py) or how a process runs (sweep/trial.py).
 """
 
 from __future__ import annotations
 
-import glob
-import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from hpsearch import defaults
 from hpsearch.params import DEFAULTS
+from hpsearch.sweep.controller import Controller, Lost
+from hpsearch.sweep.slots import Slot
 from hpsearch.sweep.spec import leaves
 from hpsearch.sweep.status import fmt_duration
-from hpsearch.sweep.store import Store, StoreError, Sweep, Trial, new_id
-from hpsearch.sweep.trial import TrialProcess
+from hpsearch.sweep.store import NotOwner, State, StoreUnavailable, Trial
+from hpsearch.sweep.trial import TrialProcess, end_stale_copy
 
-MAX_EARLY_FAILURES = 3  # as W&B's agent: failing this often before any success means the sweep is broken
-
-
-class AgentError(Exception):
-    """The agent cannot start as asked (bad GPU list, ...); the message says why."""
-
-
-class Controller(Protocol):
-    def next_trial(self, agent: str) -> tuple[Trial, str] | None: ...
-    def record_epoch(self, trial: Trial, record: dict[str, Any]) -> None: ...
-    def should_stop(self, trial: Trial) -> bool: ...
-    def finish(
-        self,
-        trial: Trial,
-        state: str,
-        exit_code: int | None = None,
-        error: str | None = None,
-        summary: dict[str, Any] | None = None,
-    ) -> None: ...
+Launch = Callable[[Trial, Slot], TrialProcess]  # the process that runs a trial in a slot (not yet started)
 
 
 @dataclass
-class Slot:
-    """Where one trial runs: these GPUs (None: the CPU) with one torchrun worker each, on these cores."""
+class Outcome:
+    """How a trial ended, decided once its processes are gone; kept until it is on record."""
 
-    gpus: list[int] | None
-    nproc: int
-    cpus: list[int] | None = None
-
-
-def choose_gpus(gpus: int | None, gpu_ids: str | None) -> list[int]:
-    """--gpu-ids as given, else the first --gpus of the visible GPUs, else all of them."""
-    try:
-        if gpu_ids is not None:
-            return [int(g) for g in gpu_ids.split(",") if g.strip()]
-        env = os.environ.get("CUDA_VISIBLE_DEVICES")
-        visible = [int(g) for g in env.split(",") if g.strip()] if env is not None else _counted_gpus()
-    except ValueError:
-        raise AgentError(f"--gpu-ids: {gpu_ids!r} is not valid; allowed: GPU indices such as 0,1,2,3") from None
-    if gpus is not None and gpus > len(visible):
-        raise AgentError(f"--gpus: {gpus} asked for, but {len(visible)} GPUs are visible")
-    return visible[:gpus] if gpus is not None else visible
-
-
-def _counted_gpus() -> list[int]:
-    # No GPU device node (NVIDIA, ROCm, WSL): no GPU, and no need to spend seconds importing torch to hear it.
-    if not any(glob.glob(pattern) for pattern in ("/dev/nvidia[0-9]*", "/dev/kfd", "/dev/dxg")):
-        return []
-    import torch
-
-    return list(range(torch.cuda.device_count()))
-
-
-def plan_slots(gpu_ids: list[int], gpus_per_trial: int | None, cpu_procs: int) -> list[Slot]:
-    """Split the GPUs into trial slots (all of them for one trial by default); CPU-only: one slot."""
-    if not gpu_ids:
-        return [Slot(None, cpu_procs)]
-    k = gpus_per_trial or len(gpu_ids)
-    if k < 1 or len(gpu_ids) % k:
-        raise AgentError(f"--gpus-per-trial: {k} does not divide the {len(gpu_ids)} GPUs; allowed: a divisor of it")
-    groups = [gpu_ids[i : i + k] for i in range(0, len(gpu_ids), k)]
-    cores = sorted(os.sched_getaffinity(0))
-    per = len(cores) // len(groups)
-    if len(groups) == 1 or per == 0:
-        return [Slot(g, k) for g in groups]
-    # Concurrent trials get disjoint cores, so each one's loader workers size themselves to its share.
-    return [Slot(g, k, cores[i * per : (i + 1) * per]) for i, g in enumerate(groups)]
-
-
-def trial_process(store: Store, sweep: Sweep, trial: Trial, slot: Slot, wandb_mode: str) -> TrialProcess:
-    """The trial's torchrun command; under the local backend its rank 0 writes an offline W&B run
-    into the sweep's folder (group = sweep, name = trial), so `wandb sync` / `wandb leet` see them all."""
-    env = {}
-    if wandb_mode == "offline":
-        env = {
-            "WANDB_DIR": str(store.root / sweep.id),
-            "WANDB_PROJECT": os.environ.get("WANDB_PROJECT") or sweep.config.get("project") or "hpsearch",
-            "WANDB_RUN_GROUP": sweep.id,
-            "WANDB_NAME": trial.id,
-            "WANDB_RUN_ID": trial.id,
-            "WANDB_SILENT": "true",
-        }
-    return TrialProcess(store.trial_dir(trial), leaves(trial.params), slot.nproc, slot.gpus, slot.cpus, env, wandb_mode)
-
-
-def local_wandb_mode() -> str:
-    """Trials of a local sweep write offline W&B runs, unless W&B is switched off (WANDB_MODE=disabled)."""
-    return "disabled" if os.environ.get("WANDB_MODE", "").lower() == "disabled" else "offline"
-
-
-def outcome(proc: TrialProcess, code: int) -> tuple[str, dict[str, Any], str | None]:
-    """(state, summary, error) of a trial whose process group exited with `code`."""
-    if code == 0:
-        return "finished", proc.summary(), None
-    return "failed", {}, proc.error() or f"exit code {code}"
-
-
-HANG_TIMEOUT = 600.0  # default seconds without a new epoch before a trial counts as hung
-HANG_EPOCHS = 5  # ... or this many times its slowest epoch so far, whichever is longer
-FIRST_EPOCH_FACTOR = 3  # the first epoch also starts workers, loads data and compiles the model
+    state: State
+    exit_code: int | None
+    error: str | None
+    summary: dict[str, Any]
+    message: str  # the agent's line about it
 
 
 @dataclass
 class Running:
-    """A trial this agent supervises: its process, where it runs, and its progress as the agent saw it."""
+    """A trial this agent holds: its process, where it runs, and its progress as the agent saw it."""
 
     trial: Trial
     proc: TrialProcess
-    where: str  # "GPU 0,1" or "CPU"
+    slot: Slot
     epochs: int  # planned
     seen: int  # epochs already on record when it (re)started: not announced again
-    last_progress: float = field(default_factory=time.monotonic)  # when it started, or its last new epoch
+    last_progress: float  # when it started, or its last new epoch (agent's clock)
     slowest: float = 0.0  # longest wait between two of its epochs, seconds
     epoch_times: list[float] = field(default_factory=list)  # the trainer's own, for the ETA
+    pending: list[dict[str, Any]] = field(default_factory=list)  # epochs read, not yet on record
+    last: dict[str, Any] = field(default_factory=dict)  # the latest epoch read
+    outcome: Outcome | None = None
 
     def hang_limit(self, timeout: float) -> float:
-        """Seconds without a new epoch after which the trial counts as hung."""
-        limit = max(timeout, HANG_EPOCHS * self.slowest)
-        return limit if self.epoch_times else FIRST_EPOCH_FACTOR * limit
+        """Seconds without a new epoch after which the trial counts as hung: the timeout, or HANG_EPOCHS times
+        its slowest epoch if longer; FIRST_EPOCH_FACTOR times that before its first epoch."""
+        limit = max(timeout, defaults.HANG_EPOCHS * self.slowest)
+        return limit if self.epoch_times else defaults.FIRST_EPOCH_FACTOR * limit
 
-    def progressed(self, record: dict[str, Any]) -> None:
-        now = time.monotonic()
+    def progressed(self, record: dict[str, Any], now: float) -> None:
         if self.epoch_times:  # the wait for the first epoch includes start-up, not an epoch's pace
             self.slowest = max(self.slowest, now - self.last_progress)
+        self.epoch_times.append(record.get("epoch_time", now - self.last_progress))  # the trainer's own, if given
         self.last_progress, self.seen = now, record["epoch"]
-        self.epoch_times.append(record["epoch_time"])
 
     def progress_line(self, record: dict[str, Any]) -> str:
+        """`[TRIAL WHERE] epoch e/N  val_acc ..  best ..  lr ..  N img/s  eta ..`, with what the record holds."""
+        parts = [f"[{self.trial.id} {self.slot.where}] epoch {record['epoch']}/{self.epochs}"]
+        for key, label, form in (("val_acc", "val_acc", ".2f"), ("best_acc", "best", ".2f"), ("lr", "lr", ".4g")):
+            if isinstance(record.get(key), (int, float)):
+                parts.append(f"{label} {record[key]:{form}}")
+        if isinstance(record.get("img_per_sec"), (int, float)):
+            parts.append(f"{record['img_per_sec']:,.0f} img/s")
         left = self.epochs - record["epoch"]
-        eta = left * sum(self.epoch_times) / len(self.epoch_times)
-        return (
-            f"[{self.trial.id} {self.where}] epoch {record['epoch']}/{self.epochs}  val_acc {record['val_acc']:.2f}  "
-            f"best {record['best_acc']:.2f}  lr {record['lr']:.4g}  {record['img_per_sec']:,.0f} img/s  "
-            f"eta {fmt_duration(eta)}"
-        )
+        parts.append(f"eta {fmt_duration(left * sum(self.epoch_times) / len(self.epoch_times))}")
+        return "  ".join(parts)
+
+
+def lease_for(stale_after: float, grace: float, poll: float = defaults.POLL) -> float:
+    """How long an agent keeps its trials running without renewing its lease: it must have ended them (SIGTERM,
+    then SIGKILL after `grace`) before other agents count them as crashed, `stale_after` after the last renewal,
+    allowing for one store operation's retries and a round of the loop."""
+    return max(0.0, stale_after - grace - defaults.DB_RETRY - 2 * poll)
 
 
 class Agent:
     def __init__(
         self,
-        store: Store,
-        sweep: Sweep,
         controller: Controller,
         slots: list[Slot],
+        launch: Launch,
         count: int | None = None,
-        grace: float = 10.0,
-        poll: float = 0.5,
+        grace: float = defaults.GRACE,
+        hang_timeout: float = defaults.HANG_TIMEOUT,
+        stale_after: float = defaults.STALE_AFTER,
+        heartbeat: float = defaults.HEARTBEAT,
+        poll: float = defaults.POLL,
         echo: Callable[[str], None] = print,
-        hang_timeout: float = HANG_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        ends_at: float | None = None,
+        signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
     ):
-        self.store, self.sweep, self.controller, self.slots = store, sweep, controller, slots
-        self.count, self.grace, self.poll, self.echo = count, grace, poll, echo
-        self.hang_timeout = hang_timeout
-        self.id = f"{socket.gethostname()}-{os.getpid()}-{new_id(4)}"
+        """`ends_at` (on `clock`): when this agent's allocation ends (a SLURM job's time limit); it claims no trial
+        after `reserve()` before it."""
+        self.controller, self.slots, self.launch = controller, slots, launch
+        self.count, self.grace, self.hang_timeout = count, grace, hang_timeout
+        self.heartbeat, self.poll, self.echo, self.clock, self.sleep = heartbeat, poll, echo, clock, sleep
+        self.lease = lease_for(stale_after, grace, poll)
+        self.ends_at, self.signals = ends_at, signals
+        self.preempted: list[str] = []  # trials it ended on a signal, recorded preempted
         self.signum: int | None = None
+        self.error: str | None = None  # why the agent gave up, for one line on stderr
         self.running: dict[int, Running] = {}  # slot index -> trial
+        self.launched = self.failures = self.successes = 0
+        self.first_epoch_wait = 0.0  # longest time a trial of this agent took to its first checkpoint
+        self.last_renewal = clock()  # when the last successful renewal of the lease began
+        self.next_beat = self.last_renewal + heartbeat
+        self.unreachable_since: float | None = None
 
+    # ---- the loop ----
     def run(self) -> int:
         """Run trials until the sweep or --count is done; returns the exit code."""
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in self.signals}
         try:
             return self._loop()
-        except StoreError as e:
-            # Nothing half-written (each change is one transaction); the trials' agent is gone, so once the
-            # heartbeat window passes they count as crashed and the next agent resumes them.
-            for rn in self.running.values():
-                rn.proc.terminate(self.grace)
-            self.echo(f"agent: error: {e}; ended its trials, which the next agent resumes from their checkpoints")
-            return 1
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
     def _loop(self) -> int:
-        launched, failures, successes = 0, 0, 0
-        exhausted = False
-        beat = interval = max(1.0, min(5.0, float(os.environ.get("HPSEARCH_STALE_AFTER", "60")) / 4))
         while True:
             if self.signum is not None:
                 self._preempt_all()
                 return 128 + self.signum
-            broken = failures >= MAX_EARLY_FAILURES and successes == 0
-            for i, slot in enumerate(self.slots):
-                if i in self.running or exhausted or broken or (self.count and launched >= self.count):
-                    continue
-                claimed = self.controller.next_trial(self.id)
-                if claimed is None:
-                    exhausted = True
-                    break
-                self._start(i, slot, *claimed)
-                launched += 1
-            for i in list(self.running):
-                state = self._supervise(i)
-                failures += state == "failed"
-                successes += state in ("finished", "stopped")
-            if not self.running and (exhausted or broken or (self.count and launched >= self.count)):
+            try:
+                if not self._keep_lease():
+                    return 1
+                self._try(self._claim)
+                for i in list(self.running):
+                    self._try(self._supervise, i)
+            except Lost as e:
+                self._give_up(str(e), record=True)
+                return 1
+            if not self.running and not self._claiming():
                 break
-            beat -= self.poll
-            if beat <= 0:
-                self.store.heartbeat([rn.trial.id for rn in self.running.values()])
-                beat = interval
-            time.sleep(self.poll)
-        if broken:
-            self.echo(f"agent: {failures} trials failed in a row at the start; stopping (see their errors above)")
+            self.sleep(self.poll)
+        if self.broken:
+            self.echo(f"agent: {self.failures} trials failed in a row at the start; stopping (see their errors above)")
             return 1
         return 0
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self.signum = signum
+    def _try(self, step: Callable[..., None], *args: Any) -> None:
+        """One step of the round; one that needs the database while it does not answer waits for the next."""
+        try:
+            step(*args)
+        except StoreUnavailable as e:
+            self._unreachable(e)
+
+    @property
+    def broken(self) -> bool:
+        return self.failures >= defaults.MAX_EARLY_FAILURES and self.successes == 0
+
+    def reserve(self) -> float:
+        """Seconds before the allocation's end after which no new trial starts: a trial that could not reach its
+        first checkpoint would only waste the time (the longest such wait seen so far, or 2 minutes)."""
+        return max(120.0, self.first_epoch_wait)
+
+    def _claiming(self) -> bool:
+        """Whether the agent still takes new trials."""
+        if self.controller.done or self.broken or (self.count and self.launched >= self.count):
+            return False
+        return self.ends_at is None or self.clock() + self.reserve() < self.ends_at
+
+    # ---- the lease ----
+    def _keep_lease(self) -> bool:
+        """Renew the lease when due (at once if it may have lapsed: after a freeze nothing is written before
+        this); ends the trials another agent took over. False when the agent gave up."""
+        now = self.clock()
+        if now < self.next_beat and now - self.last_renewal <= self.lease:
+            return True
+        try:
+            lost = self.controller.beat([rn.trial for rn in self.running.values()])
+        except StoreUnavailable as e:
+            self._unreachable(e)
+            if self.clock() - self.last_renewal > self.lease:
+                self._give_up(
+                    f"the sweep database did not answer for {self.clock() - self.last_renewal:.0f} s ({e}); "
+                    "this agent's lease on its trials lapsed",
+                    record=False,
+                )
+                return False
+            self.next_beat = self.clock() + min(1.0, self.heartbeat)
+            return True
+        self.last_renewal, self.next_beat = now, now + self.heartbeat
+        if self.unreachable_since is not None:
+            self.echo(f"agent: the sweep database answers again, after {now - self.unreachable_since:.0f} s")
+            self.unreachable_since = None
+        for i, rn in list(self.running.items()):
+            if rn.trial.id in lost:
+                self._taken_over(i)
+        return True
+
+    def _unreachable(self, e: StoreUnavailable) -> None:
+        if self.unreachable_since is None:
+            self.unreachable_since = self.last_renewal
+            left = max(0.0, self.last_renewal + self.lease - self.clock())
+            self.echo(f"agent: the sweep database is unreachable ({e}); trials run on, records wait; "
+                      f"this agent ends its trials in {left:.0f} s unless it answers")  # fmt: skip
+
+    def _taken_over(self, i: int) -> None:
+        rn = self.running.pop(i)
+        rn.proc.terminate(self.grace)
+        self.echo(
+            f"trial {rn.trial.id}: another agent took it over while this one could not renew its lease; "
+            "ended this copy without recording anything"
+        )
+
+    def _give_up(self, why: str, record: bool) -> None:
+        """End every trial (they resume elsewhere from their checkpoints) and leave `why` for stderr."""
+        ids = []
+        for rn in self.running.values():
+            rn.proc.terminate(self.grace)
+            ids.append(rn.trial.id)
+            if record:
+                try:
+                    self.controller.finish(rn.trial, State.CRASHED, rn.proc.poll(), why)
+                except (StoreUnavailable, NotOwner):
+                    pass
+        self.running.clear()
+        self.error = why + (f"; ended trial{'s' * (len(ids) > 1)} {', '.join(ids)}" if ids else "")
+
+    # ---- trials ----
+    def _claim(self) -> None:
+        for i, slot in enumerate(self.slots):
+            if i in self.running or not self._claiming():
+                continue
+            claim = self.controller.next_trial(i)
+            if claim is None:
+                continue
+            self.launched += 1
+            self._start(i, slot, claim.trial, claim.how)
 
     def _start(self, i: int, slot: Slot, trial: Trial, how: str) -> None:
+        proc = self.launch(trial, slot)
         if how == "restarted":
             self.echo(
-                f"trial {trial.id}: no checkpoint of it at {self.store.checkpoint(trial)} (it ran on another "
-                "machine, or stopped before its first epoch ended); restarting it from epoch 0"
+                f"trial {trial.id}: no checkpoint of it at {proc.checkpoint} (it ran on another machine, or stopped "
+                "before its first epoch ended); restarting it from epoch 0"
             )
-        proc = trial_process(self.store, self.sweep, trial, slot, local_wandb_mode())
-        self.store.set_pgid(trial.id, proc.start())
-        where = f"GPU {','.join(map(str, slot.gpus))}" if slot.gpus is not None else "CPU"
+        if how != "started" and trial.pgid and trial.host == socket.gethostname():
+            # A frozen agent's copy that may still run here: it must not write into the folder the resumed one uses.
+            if end_stale_copy(trial.pgid, proc.dir, self.grace):
+                self.echo(f"trial {trial.id}: ended the copy its previous agent left running")
+        pgid = proc.start()
         params = leaves(trial.params)
-        self.echo(
-            f"trial {trial.id} {how} on {where}"
-            + (f" x{slot.nproc}" if slot.gpus is None else "")
-            + ": "
-            + " ".join(f"{k}={v}" for k, v in params.items())
-        )
+        workers = f" x{slot.nproc}" if slot.gpus is None else ""
+        where = slot.where.replace(" (", f"{workers} (") if slot.nodes > 1 else slot.where + workers
+        self.echo(f"trial {trial.id} {how} on {where}: " + " ".join(f"{k}={v}" for k, v in params.items()))
         epochs = params.get("epochs", DEFAULTS["epochs"])
-        self.running[i] = Running(trial, proc, where, epochs, seen=trial.epochs if how == "resumed" else 0)
+        self.running[i] = Running(trial, proc, slot, epochs, trial.epochs if how == "resumed" else 0, self.clock())
+        try:
+            self.controller.started(trial, pgid)
+        except NotOwner:
+            self._taken_over(i)
 
-    def _record(self, rn: Running) -> dict[str, Any] | None:
-        """Record the trial's epochs that appeared in its metrics file and announce the new ones; the last."""
-        last = None
-        for record in rn.proc.new_epochs():
-            self.controller.record_epoch(rn.trial, record)
+    def _read(self, rn: Running) -> bool:
+        """Take the epochs that appeared in the trial's metrics file and announce the new ones; whether any came."""
+        records = rn.proc.new_epochs()
+        for record in records:
+            rn.pending.append(record)
+            rn.last = record
             if record["epoch"] > rn.seen:  # not one a resumed trial's file still holds from before
-                rn.progressed(record)
+                if not rn.epoch_times:
+                    self.first_epoch_wait = max(self.first_epoch_wait, self.clock() - rn.last_progress)
+                rn.progressed(record, self.clock())
                 self.echo(rn.progress_line(record))
-            last = record
-        return last
+        return bool(records)
 
-    def _supervise(self, i: int) -> str | None:
-        """Feed new epochs to the controller; end the trial if it exited, hyperband says stop, or it hangs.
-        Returns the trial's final state if it ended."""
+    def _record(self, rn: Running) -> None:
+        while rn.pending:
+            self.controller.record_epoch(rn.trial, rn.pending[0])
+            rn.pending.pop(0)
+
+    def _supervise(self, i: int) -> None:
+        """Record the trial's new epochs; end it if it exited, the controller stops it, or it hangs; record how it
+        ended. A record that cannot be written now waits for the next round."""
         rn = self.running[i]
+        try:
+            if rn.outcome is None:
+                new = self._read(rn)
+                try:
+                    self._record(rn)
+                except StoreUnavailable as e:  # the watchdog and exits are still seen to; stop decisions wait
+                    self._unreachable(e)
+                    new = False
+                rn.outcome = self._ended(rn, new)
+            if rn.outcome is None:
+                return
+            self._record(rn)
+            out = rn.outcome
+            self.controller.finish(rn.trial, out.state, out.exit_code, out.error, out.summary)
+        except NotOwner:
+            self._taken_over(i)
+            return
+        self.echo(out.message)
+        del self.running[i]
+
+    def _ended(self, rn: Running, new_epochs: bool) -> Outcome | None:
+        """How the trial ended, once its processes are gone; None while it runs on."""
         trial, proc = rn.trial, rn.proc
-        record = self._record(rn)
-        if record is not None and proc.poll() is None and self.controller.should_stop(trial):
-            proc.terminate(self.grace)
-            self.controller.finish(trial, "stopped", summary=record)
-            self.echo(f"trial {trial.id} stopped early by hyperband after epoch {record['epoch']}")
-            del self.running[i]
-            return "stopped"
         code = proc.poll()
+        if code is None and new_epochs and self.controller.should_stop(trial):
+            proc.terminate(self.grace)
+            self.successes += 1
+            message = f"trial {trial.id} stopped early by {self.controller.stopper} after epoch {rn.seen}"
+            return Outcome(State.STOPPED, proc.poll(), None, rn.last, message)
         if code is None:
-            quiet = time.monotonic() - rn.last_progress
+            quiet = self.clock() - rn.last_progress
             if quiet <= rn.hang_limit(self.hang_timeout):
                 return None
             proc.terminate(self.grace)  # SIGTERM, then SIGKILL: a stopped or deadlocked worker gets the latter
+            self.failures += 1
             error = f"no progress for {quiet:.0f} s after epoch {rn.seen}"
-            self.controller.finish(trial, "failed", proc.poll(), error)
-            self.echo(f"trial {trial.id} failed: {error}; ended its processes")
-            del self.running[i]
-            return "failed"
-        self._record(rn)
+            return Outcome(
+                State.FAILED, proc.poll(), error, {}, f"trial {trial.id} failed: {error}; ended its processes"
+            )
+        self._read(rn)  # the last epochs, written just before it exited
         proc.terminate(self.grace)  # workers torchrun left behind, if any
-        state, summary, error = outcome(proc, code)
-        self.controller.finish(trial, state, code, error, summary)
-        detail = f"best_acc={summary.get('best_acc', float('nan')):.2f}" if state == "finished" else error
-        self.echo(f"trial {trial.id} {state}: {detail}")
-        del self.running[i]
-        return state
+        if code == 0:
+            self.successes += 1
+            summary = proc.summary()
+            best = f"best_acc={summary.get('best_acc', float('nan')):.2f}"
+            return Outcome(State.FINISHED, 0, None, summary, f"trial {trial.id} finished: {best}")
+        self.failures += 1
+        error = proc.error() or f"exit code {code}"
+        return Outcome(State.FAILED, code, error, {}, f"trial {trial.id} failed: {error}")
 
     def _preempt_all(self) -> None:
+        """Ctrl-C or SIGTERM: end every trial and record it preempted, for the next agent to resume."""
         for rn in self.running.values():
             rn.proc.terminate(self.grace)
-            for record in rn.proc.new_epochs():
-                self.controller.record_epoch(rn.trial, record)
-            self.controller.finish(rn.trial, "preempted", rn.proc.poll(), "the agent was interrupted")
+            if rn.outcome is None:
+                self._read(rn)
+            try:
+                self._record(rn)
+                why = (
+                    "the agent's SLURM job reached its time-limit warning"
+                    if self.signum == signal.SIGUSR1
+                    else "the agent was interrupted"
+                )
+                self.controller.finish(rn.trial, State.PREEMPTED, 128 + (self.signum or 0), why)
+            except NotOwner:
+                continue
+            except StoreUnavailable as e:
+                print(f"hpsearch agent: warning: trial {rn.trial.id} could not be recorded preempted ({e}); it "
+                      "counts as crashed once its heartbeats stop, and resumes then", file=sys.stderr)  # fmt: skip
+                continue
+            self.preempted.append(rn.trial.id)
             self.echo(f"trial {rn.trial.id} preempted; the next agent on this sweep resumes it from its checkpoint")
         self.running.clear()

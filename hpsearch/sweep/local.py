@@ -1,101 +1,178 @@
-"""The embedded controller: W&B's open-source `sweeps` engine deciding over the SQLite store.
+"""The embedded controller: W&B's open-source `sweeps` engine deciding over the store.
 
-The same engine the W&B cloud controller runs: `next_run` for grid/random/bayes suggestions and
-`stop_runs` for hyperband, fed with every trial's parameters, state and per-epoch history.
+The same engine the W&B cloud controller runs: `next_run` for grid/random/bayes suggestions and `stop_runs` for
+hyperband. Decisions stay cheap as a sweep grows: the engine reads only each run's parameters, state and the
+sweep metric (hyperband its per-epoch history, bayes its extremes), so that is all it is given, kept between
+calls and reloaded only for the trials whose history changed; and a claim holds the sweep's lock only to check
+that nobody claimed since the suggestion was made.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from pydantic import PrivateAttr
+
+from hpsearch.defaults import MAX_RESUMES, STALE_AFTER
+from hpsearch.sweep.controller import Claim
 from hpsearch.sweep.spec import sweeps
-from hpsearch.sweep.store import Store, Sweep, Trial
+from hpsearch.sweep.store import State, Store, Sweep, Trial
 
 # What the engine calls our states (an early-terminated run is 'killed' in W&B's vocabulary).
 ENGINE_STATE = {
-    "running": "running",
-    "finished": "finished",
-    "failed": "failed",
-    "stopped": "killed",
-    "preempted": "preempted",
-    "crashed": "crashed",
+    State.RUNNING: sweeps.RunState.running,
+    State.FINISHED: sweeps.RunState.finished,
+    State.FAILED: sweeps.RunState.failed,
+    State.STOPPED: sweeps.RunState.killed,
+    State.PREEMPTED: sweeps.RunState.preempted,
+    State.CRASHED: sweeps.RunState.crashed,
 }
+CLAIM_ATTEMPTS = 5  # suggestions made again because another agent claimed first, before trying next round
 
 
-def stale_after() -> float:
-    """Seconds without a heartbeat after which a running trial's agent is presumed dead."""
-    return float(os.environ.get("HPSEARCH_STALE_AFTER", "60"))
+class _EngineRun(sweeps.SweepRun):
+    """The engine's run whose sweep-metric history comes filtered: the engine filters it anew on every call
+    (a check per value, most of hyperband's cost at a thousand trials); here it is filtered once per change."""
 
+    _metric: str | None = PrivateAttr(default=None)
+    _valid: list[float] = PrivateAttr(default_factory=list)
 
-MAX_RESUMES = 2  # default: how many times a trial whose agent died is resumed before it stays crashed
+    def metric_history(self, metric_name: str, filter_invalid: bool = False) -> list[float]:
+        if filter_invalid and metric_name == self._metric:
+            return self._valid
+        return super().metric_history(metric_name, filter_invalid)
 
 
 class LocalController:
-    def __init__(self, store: Store, sweep: Sweep, max_resumes: int = MAX_RESUMES):
-        self.store, self.sweep, self.max_resumes = store, sweep, max_resumes
+    def __init__(
+        self,
+        store: Store,
+        sweep: Sweep,
+        agent_id: str,
+        max_resumes: int = MAX_RESUMES,
+        stale_after: float = STALE_AFTER,
+    ):
+        self.store, self.sweep, self.agent_id = store, sweep, agent_id
+        self.max_resumes, self.stale_after = max_resumes, stale_after
         self.config = sweeps.SweepConfig(sweep.config)  # validated, with the engine's defaults filled in
+        self.metric: str | None = (self.config.get("metric") or {}).get("name")
+        self.done = False
+        self.stopper = (self.config.get("early_terminate") or {}).get("type", "early_terminate")
+        # trial -> (revision, its metric history as the engine reads it, the same filtered as the engine filters it)
+        self._series: dict[str, tuple[int, list[dict[str, float]], list[float]]] = {}
+        self._stop_runs: dict[str, tuple[tuple[int, State], sweeps.SweepRun]] = {}  # what hyperband last saw
 
-    def next_trial(self, agent: str) -> tuple[Trial, str] | None:
-        """Claim the next trial for `agent`: a preempted one first, then a crashed one whose checkpoint this
-        machine sees (at most `max_resumes` crashes), else a new suggestion. Returns (trial, how): how is
-        "started", "resumed" (from its checkpoint) or "restarted" (a preempted trial whose checkpoint is not on
-        this machine, from epoch 0); None when the sweep has nothing left (grid done, run_cap reached)."""
-        with self.store.transaction(self.sweep.id):  # no other agent claims in between
-            self.store.mark_crashed(self.sweep.id, stale_after())
+    def next_trial(self, slot: int) -> Claim | None:
+        """Claim the next trial: a preempted one first, then a crashed one whose checkpoint this machine sees, or
+        that crashed before its first epoch (at most `max_resumes` crashes), else a new suggestion. None when the
+        sweep has nothing left (grid done, run_cap reached: `done`), or when other agents kept claiming first
+        (try again next round)."""
+        if self.done:
+            return None
+        self.store.mark_crashed(self.sweep.id, self.stale_after)
+        for _ in range(CLAIM_ATTEMPTS):
             trials = self.store.trials(self.sweep.id)
-            preempted = next((t for t in trials if t.state == "preempted"), None)
-            if preempted:
-                restart = not self.store.checkpoint(preempted).exists()
-                self.store.claim(preempted.id, agent, restart=restart)
-                return self.store.trial(preempted.id), "restarted" if restart else "resumed"
-            # A crashed trial's checkpoint may sit on a machine that is down: only an agent that sees it resumes it.
-            crashed = next((t for t in trials if self.resumable(t) and self.store.checkpoint(t).exists()), None)
-            if crashed:
-                self.store.claim(crashed.id, agent)
-                return self.store.trial(crashed.id), "resumed"
+            # A crashed trial's checkpoint may sit on a machine that is down: only an agent that sees it resumes it;
+            # one that crashed before its first epoch was recorded has nothing to lose, and starts again anywhere.
+            pick = next((t for t in trials if t.state == State.PREEMPTED), None) or next(
+                (t for t in trials if self.resumable(t) and (t.epochs == 0 or self.store.checkpoint(t).exists())),
+                None,
+            )
+            if pick:
+                restart = not self.store.checkpoint(pick).exists()
+                if self.store.take(pick, self.agent_id, restart=restart):
+                    return Claim(self.store.trial(pick.id), "restarted" if restart else "resumed")
+                continue
             cap = self.sweep.config.get("run_cap")
             suggestion = None
             if not cap or len(trials) < cap:
-                suggestion = sweeps.next_run(self.config, self._engine_runs(trials))
+                suggestion = sweeps.next_run(self.config, self.engine_runs(trials))
             if suggestion is None:
-                self.store.mark_exhausted(self.sweep.id)
-                return None
+                if self.store.exhausted_after(self.sweep.id, len(trials)):
+                    self.done = True
+                    return None
+                continue
             params = {k: v["value"] for k, v in suggestion.config.items()}
-            return self.store.add_trial(self.sweep.id, params, agent), "started"
+            trial = self.store.add_trial(self.sweep.id, params, self.agent_id, after=len(trials))
+            if trial:
+                return Claim(trial, "started")
+        return None
 
     def resumable(self, trial: Trial) -> bool:
         """A crashed trial that may yet be resumed (by an agent that sees its checkpoint)."""
-        return trial.state == "crashed" and trial.crashes <= self.max_resumes
+        return trial.state == State.CRASHED and trial.crashes <= self.max_resumes
+
+    def started(self, trial: Trial, pgid: int) -> None:
+        import socket
+
+        self.store.set_process(trial.id, self.agent_id, pgid, socket.gethostname())
 
     def record_epoch(self, trial: Trial, record: dict[str, Any]) -> None:
-        self.store.add_epoch(trial.id, record)
+        self.store.add_epoch(trial.id, record, self.agent_id)
 
     def should_stop(self, trial: Trial) -> bool:
-        """Hyperband's verdict for a running trial, over the history of every trial in the sweep."""
+        """Hyperband's verdict for a running trial, over the metric history of every trial in the sweep. Asked
+        after every epoch of every running trial, so it reads only states and revisions (one query), and keeps
+        each run, rebuilt only when its state or history changed."""
         if "early_terminate" not in self.config:
             return False
-        runs = self._engine_runs(self.store.trials(self.sweep.id))
+        states = self.store.trial_states(self.sweep.id)
+        self._load_series([(trial_id, revision) for trial_id, _, revision in states])
+        runs = []
+        for trial_id, state, revision in states:
+            key, run = self._stop_runs.get(trial_id, (None, None))
+            if key != (revision, state):
+                run = self._engine_run(trial_id, state, {}, {})  # hyperband reads no parameters
+                self._stop_runs[trial_id] = ((revision, state), run)
+            runs.append(run)
         return any(r.name == trial.id for r in sweeps.stop_runs(self.config, runs))
+
+    def beat(self, trials: list[Trial]) -> list[str]:
+        return self.store.heartbeat(self.agent_id, [t.id for t in trials])
 
     def finish(
         self,
         trial: Trial,
-        state: str,
+        state: State,
         exit_code: int | None = None,
         error: str | None = None,
         summary: dict[str, Any] | None = None,
     ) -> None:
-        self.store.end(trial.id, state, exit_code, error, summary)
+        self.store.end(trial.id, state, self.agent_id, exit_code, error, summary)
 
-    def _engine_runs(self, trials: list[Trial]) -> list[sweeps.SweepRun]:
-        return [
-            sweeps.SweepRun(
-                name=t.id,
-                state=ENGINE_STATE[t.state],
-                config={k: {"value": v} for k, v in t.params.items()},
-                history=self.store.history(t.id),
-                summary_metrics=t.summary,
-            )
-            for t in trials
-        ]
+    def close(self) -> None:
+        pass
+
+    def engine_runs(self, trials: list[Trial]) -> list[sweeps.SweepRun]:
+        """The trials as the engine sees them, holding only what it reads: parameters, state, and the sweep
+        metric in history and summary."""
+        self._load_series([(t.id, t.revision) for t in trials])
+        return [self._engine_run(t.id, t.state, t.params, t.summary) for t in trials]
+
+    def _load_series(self, revisions: list[tuple[str, int]]) -> None:
+        """Keep each trial's sweep-metric history between calls; read again (in one query) those whose revision
+        changed."""
+        changed = [trial_id for trial_id, rev in revisions if self._series.get(trial_id, (-1,))[0] != rev]
+        if not changed or not self.metric:
+            return
+        fresh = self.store.histories(self.sweep.id, changed)
+        for trial_id, rev in revisions:
+            if trial_id in changed:
+                series = [{self.metric: r[self.metric]} for r in fresh.get(trial_id, []) if self.metric in r]
+                valid = [v[self.metric] for v in series if sweeps.run.is_number(v[self.metric])]
+                self._series[trial_id] = (rev, series, valid)
+
+    def _engine_run(
+        self, trial_id: str, state: State, params: dict[str, Any], summary: dict[str, Any]
+    ) -> sweeps.SweepRun:
+        _, series, valid = self._series.get(trial_id, (0, [], []))
+        # model_construct: the engine's pydantic model without re-validating every history on every call
+        run = _EngineRun.model_construct(
+            name=trial_id,
+            state=ENGINE_STATE[state],
+            config={k: {"value": v} for k, v in params.items()},
+            history=series,
+            summary_metrics={k: summary[k] for k in (self.metric,) if k in summary},
+        )
+        run._metric, run._valid = self.metric, valid
+        return run

@@ -56,8 +56,11 @@ def check_spec(config: Any) -> list[str]:
     method = config.get("method")
     if method not in METHODS:
         problems.append(f"method: {method!r} is not valid; allowed: {' | '.join(METHODS)}")
+    program = config.get("program")
+    if program is not None and not (isinstance(program, str) and Path(program).is_file()):
+        problems.append(f"program: {program!r} is not a file; allowed: the path of a Python training script")
     metric = config.get("metric")
-    if isinstance(metric, dict) and metric.get("name") not in RECORD_KEYS:
+    if isinstance(metric, dict) and program is None and metric.get("name") not in RECORD_KEYS:
         problems.append(
             f"metric.name: {metric.get('name')!r} is not a metric the trainer records; "
             f"allowed: {', '.join(RECORD_KEYS)}"
@@ -65,8 +68,10 @@ def check_spec(config: Any) -> list[str]:
     if not isinstance(metric, dict) and (method == "bayes" or "early_terminate" in config):
         problems.append("metric: bayes search and early_terminate need a metric {name, goal}")
     params = config.get("parameters")
-    if isinstance(params, dict):
+    if isinstance(params, dict) and program is None:
         problems += _parameter_problems(params, "parameters", set())
+    elif isinstance(params, dict):  # the sweep's own program: its flags are its business, but for the agent's
+        problems += [f"parameters.{k}: set by the agent for each trial; remove it" for k in params if k in AGENT_KEYS]
     return problems
 
 

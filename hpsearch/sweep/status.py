@@ -6,16 +6,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from hpsearch.defaults import STALE_AFTER
 from hpsearch.params import format_value
-from hpsearch.sweep.local import stale_after
 from hpsearch.sweep.spec import leaves, varying
-from hpsearch.sweep.store import ACTIVE, STATES, Store, Sweep, Trial
+from hpsearch.sweep.store import ACTIVE, State, Store, Sweep, Trial
 
 
 def sweep_state(sweep: Sweep, trials: list[Trial]) -> str:
     # A W&B server hands a preempted trial to whichever agent asks next, maybe on another machine: once it has
     # said `exit` (exhausted), this store's preempted trials were resumed there.
-    active = ("running",) if sweep.backend == "wandb" else ACTIVE
+    active = (State.RUNNING,) if sweep.backend == "wandb" else ACTIVE
     return "finished" if sweep.exhausted and not any(t.state in active for t in trials) else "running"
 
 
@@ -33,9 +33,16 @@ def sorted_trials(sweep: Sweep, trials: list[Trial]) -> list[Trial]:
 
 
 def status(store: Store, sweep: Sweep) -> dict[str, Any]:
-    """The `status --json` object."""
-    store.mark_crashed(sweep.id, stale_after())
+    """The `status --json` object. It only reads: a running trial whose agent has sent no heartbeat for longer
+    than the lease shows how long it has been quiet (`quiet`, seconds); the next agent that claims work marks
+    such a trial crashed."""
     trials = sorted_trials(sweep, store.trials(sweep.id))
+    now = store.clock()
+
+    def quiet(t: Trial) -> float | None:
+        silent = now - (t.heartbeat or now)
+        return round(silent, 1) if t.state == State.RUNNING and silent > STALE_AFTER else None
+
     metric = sweep.metric or {}
     return {
         "sweep": {
@@ -45,19 +52,20 @@ def status(store: Store, sweep: Sweep) -> dict[str, Any]:
             "method": sweep.config.get("method"),
             "metric": {"name": metric.get("name"), "goal": metric.get("goal", "minimize")} if metric else None,
             "state": sweep_state(sweep, trials),
-            "counts": {s: n for s in STATES if (n := sum(t.state == s for t in trials))},
+            "counts": {str(s): n for s in State if (n := sum(t.state == s for t in trials))},
             "varying": varying(sweep.config),
         },
         "trials": [
             {
                 "id": t.id,
-                "state": t.state,
+                "state": str(t.state),
                 "params": leaves(t.params),
                 "summary": t.summary,
                 "epochs": t.epochs,
                 "runtime": round(t.runtime, 1),
                 "resumes": t.resumes,
                 "error": t.error,
+                "quiet": quiet(t),
             }
             for t in trials
         ],
@@ -74,7 +82,13 @@ def format_status(data: dict[str, Any]) -> str:
     resumed = any(t["resumes"] for t in data["trials"])  # the column only once some trial was resumed
     cols = ["trial", "state", metric or "metric", "epochs", "runtime"] + ["resumes"] * resumed + s["varying"]
     rows = [
-        [t["id"], t["state"], fmt_value(t["summary"].get(metric)), str(t["epochs"]), f"{t['runtime']:.0f}s"]
+        [
+            t["id"],
+            t["state"] + (f" (agent quiet {fmt_duration(t['quiet'])})" if t["quiet"] else ""),
+            fmt_value(t["summary"].get(metric)),
+            str(t["epochs"]),
+            f"{t['runtime']:.0f}s",
+        ]
         + [str(t["resumes"])] * resumed
         + [fmt_value(t["params"].get(k)) for k in s["varying"]]
         for t in data["trials"]

@@ -5,10 +5,16 @@ Two kinds of database behind one set of queries (SQLAlchemy Core):
   memory, and SQLite's file locks are unreliable over network filesystems);
 - PostgreSQL (`--db postgresql://...`), for agents on many machines.
 
-Every change is one transaction. Claiming work (`transaction(sweep_id)`) is serialized per sweep: SQLite's
-write lock (BEGIN IMMEDIATE) or a row lock on the sweep (SELECT ... FOR UPDATE), so no two agents claim the
-same trial, grid point or preempted trial, and run_cap holds exactly. Trial folders (logs, metrics, checkpoint)
-always live under the store's `root` directory, which is per machine unless it sits on a shared filesystem.
+As optuna's RDB storage does it: every operation is one transaction of its own, and one that meets a transient
+error (server restarting, connection lost, serialization failure, "database is locked") is rolled back and
+retried whole for up to `DB_RETRY` seconds before the caller hears `StoreUnavailable`. Claims are serialized
+per sweep (SQLite's write lock, or a row lock on the sweep) and kept short, so no two agents claim the same
+trial, grid point or preempted trial, and run_cap holds exactly.
+
+A running trial is held by one agent under a lease: the agent renews its heartbeat, and every write about the
+trial checks in the same transaction that the trial is still running under that agent (`NotOwner` otherwise),
+so a copy whose lease lapsed while another agent took the trial over can never overwrite the new owner's
+records. Heartbeats and the crash cutoff use the database's clock, so agents' clocks need not agree.
 """
 
 from __future__ import annotations
@@ -16,28 +22,43 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import sqlite3
 import string
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, make_url
 
+from hpsearch.defaults import DB_RETRY
 from hpsearch.train import CHECKPOINT
 
-STATES = ("running", "finished", "failed", "stopped", "preempted", "crashed")
-ACTIVE = ("running", "preempted")  # trials that still hold (or will resume) a slot of the sweep
+T = TypeVar("T")
+
+
+class State(StrEnum):
+    """A trial's state; the values are what the store holds."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    STOPPED = "stopped"  # ended early (hyperband, or the W&B controller's stop)
+    PREEMPTED = "preempted"  # its agent was interrupted and ended it; the next agent resumes it
+    CRASHED = "crashed"  # its agent stopped renewing its lease (killed, machine down)
+
+
+ACTIVE = (State.RUNNING, State.PREEMPTED)  # trials that still hold (or will resume) a slot of the sweep
 DB_FILE = "hpsearch.db"
 URL_FORM = "postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
 
 # The schema as of SCHEMA_VERSION. DOUBLE PRECISION, not REAL: PostgreSQL's REAL is 4 bytes, too coarse for
 # timestamps; SQLite reads both as its 8-byte REAL.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS sweeps (
@@ -50,12 +71,13 @@ SCHEMA = [
         started DOUBLE PRECISION, ended DOUBLE PRECISION, heartbeat DOUBLE PRECISION, pgid INTEGER,
         exit_code INTEGER, error TEXT, summary TEXT NOT NULL DEFAULT '{}', epochs INTEGER NOT NULL DEFAULT 0,
         runtime DOUBLE PRECISION NOT NULL DEFAULT 0, resumes INTEGER NOT NULL DEFAULT 0,
-        crashes INTEGER NOT NULL DEFAULT 0
+        crashes INTEGER NOT NULL DEFAULT 0, revision INTEGER NOT NULL DEFAULT 0, host TEXT
     )""",
     """CREATE TABLE IF NOT EXISTS history (
         trial_id TEXT NOT NULL REFERENCES trials(id), epoch INTEGER NOT NULL, metrics TEXT NOT NULL,
-        PRIMARY KEY (trial_id, epoch)
+        agent TEXT, written DOUBLE PRECISION, PRIMARY KEY (trial_id, epoch)
     )""",
+    "CREATE INDEX IF NOT EXISTS trials_by_sweep ON trials (sweep_id, seq)",
 ]
 # Statements that bring a store written by an older hpsearch to version N (a store made before the meta
 # table existed is version 1).
@@ -64,11 +86,34 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE trials ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE trials ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
     ],
+    3: [  # leases: who wrote each epoch, and when; a history revision for the controller's cache; the host
+        "ALTER TABLE trials ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE trials ADD COLUMN host TEXT",
+        "ALTER TABLE history ADD COLUMN agent TEXT",
+        "ALTER TABLE history ADD COLUMN written DOUBLE PRECISION",
+    ],
+}
+# The database's clock, in seconds since the epoch.
+NOW = {
+    "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
+    "postgresql": "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)",
 }
 
 
 class StoreError(Exception):
-    """The database cannot be used (bad URL, server down, wrong credentials); one line, no password."""
+    """The database cannot be used (bad URL, wrong credentials, disk full, ...); one line, no password."""
+
+
+class StoreUnavailable(StoreError):
+    """A transient failure (server restarting, connection lost, locked) outlasted the operation's retries."""
+
+
+class NotOwner(Exception):
+    """The trial is no longer running under this agent: its lease lapsed and another agent took it over."""
+
+    def __init__(self, trial_id: str):
+        super().__init__(trial_id)
+        self.trial_id = trial_id
 
 
 @dataclass
@@ -92,12 +137,12 @@ class Trial:
     sweep_id: str
     seq: int
     params: dict[str, Any]
-    state: str
+    state: State
     agent: str | None = None
     created: float = 0.0
     started: float | None = None
     ended: float | None = None
-    heartbeat: float | None = None
+    heartbeat: float | None = None  # the database's clock
     pgid: int | None = None
     exit_code: int | None = None
     error: str | None = None
@@ -106,6 +151,8 @@ class Trial:
     runtime: float = 0.0  # seconds spent running, summed over resumes
     resumes: int = 0  # times it was taken up again after it was preempted or crashed
     crashes: int = 0  # times its agent died under it
+    revision: int = 0  # grows with every change to its history
+    host: str | None = None  # the machine its process group runs on
 
 
 def new_id(n: int = 8) -> str:
@@ -124,9 +171,10 @@ def store_exists(root: Path, db: str | None) -> bool:
 
 
 class Store:
-    def __init__(self, root: Path | str, db: str | None = None):
+    def __init__(self, root: Path | str, db: str | None = None, retry_for: float = DB_RETRY):
         """The store whose trial folders live in `root`; its database is PostgreSQL at `db`, else SQLite in
-        `root`. Raises StoreError (having created nothing) when the database cannot be reached."""
+        `root`. Raises StoreError (having created nothing) when the database cannot be reached: opening does
+        not retry, so a wrong URL is answered at once."""
         self.root = Path(root)
         if db:
             self.where = f"--db {redact(db)}"
@@ -136,62 +184,77 @@ class Store:
             self.where = str(self.root / DB_FILE)
             self.engine = _sqlite_engine(self.root / DB_FILE)
         self.postgres = self.engine.dialect.name == "postgresql"
+        self.now = NOW[self.engine.dialect.name]
+        self.retry_for, self.down = 0.0, False
         self._local = threading.local()  # this thread's open transaction, if any
-        with self._errors("cannot connect"):
+        try:
             self.engine.connect().close()
-        self._create_schema()
+        except sa.exc.DBAPIError as e:
+            raise StoreError(f"{self.where}: cannot connect: {_driver_message(e)}") from None
+        self.atomic(self._create_schema)
+        self.retry_for = retry_for
 
     def _create_schema(self) -> None:
-        with self.transaction():
-            if self.postgres:  # CREATE TABLE IF NOT EXISTS races between agents starting together
-                self._exec("SELECT pg_advisory_xact_lock(7411)")
-            inspector = sa.inspect(self._conn())
-            before_meta = inspector.has_table("sweeps") and not inspector.has_table("meta")
-            for stmt in SCHEMA:
+        if self.postgres:  # CREATE TABLE IF NOT EXISTS races between agents starting together
+            self._exec("SELECT pg_advisory_xact_lock(7411)")
+        inspector = sa.inspect(self._conn())
+        before_meta = inspector.has_table("sweeps") and not inspector.has_table("meta")
+        for stmt in SCHEMA[:4]:
+            self._exec(stmt)
+        row = self._exec("SELECT value FROM meta WHERE key = 'schema_version'").first()
+        version = int(row[0]) if row else (1 if before_meta else SCHEMA_VERSION)
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.where}: written by a newer hpsearch (schema {version}); upgrade hpsearch")
+        for v in range(version + 1, SCHEMA_VERSION + 1):
+            for stmt in MIGRATIONS[v]:
                 self._exec(stmt)
-            row = self._exec("SELECT value FROM meta WHERE key = 'schema_version'").first()
-            version = int(row[0]) if row else (1 if before_meta else SCHEMA_VERSION)
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"{self.where}: written by a newer hpsearch (schema {version}); upgrade hpsearch")
-            for v in range(version + 1, SCHEMA_VERSION + 1):
-                for stmt in MIGRATIONS[v]:
-                    self._exec(stmt)
-            if row is None or version != SCHEMA_VERSION:
-                self._exec(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', :v) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    v=str(SCHEMA_VERSION),
-                )
+        for stmt in SCHEMA[4:]:  # indexes, once their columns exist
+            self._exec(stmt)
+        if row is None or version != SCHEMA_VERSION:
+            self._exec(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', :v) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                v=str(SCHEMA_VERSION),
+            )
 
     # ---- transactions ----
-    @contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        """The database's failures (disk full, server gone, locked too long) as one line naming the store."""
-        try:
-            yield
-        except sa.exc.DBAPIError as e:
-            raise StoreError(f"{self.where}: {what}: {_driver_message(e)}") from None
-
-    @contextmanager
-    def transaction(self, sweep_id: str | None = None) -> Iterator[None]:
-        """One atomic change (nested calls join the outer one); a failure rolls all of it back. With `sweep_id`,
-        it is also serialized with every other transaction that names the same sweep: that is how claims stay
-        exactly-once."""
+    def atomic(self, fn: Callable[[], T], lock: str | None = None, write: bool = True) -> T:
+        """Run `fn` (the store's queries) as one transaction; nested calls join the outer one. A transient
+        failure rolls all of it back and runs it again, for up to `retry_for` seconds. With `lock` (a sweep id)
+        it is also serialized with every other transaction that locks the same sweep: that is how claims stay
+        exactly-once. Once an operation has given up, the next ones try once, until one gets through: an agent
+        whose database is down hears so at once instead of waiting out the retries of every record it holds."""
         if getattr(self._local, "conn", None) is not None:
-            yield
-            return
-        with self._errors("cannot write"), self.engine.execution_options(write=True).begin() as conn:
-            self._local.conn = conn
+            return fn()
+        deadline = time.monotonic() + (0.0 if self.down else self.retry_for)
+        delay, attempt = 0.05, 0
+        while True:
+            attempt += 1
             try:
-                if sweep_id is not None and self.postgres:
-                    self._exec("SELECT id FROM sweeps WHERE id = :id FOR UPDATE", id=sweep_id)
-                yield  # (SQLite: BEGIN IMMEDIATE already holds the database's one write lock)
-            finally:
-                self._local.conn = None
+                with self.engine.execution_options(write=write).begin() as conn:
+                    self._local.conn = conn
+                    try:
+                        if lock is not None and self.postgres:
+                            self._exec("SELECT id FROM sweeps WHERE id = :id FOR UPDATE", id=lock)
+                        result = fn()  # (SQLite: BEGIN IMMEDIATE already holds the database's one write lock)
+                    finally:
+                        self._local.conn = None
+                self.down = False  # committed
+                return result
+            except sa.exc.DBAPIError as e:
+                what = "cannot write" if write else "cannot read"
+                if not _transient(e):
+                    raise StoreError(f"{self.where}: {what}: {_driver_message(e)}") from None
+                if time.monotonic() + delay > deadline:
+                    self.down = True
+                    tries = f" (tried {attempt} times in {self.retry_for:.0f} s)" if attempt > 1 else ""
+                    raise StoreUnavailable(f"{self.where}: {what}: {_driver_message(e)}{tries}") from None
+            time.sleep(delay)
+            delay = min(2 * delay, 1.0)
 
     def _conn(self) -> Connection:
         conn = getattr(self._local, "conn", None)
-        assert conn is not None, "store queries run inside a transaction or _read()"
+        assert conn is not None, "store queries run inside atomic()"
         return conn
 
     def _exec(self, sql: str, **params: Any) -> sa.CursorResult:
@@ -199,14 +262,15 @@ class Store:
 
     def _read(self, sql: str, **params: Any) -> list[sa.RowMapping]:
         """A read: inside the current transaction if there is one, else a short one of its own."""
-        if getattr(self._local, "conn", None) is not None:
-            return list(self._exec(sql, **params).mappings())
-        with self._errors("cannot read"), self.engine.connect() as conn:
-            return list(conn.execute(sa.text(sql), params).mappings())
+        return self.atomic(lambda: list(self._exec(sql, **params).mappings()), write=False)
 
-    def _write(self, sql: str, **params: Any) -> None:
-        with self.transaction():
-            self._exec(sql, **params)
+    def _write(self, sql: str, **params: Any) -> int:
+        """One statement as its own transaction (or in the current one); the number of rows it changed."""
+        return self.atomic(lambda: self._exec(sql, **params).rowcount)
+
+    def clock(self) -> float:
+        """The database's time, the clock of heartbeats."""
+        return float(self._read(f"SELECT {self.now} AS now")[0]["now"])
 
     # ---- sweeps ----
     def add_sweep(
@@ -251,7 +315,7 @@ class Store:
     def mark_exhausted(self, sweep_id: str) -> None:
         self._write("UPDATE sweeps SET exhausted = 1 WHERE id = :id", id=sweep_id)
 
-    # ---- trials ----
+    # ---- trials: reads ----
     def trial_dir(self, trial: Trial) -> Path:
         return self.root / trial.sweep_id / trial.id
 
@@ -262,19 +326,63 @@ class Store:
     def trials(self, sweep_id: str) -> list[Trial]:
         return [_trial(r) for r in self._read("SELECT * FROM trials WHERE sweep_id = :s ORDER BY seq", s=sweep_id)]
 
+    def trial_states(self, sweep_id: str) -> list[tuple[str, State, int]]:
+        """(id, state, revision) of each trial: what a stop decision needs to know what changed."""
+        rows = self._read("SELECT id, state, revision FROM trials WHERE sweep_id = :s ORDER BY seq", s=sweep_id)
+        return [(r["id"], State(r["state"]), r["revision"]) for r in rows]
+
     def trial(self, trial_id: str) -> Trial:
         return _trial(self._read("SELECT * FROM trials WHERE id = :id", id=trial_id)[0])
 
-    def add_trial(self, sweep_id: str, params: dict[str, Any], agent: str, trial_id: str | None = None) -> Trial:
-        """A new running trial; call inside a transaction together with the suggestion it records."""
-        with self.transaction():
-            seq = self._exec("SELECT COALESCE(MAX(seq), 0) + 1 FROM trials WHERE sweep_id = :s", s=sweep_id)
-            seq = seq.scalar_one()
+    def history(self, trial_id: str) -> list[dict[str, Any]]:
+        rows = self._read("SELECT metrics FROM history WHERE trial_id = :id ORDER BY epoch", id=trial_id)
+        return [json.loads(r["metrics"]) for r in rows]
+
+    def histories(self, sweep_id: str, trial_ids: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+        """Every epoch record of the sweep's trials (or of `trial_ids`), by trial, in one query."""
+        sql = (
+            "SELECT h.trial_id, h.metrics FROM history h JOIN trials t ON t.id = h.trial_id WHERE t.sweep_id = :s"
+            + (" AND h.trial_id IN :ids" if trial_ids is not None else "")
+            + " ORDER BY h.trial_id, h.epoch"
+        )
+        out: dict[str, list[dict[str, Any]]] = {}
+        if trial_ids == []:
+            return out
+        stmt = sa.text(sql)
+        if trial_ids is not None:
+            stmt = stmt.bindparams(sa.bindparam("ids", expanding=True))
+
+        def read() -> list[sa.Row]:
+            return list(self._conn().execute(stmt, {"s": sweep_id, **({"ids": trial_ids} if trial_ids else {})}))
+
+        for trial_id, metrics in self.atomic(read, write=False):
+            out.setdefault(trial_id, []).append(json.loads(metrics))
+        return out
+
+    # ---- trials: claims (unfenced: they make the owner) ----
+    def add_trial(
+        self,
+        sweep_id: str,
+        params: dict[str, Any],
+        agent: str,
+        trial_id: str | None = None,
+        after: int | None = None,
+    ) -> Trial | None:
+        """A new running trial of `agent`. With `after` (the number of trials the suggestion was made from), it
+        is added only if the sweep still has exactly that many, else None: another agent claimed meanwhile and
+        the suggestion must be made again."""
+
+        def add() -> Trial | None:
+            count, seq = self._exec(
+                "SELECT COUNT(*), COALESCE(MAX(seq), 0) + 1 FROM trials WHERE sweep_id = :s", s=sweep_id
+            ).one()
+            if after is not None and count != after:
+                return None
             now = time.time()
-            trial = Trial(trial_id or f"{sweep_id}-{seq}", sweep_id, seq, params, "running", agent, now, now, None, now)
+            trial = Trial(trial_id or f"{sweep_id}-{seq}", sweep_id, seq, params, State.RUNNING, agent, now, now)
             self._exec(
                 "INSERT INTO trials (id, sweep_id, seq, params, state, agent, created, started, heartbeat) "
-                "VALUES (:id, :sweep_id, :seq, :params, 'running', :agent, :now, :now, :now)",
+                f"VALUES (:id, :sweep_id, :seq, :params, 'running', :agent, :now, :now, {self.now})",
                 id=trial.id,
                 sweep_id=sweep_id,
                 seq=seq,
@@ -282,77 +390,138 @@ class Store:
                 agent=agent,
                 now=now,
             )
-        return trial
+            return trial
 
-    def claim(self, trial_id: str, agent: str, restart: bool = False) -> None:
-        """A preempted or crashed trial goes back to running under `agent`: it resumes from its checkpoint, or
-        with `restart` (its checkpoint is out of reach) from epoch 0, so its old history goes."""
-        now = time.time()
-        with self.transaction():
-            if restart:
-                self._exec("DELETE FROM history WHERE trial_id = :id", id=trial_id)
-            self._exec(
-                "UPDATE trials SET state = 'running', agent = :agent, started = :now, heartbeat = :now, "
-                "ended = NULL, exit_code = NULL, error = NULL, resumes = resumes + 1"
-                + (", epochs = 0, summary = '{}'" if restart else "")
-                + " WHERE id = :id",
+        return self.atomic(add, lock=sweep_id)
+
+    def exhausted_after(self, sweep_id: str, after: int) -> bool:
+        """Mark the sweep exhausted if it still has exactly `after` trials (the ones the engine found nothing
+        more beyond); False if another agent added one meanwhile."""
+
+        def mark() -> bool:
+            if self._exec("SELECT COUNT(*) FROM trials WHERE sweep_id = :s", s=sweep_id).scalar_one() != after:
+                return False
+            self._exec("UPDATE sweeps SET exhausted = 1 WHERE id = :id", id=sweep_id)
+            return True
+
+        return self.atomic(mark, lock=sweep_id)
+
+    def take(self, trial: Trial, agent: str, restart: bool = False) -> bool:
+        """A preempted or crashed trial goes back to running under `agent`, if it is still in the state `trial`
+        shows (else another agent took it first: False). It resumes from its checkpoint, or with `restart` (its
+        checkpoint is out of reach) from epoch 0, so its old history goes. Its pgid and host stay those of its last
+        copy until the new one starts, so the new owner can end that copy if it still runs on its machine."""
+
+        def claim() -> bool:
+            changed = self._exec(
+                "UPDATE trials SET state = 'running', agent = :agent, started = :started, "
+                f"heartbeat = {self.now}, ended = NULL, exit_code = NULL, error = NULL, "  # pgid, host: the old copy's
+                "resumes = resumes + 1"
+                + (", epochs = 0, summary = '{}', revision = revision + 1" if restart else "")
+                + " WHERE id = :id AND state = :state",
                 agent=agent,
-                now=now,
-                id=trial_id,
-            )
+                started=time.time(),
+                id=trial.id,
+                state=str(trial.state),
+            ).rowcount
+            if changed and restart:
+                self._exec("DELETE FROM history WHERE trial_id = :id", id=trial.id)
+            return changed == 1
 
-    def set_pgid(self, trial_id: str, pgid: int) -> None:
-        self._write("UPDATE trials SET pgid = :pgid WHERE id = :id", pgid=pgid, id=trial_id)
+        return self.atomic(claim, lock=trial.sweep_id)
 
-    def heartbeat(self, trial_ids: list[str]) -> None:
-        if trial_ids:
-            with self.transaction():
-                now = time.time()
-                for t in trial_ids:
-                    self._exec("UPDATE trials SET heartbeat = :now WHERE id = :id", now=now, id=t)
+    def mark_crashed(self, sweep_id: str, stale_after: float) -> int:
+        """Running trials whose agent stopped renewing its lease (killed, frozen, or its machine went down)."""
+        return self._write(
+            "UPDATE trials SET state = 'crashed', ended = heartbeat, error = 'agent stopped sending heartbeats', "
+            "crashes = crashes + 1, runtime = runtime + heartbeat - started "
+            f"WHERE sweep_id = :s AND state = 'running' AND heartbeat < {self.now} - :stale",
+            s=sweep_id,
+            stale=stale_after,
+        )
 
-    def add_epoch(self, trial_id: str, record: dict[str, Any]) -> None:
-        """Record an epoch. Epochs arrive in order, so later ones on record are stale: a resumed trial runs
-        again the epochs it finished after its last checkpoint (or, restarted, all of them)."""
-        with self.transaction():
-            stale = "DELETE FROM history WHERE trial_id = :id AND epoch > :epoch"
-            self._exec(stale, id=trial_id, epoch=record["epoch"])
+    # ---- trials: writes of the owning agent (fenced) ----
+    def _own(self, trial_id: str, agent: str) -> None:
+        """Renew `agent`'s hold on the running trial inside the current transaction, or raise NotOwner."""
+        held = self._exec(
+            f"UPDATE trials SET heartbeat = {self.now} WHERE id = :id AND agent = :agent AND state = 'running'",
+            id=trial_id,
+            agent=agent,
+        ).rowcount
+        if held != 1:
+            raise NotOwner(trial_id)
+
+    def heartbeat(self, agent: str, trial_ids: list[str]) -> list[str]:
+        """Renew the agent's lease on its running trials; returns those that are no longer its own."""
+
+        def beat() -> list[str]:
+            lost = []
+            for trial_id in sorted(trial_ids):  # one order for every agent: no deadlock between two of them
+                try:
+                    self._own(trial_id, agent)
+                except NotOwner:
+                    lost.append(trial_id)
+            return lost
+
+        return self.atomic(beat) if trial_ids else []
+
+    def set_process(self, trial_id: str, agent: str, pgid: int, host: str) -> None:
+        """Where the trial's process group runs (a later agent on that host can end a stale copy of it)."""
+
+        def record() -> None:
+            self._own(trial_id, agent)
+            self._exec("UPDATE trials SET pgid = :pgid, host = :host WHERE id = :id", pgid=pgid, host=host, id=trial_id)
+
+        self.atomic(record)
+
+    def add_epoch(self, trial_id: str, record: dict[str, Any], agent: str) -> None:
+        """Record an epoch, written by `agent`. Epochs arrive in order, so later ones on record are stale: a
+        resumed trial runs again the epochs it finished after its last checkpoint (or, restarted, all of them)."""
+
+        def add() -> None:
+            self._own(trial_id, agent)
             self._exec(
-                "INSERT INTO history (trial_id, epoch, metrics) VALUES (:id, :epoch, :metrics) "
-                "ON CONFLICT (trial_id, epoch) DO UPDATE SET metrics = excluded.metrics",
+                "DELETE FROM history WHERE trial_id = :id AND epoch > :epoch", id=trial_id, epoch=record["epoch"]
+            )
+            self._exec(
+                f"INSERT INTO history (trial_id, epoch, metrics, agent, written) "
+                f"VALUES (:id, :epoch, :metrics, :agent, {self.now}) "
+                "ON CONFLICT (trial_id, epoch) DO UPDATE SET metrics = excluded.metrics, agent = excluded.agent, "
+                "written = excluded.written",
                 id=trial_id,
                 epoch=int(record["epoch"]),
                 metrics=json.dumps(record),
+                agent=agent,
             )
             self._exec(
                 "UPDATE trials SET epochs = (SELECT COUNT(*) FROM history WHERE trial_id = :id), summary = :summary, "
-                "heartbeat = :now WHERE id = :id",
+                "revision = revision + 1 WHERE id = :id",
                 id=trial_id,
                 summary=json.dumps(record),
-                now=time.time(),
             )
 
-    def history(self, trial_id: str) -> list[dict[str, Any]]:
-        rows = self._read("SELECT metrics FROM history WHERE trial_id = :id ORDER BY epoch", id=trial_id)
-        return [json.loads(r["metrics"]) for r in rows]
+        self.atomic(add)
 
     def end(
         self,
         trial_id: str,
-        state: str,
+        state: State,
+        agent: str,
         exit_code: int | None = None,
         error: str | None = None,
         summary: dict[str, Any] | None = None,
     ) -> None:
-        """Record a trial's end; its runtime grows by the time since it (re)started."""
-        assert state in STATES, state
+        """Record the end of `agent`'s trial; its runtime grows by the time since it (re)started."""
+        assert state in State and state != State.RUNNING, state
         now = time.time()
-        with self.transaction():
+
+        def end() -> None:
+            self._own(trial_id, agent)
             t = self.trial(trial_id)
             self._exec(
                 "UPDATE trials SET state = :state, ended = :now, exit_code = :code, error = :error, "
                 "summary = :summary, runtime = :runtime WHERE id = :id",
-                state=state,
+                state=str(state),
                 now=now,
                 code=exit_code,
                 error=error,
@@ -361,26 +530,40 @@ class Store:
                 id=trial_id,
             )
 
-    def mark_crashed(self, sweep_id: str, stale_after: float) -> None:
-        """Running trials whose agent stopped sending heartbeats (it was killed, or its machine went down)."""
-        self._write(
-            "UPDATE trials SET state = 'crashed', ended = heartbeat, error = 'agent stopped sending heartbeats', "
-            "crashes = crashes + 1, runtime = runtime + heartbeat - started "
-            "WHERE sweep_id = :s AND state = 'running' AND heartbeat < :cutoff",
-            s=sweep_id,
-            cutoff=time.time() - stale_after,
-        )
+        self.atomic(end)
 
 
 def _trial(row: sa.RowMapping) -> Trial:
     d = dict(row)
-    d["params"], d["summary"] = json.loads(d["params"]), json.loads(d["summary"])
+    d["params"], d["summary"], d["state"] = json.loads(d["params"]), json.loads(d["summary"]), State(d["state"])
     return Trial(**d)
 
 
+# PostgreSQL error classes worth a retry: connection exceptions, transaction rollbacks (serialization failure,
+# deadlock), operator intervention (shutdown, server starting up), lock not available, idle session killed.
+_TRANSIENT_CLASSES = ("08", "40", "57")
+_TRANSIENT_CODES = ("55P03", "25P03")
+# Connection failures that no retry cures (psycopg gives them no SQLSTATE).
+_FATAL_WORDS = ("authentication failed", "no pg_hba.conf entry", "does not exist", "permission denied")
+
+
+def _transient(e: sa.exc.DBAPIError) -> bool:
+    """Whether the failure may pass on its own (so the transaction is worth running again)."""
+    orig = e.orig
+    if isinstance(orig, sqlite3.OperationalError):
+        return any(w in str(orig) for w in ("locked", "busy"))
+    code = getattr(orig, "sqlstate", None)
+    if code:
+        return code.startswith(_TRANSIENT_CLASSES) or code in _TRANSIENT_CODES
+    if e.connection_invalidated:
+        return True
+    return isinstance(e, sa.exc.OperationalError) and not any(w in str(orig) for w in _FATAL_WORDS)
+
+
 def _sqlite_engine(path: Path) -> sa.Engine:
-    # timeout: how long a writer waits for another agent's write lock before "database is locked".
-    engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 120})
+    # timeout: how long a writer waits for another agent's write lock before "database is locked" (then the
+    # transaction is retried): no longer than the retries, so an agent hears of a stuck database while its lease holds.
+    engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": DB_RETRY})
 
     @sa.event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, record: Any) -> None:
@@ -401,12 +584,19 @@ def _postgres_engine(db: str) -> sa.Engine:
     except (sa.exc.ArgumentError, ValueError):
         raise StoreError(f"--db: {redact(db)!r} is not a database URL; allowed: {URL_FORM}") from None
     if url.get_backend_name() != "postgresql":
-        raise StoreError(f"--db: {url.get_backend_name()!r} databases are not supported; allowed: {URL_FORM}")
+        raise StoreError(
+            f"--db: {redact(db)}: {url.get_backend_name()!r} databases are not supported; allowed: {URL_FORM}"
+        )
     if not url.database:
         raise StoreError(f"--db: {redact(db)} names no database; allowed: {URL_FORM}")
-    # psycopg 3 whatever driver the URL names; pool_pre_ping survives a server restart between trials.
+    # psycopg 3 whatever driver the URL names; pool_pre_ping replaces connections a server restart closed. A lock
+    # waited for too long, or a transaction left open by a frozen agent, is given up by the server (and retried
+    # by us), so one stuck agent cannot hold the sweep's lock for the others.
+    options = "-c lock_timeout=5000 -c idle_in_transaction_session_timeout=20000"
     return sa.create_engine(
-        url.set(drivername="postgresql+psycopg"), pool_pre_ping=True, connect_args={"connect_timeout": 10}
+        url.set(drivername="postgresql+psycopg"),
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": max(2, round(DB_RETRY)), "options": options},
     )
 
 

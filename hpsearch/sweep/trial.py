@@ -13,16 +13,26 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from hpsearch.defaults import project
 from hpsearch.params import format_value
+from hpsearch.sweep.slots import Slot
+from hpsearch.sweep.spec import leaves
+from hpsearch.train import CHECKPOINT
+
+if TYPE_CHECKING:
+    from hpsearch.sweep.store import Store, Sweep, Trial
 
 # Runs in the child before exec: die with the agent (PR_SET_PDEATHSIG = 1), pin to the slot's cores.
 _LAUNCH = (
@@ -40,13 +50,15 @@ class TrialProcess:
         self,
         trial_dir: Path,
         params: dict[str, Any],
-        nproc: int = 1,
-        gpus: list[int] | None = None,
-        cpus: list[int] | None = None,
+        slot: Slot,
         env: dict[str, str] | None = None,
         wandb_mode: str = "disabled",
+        program: str | None = None,
     ):
+        """The trial in `slot`; `program`: the sweep's own training script (W&B's `program` key) instead of
+        hpsearch's trainer."""
         self.dir = trial_dir
+        self.checkpoint = trial_dir / CHECKPOINT
         self.metrics_path = trial_dir / "metrics.jsonl"
         self.stdout_path, self.stderr_path = trial_dir / "stdout.log", trial_dir / "stderr.log"
         flags = [f"--{k}={format_value(v)}" for k, v in params.items()]
@@ -56,18 +68,15 @@ class TrialProcess:
             f"--wandb={wandb_mode}",
             "--resume=true",
         ]  # a new trial has no checkpoint yet; a preempted one continues from its own
-        launcher = [sys.executable]
-        if nproc > 1:
-            launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-        self.argv = [*launcher, "-m", "hpsearch.train", *flags]
+        self.argv = [*_launcher(slot, trial_dir.name), *([program] if program else ["-m", "hpsearch.train"]), *flags]
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-        if nproc == 1:
+        if slot.nproc == 1 and slot.nodes == 1:
             self.env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
         self.env.pop("HPSEARCH_DB", None)  # the trainer never needs the database, or its password
-        if gpus is not None:
-            self.env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
-        if cpus:
-            self.env["HPSEARCH_CPUS"] = ",".join(map(str, cpus))
+        if slot.gpus is not None:
+            self.env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slot.gpus))
+        if slot.cpus:
+            self.env["HPSEARCH_CPUS"] = ",".join(map(str, slot.cpus))
         self.proc: subprocess.Popen | None = None
         self._offset, self._inode = 0, -1
 
@@ -112,27 +121,7 @@ class TrialProcess:
 
     def terminate(self, grace: float = 10.0) -> None:
         """End the whole process group: SIGTERM, then SIGKILL after `grace` seconds; reap the leader."""
-        _signal_group(self.pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and self.group_alive():
-            time.sleep(0.1)
-        if self.group_alive():
-            _signal_group(self.pgid, signal.SIGKILL)
-            deadline = time.monotonic() + 30  # SIGKILL cannot be refused; this only bounds a stuck kernel
-            while time.monotonic() < deadline and self.group_alive():
-                time.sleep(0.05)
-
-    def group_alive(self) -> bool:
-        """Whether any process of the trial's group still runs. Zombies don't count: orphaned workers are
-        reaped by init, and an init that never reaps (some containers) must not make us wait forever."""
-        self.poll()  # reap the leader ourselves
-        for proc in psutil.process_iter():
-            try:
-                if os.getpgid(proc.pid) == self.pgid and proc.status() != psutil.STATUS_ZOMBIE:
-                    return True
-            except (ProcessLookupError, psutil.NoSuchProcess):
-                continue
-        return False
+        end_group(self.pgid, grace, self.poll)
 
     def summary(self) -> dict[str, Any]:
         """The trainer's final JSON line (rank 0's last stdout line), if it got that far."""
@@ -156,6 +145,84 @@ class TrialProcess:
             text = text[: text.rfind("Traceback (most recent call last):", 0, report)]
         lines = [line for line in text.splitlines() if line.strip() and not _TORCHRUN_LOG.match(line)]
         return "\n".join(lines[-max_lines:])
+
+
+def trial_process(store: Store, sweep: Sweep, trial: Trial, slot: Slot, wandb_mode: str) -> TrialProcess:
+    """The trial's command in its folder of the store. With `wandb_mode` offline (local sweeps) its rank 0 writes
+    an offline W&B run into the sweep's folder (group = sweep, name = trial), so `wandb sync` / `wandb leet` see
+    them all; under a W&B server the agent owns the run and the trial logs none."""
+    env = {}
+    if wandb_mode == "offline":
+        env = {
+            "WANDB_DIR": str(store.root / sweep.id),
+            "WANDB_PROJECT": project(sweep.config),
+            "WANDB_RUN_GROUP": sweep.id,
+            "WANDB_NAME": trial.id,
+            "WANDB_RUN_ID": trial.id,
+            "WANDB_SILENT": "true",
+        }
+    params = leaves(trial.params)
+    program = sweep.config.get("program")
+    return TrialProcess(store.trial_dir(trial), params, slot, env, wandb_mode, program)
+
+
+def _launcher(slot: Slot, name: str) -> list[str]:
+    """What starts the trainer's workers: the interpreter itself for one worker (torchrun's environment is set
+    by hand), torchrun for several, and for a trial that spans nodes one torchrun per node, started by srun on
+    the nodes of the agent's SLURM allocation and meeting at a c10d rendezvous on this (the first) node."""
+    if slot.nodes > 1:
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return [
+            shutil.which("srun") or "srun", f"--nodes={slot.nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
+            f"--job-name={name}",
+            sys.executable, "-m", "torch.distributed.run", f"--nnodes={slot.nodes}", f"--nproc_per_node={slot.nproc}",
+            "--rdzv_backend=c10d", f"--rdzv_endpoint={socket.gethostname()}:{port}", f"--rdzv_id={name}",
+        ]  # fmt: skip
+    if slot.nproc > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={slot.nproc}"]
+    return [sys.executable]
+
+
+def end_group(pgid: int, grace: float, reap: Callable[[], object] = lambda: None) -> None:
+    """SIGTERM the process group, SIGKILL it after `grace` seconds; `reap` collects our own child's exit."""
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _group_alive(pgid, reap):
+        time.sleep(0.1)
+    if _group_alive(pgid, reap):
+        _signal_group(pgid, signal.SIGKILL)
+        deadline = time.monotonic() + 30  # SIGKILL cannot be refused; this only bounds a stuck kernel
+        while time.monotonic() < deadline and _group_alive(pgid, reap):
+            time.sleep(0.05)
+
+
+def end_stale_copy(pgid: int, trial_dir: Path, grace: float) -> bool:
+    """End the process group `pgid` if it still runs this trial (its commands name the trial's folder): a copy
+    left by an agent that was frozen past its lease. Whether there was one."""
+    if not any(str(trial_dir) in " ".join(p.info["cmdline"] or []) for p in _members(pgid, ["cmdline"])):
+        return False
+    end_group(pgid, grace)
+    return True
+
+
+def _members(pgid: int, attrs: list[str] | None = None) -> list[psutil.Process]:
+    """The live processes of a group. Zombies don't count: orphaned workers are reaped by init, and an init that
+    never reaps (some containers) must not make us wait forever."""
+    out = []
+    for proc in psutil.process_iter(attrs):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return out
+
+
+def _group_alive(pgid: int, reap: Callable[[], object]) -> bool:
+    reap()  # reap the leader ourselves
+    return bool(_members(pgid))
 
 
 def _signal_group(pgid: int, sig: int) -> None:

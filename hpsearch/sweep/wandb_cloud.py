@@ -1,43 +1,49 @@
-"""The W&B server backend, kept thin: the server's sweep controller suggests and stops trials through
-the wandb library's own agent (`wandb.agent`), and each trial runs exactly like a local one
-(trial.py). The agent process owns the trial's W&B run: it logs each epoch the trainer writes to its
-metrics file and sets the summary, so only one process talks to W&B for a trial. The local store
-mirrors every trial, so `status` and `report` work the same for both backends.
+"""The W&B server as a controller: its sweep controller suggests and stops trials; the agent runs them exactly
+like local ones (sweep/agent.py, sweep/trial.py).
+
+Each slot of the agent is its own agent as the server sees it, registered on its own and heartbeating its own
+run's state, exactly as if one `wandb agent` ran per slot with its own CUDA_VISIBLE_DEVICES: the server hands
+each slot its run, and its `stop` reaches the right trial. One hpsearch process owns the slots' W&B runs
+(wandb supports several runs in one process): it logs each epoch the trainer writes to its metrics file and sets
+the summary, so only one process talks to W&B per trial. The local store mirrors every trial, so `status` and
+`report` work the same for both controllers.
+
+wandb has no public API for an agent's own protocol; the calls here (CreateAgent, Heartbeat) are the ones its
+own agent (`wandb.agents.pyagent`) makes, through the same wandb-core connection and its retries.
 """
 
 from __future__ import annotations
 
-import logging
+import json
+import math
 import os
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
-from hpsearch.sweep.agent import Slot, outcome, trial_process
-from hpsearch.sweep.store import Store, Sweep, Trial, new_id
-from hpsearch.sweep.trial import TrialProcess
+from hpsearch.defaults import POLL, WANDB_HEARTBEAT
+from hpsearch.sweep.controller import Claim, Lost
+from hpsearch.sweep.store import State, Store, Sweep, Trial
 from hpsearch.train.metrics import epoch_axis, log_epoch
 
-# wandb's agent logs each heartbeat that failed after wandb-core's retries here, then tries again forever.
-HEARTBEAT_LOGGER = "wandb.apis.public.sweeps"
-
-
-class TrialFailed(Exception):
-    """Raised into wandb's agent so that it counts the failure (its stop-after-failures rules) and marks the run."""
+HEARTBEAT = """
+mutation Heartbeat($id: ID!, $metrics: JSONString, $runState: JSONString) {
+    agentHeartbeat(input: {id: $id, metrics: $metrics, runState: $runState}) { agent { id } commands }
+}
+"""
 
 
 class ServerError(Exception):
     """The W&B server refused a request or did not answer it within wandb's retry window."""
 
 
-def _server_error(e: object) -> ServerError:
-    # wandb-core's errors end in the last attempt's cause (connection refused, a GraphQL error, ...)
+def server_error(e: object) -> str:
+    """wandb's error as one line naming the server; wandb-core's errors end in the last attempt's cause."""
     why = str(e).split(" while retrying")[0].rsplit(": ", 1)[-1].strip() or type(e).__name__
-    return ServerError(f"the W&B server at {os.environ.get('WANDB_BASE_URL', 'api.wandb.ai')}: {why}")
+    return f"the W&B server at {os.environ.get('WANDB_BASE_URL', 'api.wandb.ai')}: {why}"
 
 
 def create_sweep(config: dict[str, Any], project: str, entity: str | None) -> str:
@@ -49,7 +55,7 @@ def create_sweep(config: dict[str, Any], project: str, entity: str | None) -> st
         api = wandb.Api()  # without --entity: the one the server put the sweep in (wandb.sweep exports it)
         return f"{entity or api.settings['entity'] or api.default_entity}/{project}/{sweep_id}"
     except wandb.errors.Error as e:
-        raise _server_error(e) from None
+        raise ServerError(server_error(e)) from None
 
 
 def mirror_sweep(store: Store, path: str) -> Sweep:
@@ -57,154 +63,178 @@ def mirror_sweep(store: Store, path: str) -> Sweep:
     return store.add_sweep({}, "wandb", remote=path, sweep_id=path.split("/")[-1])
 
 
-class WandbAgent:
-    """Runs the trials the W&B server hands out, one at a time, until it says `exit` (or --count, a signal, a
-    lost server): a hyperband `stop` ends the trial quietly, Ctrl-C/SIGTERM preempts it for the next agent."""
+class _SlotAgent:
+    """One slot as the W&B server sees it: an agent of its own that heartbeats (in a thread, so a slow server
+    never holds up the supervision of trials) with its run's state. A free slot heartbeats (which asks the server
+    for a run) only while the agent keeps asking for a trial for it, so the server never hands it a run that
+    will not start (after --count, a signal, ...)."""
 
-    def __init__(
-        self,
-        store: Store,
-        sweep: Sweep,
-        slot: Slot,
-        count: int | None,
-        grace: float = 10.0,
-        poll: float = 0.5,
-        echo: Callable[[str], None] = print,
-    ):
-        self.store, self.sweep, self.slot, self.count = store, sweep, slot, count
-        self.grace, self.poll, self.echo = grace, poll, echo
-        self.id = f"{socket.gethostname()}-{os.getpid()}-{new_id(4)}"
-        self.signum: int | None = None
-        self.ran = self.failures = 0  # trials run; failed in a row
+    def __init__(self, owner: WandbController, agent_id: str):
+        self.owner, self.id = owner, agent_id
+        self.run_id: str | None = None  # the run the server handed to this slot, until it ends
+        self.command: dict[str, Any] | None = None  # a `run` or `resume` not yet started
+        self.stop = False  # the server said stop for this slot's run
+        self.wanted_at = -math.inf  # when the agent last asked for a trial for this slot
+        self.wake = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name=f"wandb-agent-{agent_id}", daemon=True)
+
+    def _loop(self) -> None:
+        while not self.owner.closing:
+            with self.owner.lock:
+                state = {self.run_id: True} if self.run_id else {}
+                wanted = time.monotonic() - self.wanted_at < 2 * POLL and self.command is None
+                asking = bool(state) or wanted
+            if asking:
+                try:
+                    commands = self.owner.heartbeat(self.id, state)
+                except Exception as e:  # wandb-core gave up after its retries: the server is gone
+                    self.owner.lose(f"lost {server_error(e)}")
+                    return
+                with self.owner.lock:
+                    for command in commands:
+                        self._take(command)
+            self.wake.wait(WANDB_HEARTBEAT)
+            self.wake.clear()
+
+    def _take(self, command: dict[str, Any]) -> None:
+        kind = command.get("type")
+        if kind in ("run", "resume") and self.run_id is None:
+            self.command, self.run_id = command, command["run_id"]
+        elif kind == "stop" and command.get("run_id") == self.run_id:
+            self.stop = True
+        elif kind == "exit":
+            self.owner.done = True
+
+
+class WandbController:
+    def __init__(self, store: Store, sweep: Sweep, agent_id: str, slots: int):
+        """Registers one W&B agent per slot with the server; raises ServerError (one line) if it refuses."""
+        import wandb
+        from wandb.apis.public.sweeps import _register_agent
+
+        self.store, self.sweep, self.agent_id = store, sweep, agent_id
+        self.entity, self.project, self.sweep_name = (sweep.remote or "//" + sweep.id).split("/")
+        self.dir = store.root / sweep.id  # run folders go to the sweep's folder, not ./wandb of the caller
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.lock = threading.Lock()
-        self.current: tuple[Trial, TrialProcess] | None = None  # the running trial, until its thread records its end
-        self.lost = False  # the server stopped answering; the process is about to exit
+        self.done = self.closing = False
+        self.lost: str | None = None
+        self.stopper = "the W&B sweep controller"
+        self.runs: dict[str, Any] = {}  # trial id -> its wandb Run
+        try:
+            self.api = wandb.Api()
+            host = socket.gethostname()
+            ids = [
+                _register_agent(
+                    self.api, host, sweep_id=self.sweep_name, project=self.project or None, entity=self.entity or None
+                )["id"]
+                for _ in range(slots)
+            ]
+        except Exception as e:  # wandb.errors.Error, or wandb-core's own
+            raise ServerError(server_error(e)) from None
+        self.slots = [_SlotAgent(self, i) for i in ids]
+        for slot in self.slots:
+            slot.thread.start()
 
-    def run(self) -> int:
+    def heartbeat(self, agent_id: str, run_state: dict[str, bool]) -> list[dict[str, Any]]:
+        data = self.api._service_api.execute_graphql(
+            HEARTBEAT, variables={"id": agent_id, "metrics": "{}", "runState": json.dumps(run_state)}, timeout=60
+        )
+        return json.loads(data["agentHeartbeat"]["commands"] or "[]")
+
+    def lose(self, why: str) -> None:
+        with self.lock:
+            self.lost = self.lost or why
+
+    def _slot_of(self, trial: Trial) -> _SlotAgent:
+        return next(s for s in self.slots if s.run_id == trial.id)
+
+    def next_trial(self, slot: int) -> Claim | None:
+        """The run the server handed to this slot, started as a W&B run of this process; None until one came."""
         import wandb
 
-        def interrupted(signum: int, frame: Any) -> None:
-            self.signum = signum
-            raise KeyboardInterrupt  # wandb's agent stops the running trial's thread and returns
-
-        # Run folders and wandb's per-run sweep files go to the sweep's folder, not ./wandb of the caller.
-        os.environ["WANDB_DIR"] = str(self.store.root / self.sweep.id)
-        (self.store.root / self.sweep.id).mkdir(parents=True, exist_ok=True)
-        watch = _HeartbeatFailure(self._give_up)
-        logging.getLogger(HEARTBEAT_LOGGER).addHandler(watch)
-        previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+        agent = self.slots[slot]
+        with self.lock:
+            command, agent.command = agent.command, None
+            first_ask = command is None and time.monotonic() - agent.wanted_at > 2 * POLL
+            if command is None and not self.done:
+                agent.wanted_at = time.monotonic()
+        if command is None:
+            if first_ask:  # a slot that just became free asks at once, then at the heartbeat's pace
+                agent.wake.set()
+            return None
+        params = {k: v["value"] for k, v in command["args"].items()}
         try:
-            wandb.agent(self.sweep.remote or self.sweep.id, function=self._trial, count=self.count)
-        except KeyboardInterrupt:
-            pass
-        except wandb.errors.Error as e:  # it could not register with the server (unknown sweep, no answer)
-            raise _server_error(e) from None
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            logging.getLogger(HEARTBEAT_LOGGER).removeHandler(watch)
-        if self.signum:
-            return 128 + self.signum
-        if self.failures:  # wandb's agent also stops after failed runs (it said why above): the sweep goes on
-            return 1
-        if not (self.count and self.ran >= self.count):
-            self.store.mark_exhausted(self.sweep.id)  # else it stopped on the server's `exit`: the sweep is done
-        return 0
-
-    def _trial(self) -> None:
-        """One run the server handed out (`run`, or `resume` for a preempted one), in a thread of wandb's agent."""
-        import wandb
-
-        self.ran += 1
-        run = wandb.init(resume="allow")  # the run the controller handed out: its id, parameters and past history
-        epoch_axis(run)
-        params = dict(run.config)
-        known = next((t for t in self.store.trials(self.sweep.id) if t.id == run.id), None)
-        with self.store.transaction():
-            if known:  # a preempted trial handed back: it continues from its checkpoint
-                self.store.claim(known.id, self.id)
-                trial = self.store.trial(known.id)
-            else:
-                trial = self.store.add_trial(self.sweep.id, params, self.id, trial_id=run.id)
-        proc = trial_process(self.store, self.sweep, trial, self.slot, "disabled")
-        self.store.set_pgid(trial.id, proc.start())
-        self.current = (trial, proc)
-        verb = "resumed" if known else "started"
-        self.echo(f"trial {trial.id} {verb}: " + " ".join(f"{k}={v}" for k, v in params.items()))
-
-        def drain() -> None:
-            for record in proc.new_epochs():
-                self.store.add_epoch(trial.id, record)
-                if record["epoch"] >= run.step:  # a resumed run already holds the epochs before its checkpoint
-                    log_epoch(run, record)
-
-        try:
-            while (code := proc.poll()) is None:
-                drain()
-                self.store.heartbeat([trial.id])
-                time.sleep(self.poll)
-            drain()
+            run = wandb.init(
+                id=command["run_id"],
+                entity=self.entity or None,
+                project=self.project or None,
+                config=params,
+                dir=self.dir,
+                resume="allow",  # a `resume` hands back a preempted run: its history goes on where it stopped
+                reinit="create_new",
+                settings=wandb.Settings(sweep_id=self.sweep_name, silent=True),
+            )
         except Exception as e:
-            if type(e) is not Exception:
-                raise
-            # wandb's agent ends a run's thread by raising a bare Exception in it: the controller's `stop`, or
-            # the agent was interrupted. Either way this thread ends the trial and its run, quietly.
-            proc.terminate(self.grace)
-            drain()
-            if self.signum:  # W&B hands a run marked preempting that exits non-zero to the next agent
-                state, exit_code, note = "preempted", 128 + self.signum, "the agent was interrupted"
-                run.mark_preempting()
-            else:
-                state, exit_code, note = "stopped", 128 + signal.SIGTERM, "stopped by the W&B sweep controller"
-            if self._end(trial, state, proc.poll(), note):
-                run.finish(exit_code=exit_code)
-                self.echo(f"trial {trial.id} {state}: {note}")
-            return
-        proc.terminate(self.grace)  # workers torchrun left behind, if any
-        state, summary, error = outcome(proc, code)
-        if not self._end(trial, state, code, error, summary):
-            return
-        run.summary.update(summary)
-        self.echo(f"trial {trial.id} {state}" + (f": {error}" if error else ""))
-        if state == "failed":
-            run.finish(exit_code=code)
-            raise TrialFailed(error)
+            raise Lost(f"lost {server_error(e)}") from None
+        epoch_axis(run)
+        known = next((t for t in self.store.trials(self.sweep.id) if t.id == run.id), None)
+        if known and self.store.take(known, self.agent_id):  # a preempted trial: it goes on from its checkpoint
+            trial, how = self.store.trial(known.id), "resumed"
+        else:
+            trial, how = self.store.add_trial(self.sweep.id, params, self.agent_id, trial_id=run.id), "started"
+        self.runs[trial.id] = run
+        return Claim(trial, how)
 
-    def _end(self, trial: Trial, state: str, code: int | None, error: str | None, summary: dict | None = None) -> bool:
-        """Record the trial's end, unless the agent gave up on the server (it records the trial itself)."""
+    def started(self, trial: Trial, pgid: int) -> None:
+        self.store.set_process(trial.id, self.agent_id, pgid, socket.gethostname())
+
+    def record_epoch(self, trial: Trial, record: dict[str, Any]) -> None:
+        self.store.add_epoch(trial.id, record, self.agent_id)
+        run = self.runs[trial.id]
+        if record["epoch"] >= run.step:  # a resumed run already holds the epochs before its checkpoint
+            log_epoch(run, record)
+
+    def should_stop(self, trial: Trial) -> bool:
         with self.lock:
-            if self.lost:
-                return False
-            self.current = None
-        self.store.end(trial.id, state, code, error, summary)
-        self.failures = self.failures + 1 if state == "failed" else 0
-        return True
+            return self._slot_of(trial).stop
 
-    def _give_up(self, why: str) -> None:
-        """The server did not answer a heartbeat within wandb's retry window: end the running trial's process
-        group, record it and exit. Without os._exit wandb would first try to upload the run, retrying for days."""
+    def beat(self, trials: list[Trial]) -> list[str]:
+        if self.lost:
+            raise Lost(self.lost)
+        return self.store.heartbeat(self.agent_id, [t.id for t in trials])
+
+    def finish(
+        self,
+        trial: Trial,
+        state: State,
+        exit_code: int | None = None,
+        error: str | None = None,
+        summary: dict[str, Any] | None = None,
+    ) -> None:
+        self.store.end(trial.id, state, self.agent_id, exit_code, error, summary)
+        run = self.runs.pop(trial.id)
         with self.lock:
-            if self.lost:
-                return
-            self.lost, current = True, self.current
-        error = f"lost {why}"
-        if current:
-            trial, proc = current
-            proc.terminate(self.grace)
-            self.store.end(trial.id, "crashed", proc.poll(), error)
-            error += f"; trial {trial.id} ended as crashed (its W&B run is in {os.environ['WANDB_DIR']}/wandb)"
-        sys.stdout.flush()
-        print(f"hpsearch agent: error: {error}", file=sys.stderr, flush=True)
-        os._exit(1)
+            slot = self._slot_of(trial)
+            slot.run_id, slot.stop = None, False
+        if self.lost:  # the run cannot reach the server; close() leaves without waiting on it
+            return
+        if state == State.PREEMPTED:  # W&B hands a run marked preempting that exits non-zero to the next agent
+            run.mark_preempting()
+        if summary and state == State.FINISHED:
+            run.summary.update(summary)
+        codes = {State.FINISHED: 0, State.STOPPED: 128 + signal.SIGTERM}
+        run.finish(exit_code=codes.get(state, exit_code or 1))
 
-
-class _HeartbeatFailure(logging.Handler):
-    """Hands the first heartbeat failure that wandb's agent logs (after wandb-core's retries) to `give_up`."""
-
-    def __init__(self, give_up: Callable[[str], None]):
-        super().__init__(logging.ERROR)
-        self.give_up = give_up
-
-    def emit(self, record: logging.LogRecord) -> None:
-        error = record.exc_info[1] if record.exc_info else record.getMessage()
-        self.give_up(str(_server_error(error)))
+    def close(self) -> None:
+        """Stop heartbeating; record that the server said `exit` (the sweep is done). After a lost server, leave
+        at once: wandb would first try to upload the runs (retrying for days) before the process could exit."""
+        self.closing = True
+        for slot in self.slots:
+            slot.wake.set()
+        if self.done and not self.lost:
+            self.store.mark_exhausted(self.sweep.id)
+        if self.lost:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)

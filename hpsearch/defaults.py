@@ -1,0 +1,50 @@
+"""Every default and environment knob of the agent and the store, named once and read once, here (as
+wandb's agent keeps its policy knobs in one place). Command-line options take their defaults from these.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+        if value > 0:
+            return value
+    except ValueError:
+        pass
+    sys.exit(f"hpsearch: error: {name}={raw!r} is not valid; allowed: a number of seconds > 0")
+
+
+# ---- supervising trials (`hpsearch agent` options) ----
+GRACE = 10.0  # --grace: seconds between SIGTERM and SIGKILL when a trial is ended
+HANG_TIMEOUT = 600.0  # --hang-timeout: seconds without a new epoch before a trial counts as hung ...
+HANG_EPOCHS = 5  # ... or this many times its slowest epoch so far, whichever is longer
+FIRST_EPOCH_FACTOR = 3  # the first epoch also starts workers, loads data and compiles: it gets 3x the limit
+MAX_RESUMES = 2  # --max-resumes: times a trial whose agent died is resumed before it stays crashed
+MAX_EARLY_FAILURES = 3  # as W&B's agent: this many failures before any success means the sweep is broken
+POLL = 0.5  # seconds between the agent's looks at its trials' metrics files
+
+# ---- the lease an agent holds on its trials in the sweep database ----
+# Without a heartbeat for this long, an agent counts as dead and its running trials as crashed; an agent that
+# cannot renew its lease ends its own trials before then, so no trial ever runs twice.
+STALE_AFTER = _seconds("HPSEARCH_STALE_AFTER", 60.0)
+HEARTBEAT = max(1.0, min(5.0, STALE_AFTER / 4))  # seconds between heartbeats
+DB_RETRY = min(8.0, STALE_AFTER / 8)  # seconds a store operation retries a transient database error before giving up
+
+# ---- W&B ----
+# wandb's own agent heartbeats every 5 s; each slot of ours is one agent as the W&B server sees it.
+WANDB_HEARTBEAT = _seconds("HPSEARCH_WANDB_HEARTBEAT", 5.0)
+WANDB_PROJECT = os.environ.get("WANDB_PROJECT")
+FALLBACK_PROJECT = "hpsearch"
+
+
+def project(config: dict[str, Any]) -> str:
+    """The W&B project of a sweep's runs: WANDB_PROJECT, else the sweep file's `project`, else hpsearch."""
+    return WANDB_PROJECT or config.get("project") or FALLBACK_PROJECT

@@ -1,0 +1,84 @@
+"""`hpsearch agent` put together: the sweep's controller (local or W&B), the slots of this machine or of its
+SLURM allocation, and the agent that runs trials in them; what the CLI calls."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hpsearch import defaults
+from hpsearch.sweep import slurm
+from hpsearch.sweep.agent import Agent
+from hpsearch.sweep.controller import Controller
+from hpsearch.sweep.slots import AgentError, choose_gpus, plan_slots
+from hpsearch.sweep.store import Store, Sweep, new_id
+from hpsearch.sweep.trial import trial_process
+
+
+@dataclass
+class AgentOptions:
+    """`hpsearch agent`'s options; `given` names those set on the command line (not left at their default)."""
+
+    gpus: int | None = None
+    gpu_ids: str | None = None
+    gpus_per_trial: int | None = None
+    nodes_per_trial: int = 1
+    cpu_procs: int = 1
+    count: int | None = None
+    grace: float = defaults.GRACE
+    hang_timeout: float = defaults.HANG_TIMEOUT
+    max_resumes: int = defaults.MAX_RESUMES
+    given: frozenset[str] = frozenset()
+
+
+def run_agent(
+    store: Store, sweep: Sweep, opts: AgentOptions, echo: Callable[[str], None], fail: Callable[[str], None]
+) -> int:
+    """Run the sweep's trials until it is done; the exit code. `echo` takes the agent's lines, `fail` the one line
+    on why it gave up, if it did. Raises AgentError (a usage error: nothing ran) and, for a W&B sweep,
+    wandb_cloud.ServerError (the server refused the agents)."""
+    alloc = slurm.allocation()
+    if opts.nodes_per_trial > 1 and (alloc is None or alloc.nodes < opts.nodes_per_trial):
+        has = f"an allocation of {alloc.nodes}" if alloc else "no SLURM allocation"
+        raise AgentError(
+            f"--nodes-per-trial: {opts.nodes_per_trial} nodes per trial need a SLURM allocation of that many "
+            f"(`hpsearch slurm --nodes-per-trial {opts.nodes_per_trial}`); this agent has {has}"
+        )
+    if sweep.backend == "wandb" and "max_resumes" in opts.given:
+        raise AgentError("--max-resumes: applies to local sweeps; on a W&B sweep the server decides what runs again")
+    slots = plan_slots(choose_gpus(opts.gpus, opts.gpu_ids), opts.gpus_per_trial, opts.cpu_procs, opts.nodes_per_trial)
+    # The store and the logs name the agent by host (or SLURM node and job) and process.
+    agent_id = f"{alloc.agent_tag if alloc else socket.gethostname()}-{os.getpid()}-{new_id(4)}"
+    controller = _controller(store, sweep, agent_id, len(slots), opts)
+    wandb_mode = "disabled" if sweep.backend == "wandb" or os.environ.get("WANDB_MODE") == "disabled" else "offline"
+    launch = functools.partial(trial_process, store, sweep, wandb_mode=wandb_mode)  # W&B: the agent owns the runs
+    ends_at = time.monotonic() + alloc.ends_at - time.time() if alloc and alloc.ends_at else None
+    signals = (signal.SIGINT, signal.SIGTERM) + ((getattr(signal, f"SIG{slurm.WARNING_SIGNAL}"),) if alloc else ())
+    agent = Agent(controller, slots, launch, opts.count, opts.grace, opts.hang_timeout, echo=echo, ends_at=ends_at,
+                  signals=signals)  # fmt: skip
+    code = agent.run()
+    if alloc and agent.signum == getattr(signal, f"SIG{slurm.WARNING_SIGNAL}"):
+        # The time limit is near: this job comes back (same id, its own agent) for the work left.
+        if agent.preempted or not controller.done:
+            failed = slurm.requeue(alloc.job_id)
+            echo(f"agent: {'could not requeue' if failed else 'requeued'} SLURM job {alloc.label}" +
+                 (f": {failed}" if failed else " for the work left"))  # fmt: skip
+    if agent.error:
+        fail(agent.error)
+    controller.close()  # (a W&B controller whose server is gone ends the process here)
+    return code
+
+
+def _controller(store: Store, sweep: Sweep, agent_id: str, slots: int, opts: AgentOptions) -> Controller:
+    if sweep.backend == "wandb":
+        from hpsearch.sweep.wandb_cloud import WandbController
+
+        return WandbController(store, sweep, agent_id, slots)
+    from hpsearch.sweep.local import LocalController
+
+    return LocalController(store, sweep, agent_id, opts.max_resumes)

@@ -1,0 +1,55 @@
+"""A training script for the tests of coordination (many agents, leases, faults, SLURM): a sweep's own `program`,
+as W&B sweep files name one, that keeps hpsearch's trainer contract without torch, so it starts in a tenth of a
+second where the trainer spends seconds importing torch and timm. What the tests of the trainer itself check
+(learning, DDP, resume of model and optimizer) runs the real trainer.
+
+The contract, as hpsearch.train keeps it: `--key=value` flags; one JSON line per epoch appended to --metrics_file
+(a resumed run first drops the lines after its checkpoint); a checkpoint in --output_dir written atomically every
+epoch and resumed from with --resume=true; the summary as the last stdout line; `hpsearch train: error: ...` lines
+on stderr. Each epoch takes --epoch_s seconds; val_acc grows with lr; --fail_at=N exits 1 in epoch N.
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+flags = dict(arg[2:].split("=", 1) for arg in sys.argv[1:] if arg.startswith("--") and "=" in arg)
+epochs, epoch_s, lr = int(flags.get("epochs", 3)), float(flags.get("epoch_s", 0.2)), float(flags.get("lr", 0.1))
+out = Path(flags["output_dir"])
+out.mkdir(parents=True, exist_ok=True)
+ckpt, metrics = out / "checkpoint.pt", Path(flags["metrics_file"])
+primary = os.environ.get("RANK", "0") == "0"
+
+start = 0
+if flags.get("resume") == "true" and ckpt.exists():
+    start = json.loads(ckpt.read_text())["epoch"]
+    print(f"resumed from {ckpt} after epoch {start}", flush=True)
+elif flags.get("resume") == "true":
+    print(f"no checkpoint at {ckpt}: starting from epoch 0", flush=True)
+if primary and metrics.exists():
+    kept = [line for line in metrics.read_text().splitlines(keepends=True) if json.loads(line)["epoch"] <= start]
+    metrics.with_suffix(".tmp").write_text("".join(kept))
+    os.replace(metrics.with_suffix(".tmp"), metrics)
+
+best = 0.0
+for epoch in range(start + 1, epochs + 1):
+    t0 = time.time()
+    time.sleep(epoch_s)
+    if int(flags.get("fail_at", 0)) == epoch:
+        print(f"hpsearch train: error: failing at epoch {epoch} as asked", file=sys.stderr, flush=True)
+        sys.exit(1)
+    acc = min(99.0, 100 * lr * epoch / epochs)
+    best = max(best, acc)
+    record = {"epoch": epoch, "val_acc": acc, "best_acc": best, "val_loss": 5 - acc / 25, "train_loss": 1.0,
+              "lr": lr, "epoch_time": time.time() - t0, "img_per_sec": 1000.0}  # fmt: skip
+    if primary:
+        with open(metrics, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        ckpt.with_suffix(".tmp").write_text(json.dumps({"epoch": epoch}))
+        os.replace(ckpt.with_suffix(".tmp"), ckpt)
+if primary:
+    summary = {"best_acc": best, "epochs": epochs, "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}  # fmt: skip
+    print(json.dumps(summary), flush=True)

@@ -1,0 +1,316 @@
+"""The agent's rules, with a fake controller, fake trial processes and a fake clock (as wandb's own agent tests use
+a dummy Popen): early failures, --count, hang limits, stops, preemption, progress lines, slots, the lease. Real
+processes, stores and servers are in test_sweep.py, test_supervisor.py, test_lease.py and test_wandb_backend.py."""
+
+from __future__ import annotations
+
+import re
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpsearch import defaults
+from hpsearch.sweep.agent import Agent, lease_for
+from hpsearch.sweep.controller import Claim, Lost
+from hpsearch.sweep.slots import Slot
+from hpsearch.sweep.store import NotOwner, State, StoreUnavailable, Trial
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.at: dict[float, Any] = {}  # time -> a callback run once the clock passes it
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        for t in sorted(self.at):
+            if t <= self.now:
+                self.at.pop(t)()
+
+
+@dataclass
+class Script:
+    """What a fake trial does: finishes epochs at these times (seconds after its start), then exits with `code`
+    at `exit_at` (None: runs on, or hangs after its last epoch)."""
+
+    epochs: list[float]
+    exit_at: float | None = None
+    code: int = 0
+
+
+class FakeProc:
+    def __init__(self, clock: Clock, trial: Trial, slot: Slot, script: Script):
+        self.clock, self.trial, self.slot, self.script = clock, trial, slot, script
+        self.dir = Path("/nonexistent") / trial.id
+        self.checkpoint = self.dir / "checkpoint.pt"
+        self.started_at: float | None = None
+        self.terminated_at: float | None = None
+        self.read = 0
+
+    def start(self) -> int:
+        self.started_at = self.clock.now
+        return 1000 + self.trial.seq
+
+    def _elapsed(self) -> float:
+        return (self.terminated_at if self.terminated_at is not None else self.clock.now) - self.started_at
+
+    def poll(self) -> int | None:
+        if self.terminated_at is not None:
+            return -signal.SIGTERM
+        if self.script.exit_at is not None and self._elapsed() >= self.script.exit_at:
+            return self.script.code
+        return None
+
+    def new_epochs(self) -> list[dict[str, Any]]:
+        done = [t for t in self.script.epochs if t <= self._elapsed()]
+        out = [record(i + 1, len(self.script.epochs), t) for i, t in enumerate(done)][self.read :]
+        self.read = len(done)
+        return out
+
+    def terminate(self, grace: float) -> None:
+        if self.terminated_at is None:
+            self.terminated_at = self.clock.now
+
+    def summary(self) -> dict[str, Any]:
+        return {"best_acc": 50.0 + len(self.script.epochs)}
+
+    def error(self) -> str:
+        return "hpsearch train: error: boom"
+
+
+def record(epoch: int, epochs: int, t: float) -> dict[str, Any]:
+    return {"epoch": epoch, "val_acc": 10.0 * epoch, "best_acc": 10.0 * epoch, "lr": 0.1, "img_per_sec": 1234.5,
+            "epoch_time": 10.0}  # fmt: skip
+
+
+@dataclass
+class FakeController:
+    """Hands out one trial per script, in order; records what the agent tells it."""
+
+    scripts: list[Script]
+    agent_id: str = "agent-1"
+    stopper: str = "hyperband"
+    done: bool = False
+    stop_after: dict[str, int] = field(default_factory=dict)  # trial id -> stop once it recorded this many epochs
+    unavailable: tuple[float, float] | None = None  # (from, until) on the clock: the database does not answer
+    taken: set[str] = field(default_factory=set)  # trials another agent took over
+    lost: str | None = None
+    clock: Clock | None = None
+    claims: list[tuple[int, Trial]] = field(default_factory=list)
+    epochs: dict[str, list[int]] = field(default_factory=dict)
+    finished: dict[str, tuple] = field(default_factory=dict)
+    beats: list[float] = field(default_factory=list)
+
+    def _check(self, trial_id: str | None = None) -> None:
+        if self.unavailable and self.unavailable[0] <= self.clock.now < self.unavailable[1]:
+            raise StoreUnavailable("db: cannot write: connection refused")
+        if trial_id in self.taken:
+            raise NotOwner(trial_id)
+
+    def next_trial(self, slot: int) -> Claim | None:
+        self._check()
+        if len(self.claims) == len(self.scripts):
+            self.done = True
+            return None
+        n = len(self.claims) + 1
+        trial = Trial(f"t{n}", "s", n, {"lr": 0.1 * n, "epochs": len(self.scripts[n - 1].epochs)}, State.RUNNING)
+        self.claims.append((slot, trial))
+        return Claim(trial, "started")
+
+    def started(self, trial: Trial, pgid: int) -> None:
+        self._check(trial.id)
+
+    def record_epoch(self, trial: Trial, record: dict[str, Any]) -> None:
+        self._check(trial.id)
+        self.epochs.setdefault(trial.id, []).append(record["epoch"])
+
+    def should_stop(self, trial: Trial) -> bool:
+        return len(self.epochs.get(trial.id, [])) >= self.stop_after.get(trial.id, 10**9)
+
+    def beat(self, trials: list[Trial]) -> list[str]:
+        if self.lost:
+            raise Lost(self.lost)
+        self._check()
+        self.beats.append(self.clock.now)
+        return [t.id for t in trials if t.id in self.taken]
+
+    def finish(self, trial: Trial, state: State, exit_code=None, error=None, summary=None) -> None:  # noqa: ANN001
+        self._check(trial.id)
+        self.finished[trial.id] = (state, exit_code, error, summary)
+
+    def close(self) -> None:
+        pass
+
+
+def make(scripts: list[Script], slots: int = 1, **kw: Any) -> tuple[Agent, FakeController, dict[str, FakeProc], list]:
+    clock = Clock()
+    controller = FakeController(scripts, clock=clock)
+    procs: dict[str, FakeProc] = {}
+    lines: list[str] = []
+
+    def launch(trial: Trial, slot: Slot) -> FakeProc:
+        procs[trial.id] = FakeProc(clock, trial, slot, scripts[trial.seq - 1])
+        return procs[trial.id]
+
+    options = {"grace": 2.0, "hang_timeout": 30.0, "stale_after": 60.0, "heartbeat": 5.0, "poll": 0.5, **kw}
+    agent = Agent(controller, [Slot([i], 1) for i in range(slots)], launch, echo=lines.append, clock=clock,
+                  sleep=clock.sleep, **options)  # fmt: skip
+    return agent, controller, procs, lines
+
+
+def test_three_failures_before_any_success_stop_the_agent():
+    agent, controller, procs, lines = make([Script([], exit_at=1.0, code=1)] * 5)
+    assert agent.run() == 1
+    assert len(controller.claims) == 3  # no fourth trial
+    assert [f[0] for f in controller.finished.values()] == [State.FAILED] * 3
+    assert controller.finished["t1"][2] == "hpsearch train: error: boom"
+    assert lines[-1] == "agent: 3 trials failed in a row at the start; stopping (see their errors above)"
+
+
+def test_a_success_first_lets_the_agent_go_on_through_failures():
+    agent, controller, *_ = make([Script([1.0], exit_at=1.5)] + [Script([], exit_at=1.0, code=1)] * 4)
+    assert agent.run() == 0
+    assert len(controller.claims) == 5
+
+
+def test_count_limits_the_trials_started():
+    agent, controller, *_ = make([Script([1.0], exit_at=1.0)] * 5, count=2)
+    assert agent.run() == 0
+    assert [t.id for _, t in controller.claims] == ["t1", "t2"]
+    assert not controller.done
+
+
+def test_progress_lines_carry_the_epoch_numbers_and_an_eta_from_the_trainers_epoch_times():
+    agent, controller, procs, lines = make([Script([10.0, 20.0, 30.0], exit_at=30.5)])
+    assert agent.run() == 0
+    progress = [line for line in lines if line.startswith("[t1 ")]
+    assert progress == [
+        "[t1 GPU 0] epoch 1/3  val_acc 10.00  best 10.00  lr 0.1  1,234 img/s  eta 20s",
+        "[t1 GPU 0] epoch 2/3  val_acc 20.00  best 20.00  lr 0.1  1,234 img/s  eta 10s",
+        "[t1 GPU 0] epoch 3/3  val_acc 30.00  best 30.00  lr 0.1  1,234 img/s  eta 0s",
+    ]
+    assert lines[0] == "trial t1 started on GPU 0: lr=0.1 epochs=3"
+    assert lines[-1] == "trial t1 finished: best_acc=53.00"
+    assert controller.epochs["t1"] == [1, 2, 3]
+    assert controller.finished["t1"] == (State.FINISHED, 0, None, {"best_acc": 53.0})
+
+
+@pytest.mark.parametrize(
+    "epochs, limit",
+    [
+        ([], 3 * 30.0),  # before the first epoch: 3x the timeout (30 s)
+        ([5.0, 10.0], 30.0),  # 5 s epochs: 5 x 5 s is less than the timeout, which holds
+        ([10.0, 20.0], 5 * 10.0),  # 10 s epochs: 5 x 10 s (the first epoch's wait includes start-up: not counted)
+        ([10.0, 30.0], 5 * 20.0),  # its slowest epoch, 20 s
+    ],
+)
+def test_the_hang_limit_is_the_timeout_or_five_slowest_epochs_and_three_times_that_before_the_first(
+    epochs: list[float], limit: float
+):
+    agent, controller, procs, lines = make([Script(epochs)])
+    assert agent.run() == 0  # one failure does not stop the agent; then the sweep is done
+    proc = procs["t1"]
+    last = epochs[-1] if epochs else 0.0
+    assert last + limit < proc.terminated_at - proc.started_at <= last + limit + 0.5  # the first look past it
+    assert controller.finished["t1"][:3] == (
+        State.FAILED, -signal.SIGTERM, f"no progress for {limit:.0f} s after epoch {len(epochs)}"
+    )  # fmt: skip
+    assert lines[-1] == f"trial t1 failed: no progress for {limit:.0f} s after epoch {len(epochs)}; ended its processes"
+
+
+def test_a_stop_from_the_controller_ends_only_that_trial_and_records_its_last_epoch():
+    agent, controller, procs, lines = make([Script([1.0, 2.0, 3.0, 4.0], exit_at=4.5)] * 2, slots=2)
+    controller.stop_after = {"t2": 2}
+    assert agent.run() == 0
+    assert procs["t2"].terminated_at is not None and procs["t1"].terminated_at is not None  # t1: after it exited
+    state, _, _, summary = controller.finished["t2"]
+    assert state == State.STOPPED and summary["epoch"] == 2
+    assert controller.finished["t1"][0] == State.FINISHED
+    assert "trial t2 stopped early by hyperband after epoch 2" in lines
+
+
+def test_slots_run_trials_at_once_each_in_its_own_slot():
+    agent, controller, procs, lines = make([Script([5.0], exit_at=5.0)] * 4, slots=2)
+    assert agent.run() == 0
+    assert [slot for slot, _ in controller.claims] == [0, 1, 0, 1]
+    assert [procs[f"t{i}"].slot.gpus for i in (1, 2, 3, 4)] == [[0], [1], [0], [1]]
+    assert procs["t1"].started_at == procs["t2"].started_at  # the second did not wait for the first
+    assert "trial t2 started on GPU 1: lr=0.2 epochs=1" in lines
+
+
+def test_a_signal_preempts_every_running_trial():
+    agent, controller, procs, lines = make([Script([1.0, 2.0, 3.0, 50.0], exit_at=60)] * 2, slots=2)
+    agent.clock.at[2.2] = lambda: setattr(agent, "signum", signal.SIGTERM)
+    assert agent.run() == 128 + signal.SIGTERM
+    for t in ("t1", "t2"):
+        assert procs[t].terminated_at == pytest.approx(2.5)
+        assert controller.finished[t] == (State.PREEMPTED, 143, "the agent was interrupted", None)
+        assert controller.epochs[t] == [1, 2]
+    assert len(controller.claims) == 2
+
+
+def test_an_unreachable_database_is_ridden_through_and_the_records_catch_up():
+    agent, controller, procs, lines = make([Script([5.0, 10.0, 15.0, 20.0], exit_at=20.5)])
+    controller.unavailable = (6.0, 16.0)
+    assert agent.run() == 0
+    assert procs["t1"].terminated_at > 20  # ran to its end: only ended after it exited
+    assert controller.epochs["t1"] == [1, 2, 3, 4]  # every epoch recorded, the ones of the outage after it
+    assert controller.finished["t1"][0] == State.FINISHED
+    down = [line for line in lines if line.startswith("agent: the sweep database")]
+    assert len(down) == 2
+    assert down[0].startswith("agent: the sweep database is unreachable (db: cannot write: connection refused); ")
+    assert re.fullmatch(r"agent: the sweep database answers again, after 1[0-6] s", down[1])
+
+
+def test_an_agent_that_cannot_renew_its_lease_ends_its_trials_before_the_lease_lapses():
+    agent, controller, procs, lines = make([Script([5.0] + [10.0 * i for i in range(1, 30)])], stale_after=60.0)
+    controller.unavailable = (7.0, 10**9)
+    assert agent.run() == 1
+    renewed = max(controller.beats)
+    lease = lease_for(60.0, 2.0, 0.5)
+    assert lease == 60.0 - 2.0 - defaults.DB_RETRY - 1.0 > 0
+    ended = procs["t1"].terminated_at
+    assert renewed + lease < ended <= renewed + lease + 1.5  # given up on the first look past the lease
+    assert ended + agent.grace < renewed + 60.0  # ... and ended before the others may count it crashed
+    assert "t1" not in controller.finished  # nothing could be recorded
+    assert re.fullmatch(
+        r"the sweep database did not answer for \d+ s \(db: cannot write: connection refused\); this agent's lease "
+        r"on its trials lapsed; ended trial t1",
+        agent.error,
+    )
+
+
+def test_a_trial_taken_over_by_another_agent_is_ended_here_and_records_nothing():
+    agent, controller, procs, lines = make([Script([5.0, 10.0, 15.0], exit_at=15.5)] * 2)
+    agent.clock.at[7.0] = lambda: controller.taken.add("t1")
+    assert agent.run() == 0
+    assert procs["t1"].terminated_at < 7.0 + agent.heartbeat + 0.5
+    assert "t1" not in controller.finished and controller.epochs["t1"] == [1]
+    assert (
+        "trial t1: another agent took it over while this one could not renew its lease; ended this copy without "
+        "recording anything"
+    ) in lines
+    assert controller.finished["t2"][0] == State.FINISHED  # the slot went on with the next trial
+
+
+def test_a_lost_controller_ends_every_trial_at_once():
+    agent, controller, procs, lines = make([Script([5.0, 10.0, 15.0], exit_at=15.5)] * 2, slots=2)
+    agent.clock.at[6.0] = lambda: setattr(controller, "lost", "lost the W&B server at http://x: connection refused")
+    assert agent.run() == 1
+    for t in ("t1", "t2"):
+        assert procs[t].terminated_at <= 6.0 + agent.heartbeat + 0.5
+        assert controller.finished[t][0] == State.CRASHED
+    assert agent.error == "lost the W&B server at http://x: connection refused; ended trials t1, t2"
+
+
+def test_no_trial_is_claimed_that_could_not_start_before_the_allocation_ends():
+    agent, controller, procs, lines = make([Script([30.0], exit_at=30.0)] * 5, ends_at=200.0)
+    assert agent.run() == 0
+    starts = [p.started_at for p in procs.values()]
+    assert starts == [0.0, 30.5, 61.0]  # the next would start at 91.5, within 120 s of the end
