@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import plotly
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.colors import qualitative, sample_colorscale
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
@@ -195,13 +196,14 @@ def render_html(data: dict[str, Any]) -> str:
     )
 
 
-def history_figure(data: dict[str, Any]) -> go.Figure | None:
+def history_figure(data: dict[str, Any]) -> dict[str, Any] | None:
     """train_loss, val_loss and val_acc per epoch, every trial overlaid in its colour (best thickest, on top);
     a trial that ended before its planned epochs ends in a cross. None before any epoch is recorded."""
     trials = [t for t in data["trials"] if t["history"]]
     if not trials:
         return None
     fig = make_subplots(rows=1, cols=len(HISTORY_PANELS), subplot_titles=[p[1] for p in HISTORY_PANELS])
+    traces = []
     for t in reversed(trials):  # the best last, so it is drawn over the others
         best = t is data["best"]
         epochs = [r["epoch"] for r in t["history"]]
@@ -213,20 +215,22 @@ def history_figure(data: dict[str, Any]) -> go.Figure | None:
         }
         label = f"{t['id']} ({t['state']}{', best' if best else ''})"
         for col, (key, _) in enumerate(HISTORY_PANELS, 1):
-            fig.add_trace(
-                go.Scatter(
-                    x=epochs,
-                    y=[r.get(key) for r in t["history"]],
-                    name=label,
-                    legendgroup=t["id"],
-                    showlegend=col == 1,
-                    mode="lines+markers",
-                    line={"color": t["color"], "width": 4 if best else 2},
-                    marker=marker,
-                    hovertemplate=f"{_esc(t['id'])}<br>epoch %{{x}}<br>{key} %{{y:.4g}}<extra></extra>",
-                ),
-                row=1,
-                col=col,
+            axis = "" if col == 1 else str(col)
+            traces.append(
+                {
+                    "type": "scatter",
+                    "xaxis": f"x{axis}",
+                    "yaxis": f"y{axis}",
+                    "x": epochs,
+                    "y": [r.get(key) for r in t["history"]],
+                    "name": label,
+                    "legendgroup": t["id"],
+                    "showlegend": col == 1,
+                    "mode": "lines+markers",
+                    "line": {"color": t["color"], "width": 4 if best else 2},
+                    "marker": marker,
+                    "hovertemplate": f"{_esc(t['id'])}<br>epoch %{{x}}<br>{key} %{{y:.4g}}<extra></extra>",
+                }
             )
     for col in (1, 2):  # losses: a diverging trial's spike would flatten everyone else's curve on a linear axis
         fig.update_yaxes(type="log", row=1, col=col)
@@ -239,10 +243,18 @@ def history_figure(data: dict[str, Any]) -> go.Figure | None:
         margin={"t": 40, "b": 40, "l": 50, "r": 20},
         legend={"traceorder": "reversed", "title": {"text": "trial (state)"}},
     )
-    return fig
+    return _with_traces(fig, traces)
 
 
-def parallel_figure(data: dict[str, Any]) -> go.Figure | None:
+def _with_traces(fig: go.Figure, traces: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figure (its layout, built with plotly's checks) as JSON with `traces` added as they are: plotly would
+    check each of thousands of traces field by field, most of a big sweep's report time."""
+    out = fig.to_plotly_json()
+    out["data"] = [*out["data"], *traces]
+    return out
+
+
+def parallel_figure(data: dict[str, Any]) -> dict[str, Any] | None:
     """Parallel coordinates: one axis per varying parameter, then the metric; one line per trial with a
     metric value, coloured by it. Drawn with SVG lines, not plotly's WebGL parcoords. None if no trial has
     a value."""
@@ -266,20 +278,23 @@ def parallel_figure(data: dict[str, Any]) -> go.Figure | None:
             )
     lo, hi = min(columns[-1]), max(columns[-1])
     scale = "Viridis_r" if metric["goal"] == "minimize" else "Viridis"  # the better, the brighter
+    shares = [(t["value"] - lo) / (hi - lo) if hi > lo else 1.0 for t in trials]
+    colors = sample_colorscale(scale, shares) if trials else []
+    traces = []
     for j, t in enumerate(trials):
         best = t is data["best"]
-        share = (t["value"] - lo) / (hi - lo) if hi > lo else 1.0
         values = "<br>".join(f"{_esc(n)} {_esc(fmt_value(c[j]))}" for n, c in zip(names, columns, strict=True))
-        fig.add_trace(
-            go.Scatter(
-                x=list(range(len(names))),
-                y=[ys[j] for ys in heights],
-                mode="lines+markers",
-                line={"color": sample_colorscale(scale, share)[0], "width": 5 if best else 2.5},
-                name=t["id"],
-                hovertemplate=f"<b>{_esc(t['id'])}</b><br>{values}<extra></extra>",
-                showlegend=False,
-            )
+        traces.append(
+            {
+                "type": "scatter",
+                "x": list(range(len(names))),
+                "y": [ys[j] for ys in heights],
+                "mode": "lines+markers",
+                "line": {"color": colors[j], "width": 5 if best else 2.5},
+                "name": t["id"],
+                "hovertemplate": f"<b>{_esc(t['id'])}</b><br>{values}<extra></extra>",
+                "showlegend": False,
+            }
         )
     fig.add_trace(  # no points: it only carries the colour bar
         go.Scatter(
@@ -295,7 +310,7 @@ def parallel_figure(data: dict[str, Any]) -> go.Figure | None:
     fig.update_xaxes(visible=False, range=[-0.4, len(names) - 0.8])
     fig.update_yaxes(visible=False, range=[-0.06, 1.14])
     fig.update_layout(template=TEMPLATE, height=420, margin={"t": 20, "b": 20, "l": 60, "r": 20})
-    return fig
+    return _with_traces(fig, traces)
 
 
 def _axis(values: list[Any]) -> tuple[list[float], list[tuple[float, str]]]:
@@ -411,10 +426,12 @@ def _errors_html(data: dict[str, Any]) -> str:
     return _section("Errors", "<dl>" + "\n".join(items) + "</dl>") if items else ""
 
 
-def _figure_html(fig: go.Figure | None, div_id: str, empty: str) -> str:
+def _figure_html(fig: dict[str, Any] | None, div_id: str, empty: str) -> str:
     if fig is None:
         return f"<p class=note>{_esc(empty)}</p>"
-    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG)
+    return pio.to_html(
+        fig, full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG, validate=False
+    )
 
 
 def _section(title: str, content: str) -> str:
