@@ -314,3 +314,12 @@ def test_no_trial_is_claimed_that_could_not_start_before_the_allocation_ends():
     assert agent.run() == 0
     starts = [p.started_at for p in procs.values()]
     assert starts == [0.0, 30.5, 61.0]  # the next would start at 91.5, within 120 s of the end
+
+
+def test_an_idle_agent_whose_database_stays_away_gives_up_after_as_long():
+    agent, controller, procs, lines = make([Script([5.0], exit_at=5.0)])
+    controller.unavailable = (0.0, 10**9)
+    assert agent.run() == 1 and not procs
+    assert re.fullmatch(r"the sweep database did not answer for \d+ s \(db: cannot write: connection refused\)",
+                        agent.error)  # fmt: skip
+    assert agent.clock.now <= agent.lease + 1.5

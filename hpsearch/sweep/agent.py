@@ -198,11 +198,8 @@ class Agent:
         except StoreUnavailable as e:
             self._unreachable(e)
             if self.clock() - self.last_renewal > self.lease:
-                self._give_up(
-                    f"the sweep database did not answer for {self.clock() - self.last_renewal:.0f} s ({e}); "
-                    "this agent's lease on its trials lapsed",
-                    record=False,
-                )
+                silent = f"the sweep database did not answer for {self.clock() - self.last_renewal:.0f} s ({e})"
+                self._give_up(silent + ("; this agent's lease on its trials lapsed" if self.running else ""), False)
                 return False
             self.next_beat = self.clock() + min(1.0, self.heartbeat)
             return True

@@ -452,7 +452,8 @@ class Store:
             raise NotOwner(trial_id)
 
     def heartbeat(self, agent: str, trial_ids: list[str]) -> list[str]:
-        """Renew the agent's lease on its running trials; returns those that are no longer its own."""
+        """Renew the agent's lease on its running trials; returns those that are no longer its own. With none, it
+        still finds out whether the database answers."""
 
         def beat() -> list[str]:
             lost = []
@@ -463,7 +464,7 @@ class Store:
                     lost.append(trial_id)
             return lost
 
-        return self.atomic(beat) if trial_ids else []
+        return self.atomic(beat)
 
     def set_process(self, trial_id: str, agent: str, pgid: int, host: str) -> None:
         """Where the trial's process group runs (a later agent on that host can end a stale copy of it)."""
