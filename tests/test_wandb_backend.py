@@ -18,8 +18,7 @@ import psutil
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import env, fast_params, live_in_group, stub_sweep
-from fakedata import write_cifar100
+from conftest import STUB, env, fast_params, live_in_group, stub_sweep
 from wandb_server import ENTITY, Run, WandbServer
 
 from hpsearch.cli import main
@@ -115,18 +114,14 @@ def epochs(history: list[dict]) -> list[int]:
     return [row["epoch"] for row in history]
 
 
-def test_a_grid_with_hyperband_runs_to_exhaustion(cifar_root: Path, tmp_path: Path, server: WandbServer, agents):
+def test_a_grid_with_hyperband_runs_to_exhaustion(tmp_path: Path, server: WandbServer, agents):
     # A good learning rate sets hyperband's bar at epoch 1 (eta 3: the best third go on); the second barely
     # learns. Its epochs take four times longer, so its stop lands in its epoch 2, unless epoch 1 came one late.
-    big = write_cifar100(tmp_path / "big", n_train=1024, n_test=101)
-    recipes = [{"lr": 0.1, "epochs": 2}, {"lr": 1e-5, "epochs": 30, "data_dir": str(big)}]
-    params = {**fast_params(cifar_root), "recipe": {"values": recipes}}
-    del params["epochs"]
+    recipes = [{"lr": 0.9, "epochs": 2, "epoch_s": 0.2}, {"lr": 0.001, "epochs": 30, "epoch_s": 1.5}]
     hyperband = {"type": "hyperband", "min_iter": 1, "eta": 3}
+    config = {"method": "grid", "program": str(STUB), "metric": METRIC, "early_terminate": hyperband}
     f = tmp_path / "sweep.yaml"
-    f.write_text(
-        yaml.safe_dump({"method": "grid", "metric": METRIC, "early_terminate": hyperband, "parameters": params})
-    )
+    f.write_text(yaml.safe_dump({**config, "parameters": {"recipe": {"values": recipes}}}))
     a = tmp_path / "a"
     p = cli("create-sweep", str(f), "--project", "proj", "--dir", str(a), cwd=tmp_path, server=server)
     (sweep_id,) = server.sweeps
