@@ -97,7 +97,7 @@ def test_a_crashed_trial_resumes_from_its_checkpoint_until_the_retry_limit(tmp_p
     rows = sqlite3.connect(db).execute("SELECT * FROM trials").fetchall()
     p = run_status(tmp_path, sweep_id, e)
     assert sqlite3.connect(db).execute("SELECT * FROM trials").fetchall() == rows
-    assert re.search(rf"^{sweep_id}-1\s+running \(agent quiet [3-9]s\)\s", p, re.M), p
+    assert re.search(rf"^{sweep_id}-1\s+running \(agent quiet \d+s\)\s", p, re.M), p
 
     # The next agent resumes it after its last checkpoint; killed again, it has crashed twice.
     cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
