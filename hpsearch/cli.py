@@ -168,14 +168,20 @@ def agent(ctx: click.Context, sweep_id: str, store_dir: Path, db: str | None, **
 
     store, sweep = _open_sweep("agent", store_dir, db, sweep_id, remote_ok=True)
     given = frozenset(k for k in options if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT)
+    gave_up: list[str] = []
+
+    def fail(why: str) -> None:
+        gave_up.append(why)
+        click.echo(f"hpsearch agent: error: {why}", err=True)
+
     try:
-        code = run_agent(store, sweep, AgentOptions(**options, given=given), click.echo, _fail("agent"))
+        code = run_agent(store, sweep, AgentOptions(**options, given=given), click.echo, fail)
     except AgentError as e:
         raise click.UsageError(str(e)) from None
     except ServerError as e:
         click.echo(f"hpsearch agent: error: {e}", err=True)
         sys.exit(1)
-    if code in (0, 130, 143):  # the sweep's table as it now stands (after an error, its one line says it all)
+    if not gave_up:  # the sweep's table as it now stands (after giving up, its one line says it all)
         _print_table(store, sweep.id)
     sys.exit(code)
 
@@ -249,10 +255,6 @@ def slurm(
     click.echo(f"watch it:  squeue -j {job_id};  hpsearch status {sweep_id};  tail -f {job.log_dir}/{job_id}_*.out")
     click.echo(f"cancel it: scancel {job_id}  (its trials are recorded preempted; `sbatch {path}` resumes them)")
     click.echo(job_id)
-
-
-def _fail(command: str) -> Callable[[str], None]:
-    return lambda why: click.echo(f"hpsearch {command}: error: {why}", err=True)
 
 
 def _print_table(store: Store, sweep_id: str) -> None:

@@ -429,9 +429,7 @@ def _errors_html(data: dict[str, Any]) -> str:
 def _figure_html(fig: dict[str, Any] | None, div_id: str, empty: str) -> str:
     if fig is None:
         return f"<p class=note>{_esc(empty)}</p>"
-    return pio.to_html(
-        fig, full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG, validate=False
-    )
+    return pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG, validate=False)
 
 
 def _section(title: str, content: str) -> str:
