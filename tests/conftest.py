@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -104,6 +105,14 @@ def fast_params(cifar_root: Path, epochs: int = 2) -> dict:
         "aa": {"value": "none"},
         "warmup_epochs": {"value": 0},
     }
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 300) -> None:
+    """Poll `condition` until it holds; fail the test after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.1)
 
 
 def stub_sweep(method: str, epochs: int | dict = 2, epoch_s: float = 0.2, **parameters: dict) -> dict:

@@ -19,7 +19,7 @@ import psutil
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import env, hpsearch, live_in_group, stub_sweep
+from conftest import env, hpsearch, live_in_group, stub_sweep, wait_for
 from postgres import PostgresServer
 
 from hpsearch.sweep.store import Store
@@ -49,13 +49,6 @@ def start_agent(tmp_path: Path, sweep_id: str, db: str | None, machine: str = "m
     cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / machine), *args]
     e = env(**db_env(db), **extra)
     return subprocess.Popen(cmd, cwd=tmp_path, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(condition, timeout: float = 120) -> None:  # noqa: ANN001
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def epochs_done(store: Store, sweep_id: str) -> int:

@@ -8,13 +8,12 @@ import json
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 import yaml
-from conftest import env, fast_params, hpsearch, stub_sweep
+from conftest import env, fast_params, hpsearch, stub_sweep, wait_for
 from postgres import PASSWORD
 from slurm import SlurmCluster
 
@@ -46,13 +45,6 @@ def submit(tmp_path: Path, sweep_id: str, e: dict, *args: str) -> str:
     p = hpsearch("slurm", sweep_id, "--dir", str(tmp_path / "runs"), "--time", "10:00", *args, cwd=tmp_path, env=e)
     assert p.returncode == 0, p.stdout + p.stderr
     return p.stdout.strip().splitlines()[-1]
-
-
-def wait_for(condition, timeout: float = 180) -> None:  # noqa: ANN001
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 def logs(tmp_path: Path, sweep_id: str) -> str:

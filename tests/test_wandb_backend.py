@@ -10,15 +10,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import STUB, env, fast_params, live_in_group, stub_sweep
+from conftest import STUB, env, fast_params, live_in_group, stub_sweep, wait_for
 from wandb_server import ENTITY, Run, WandbServer
 
 from hpsearch.cli import main
@@ -96,13 +94,6 @@ def made_elsewhere(server: WandbServer, parameters: dict, **config) -> str:
     """A sweep made with `wandb sweep` or in the W&B UI: its path ENTITY/PROJECT/ID."""
     sweep = server.add_sweep({"method": "grid", "parameters": parameters, **config}, "proj")
     return f"{sweep.entity}/{sweep.project}/{sweep.id}"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def first_run(server: WandbServer) -> Run:
