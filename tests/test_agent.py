@@ -16,7 +16,7 @@ from hpsearch import defaults
 from hpsearch.sweep.agent import Agent, lease_for
 from hpsearch.sweep.controller import Claim, Lost
 from hpsearch.sweep.slots import Slot
-from hpsearch.sweep.store import NotOwner, State, StoreUnavailable, Trial
+from hpsearch.sweep.store import NotOwner, State, StoreError, StoreUnavailable, Trial
 
 
 class Clock:
@@ -323,3 +323,15 @@ def test_an_idle_agent_whose_database_stays_away_gives_up_after_as_long():
     assert re.fullmatch(r"the sweep database did not answer for \d+ s \(db: cannot write: connection refused\)",
                         agent.error)  # fmt: skip
     assert agent.clock.now <= agent.lease + 1.5
+
+
+def test_a_database_error_that_will_not_pass_ends_the_trials_with_one_line():
+    agent, controller, procs, lines = make([Script([5.0, 10.0, 15.0], exit_at=15.5)])
+
+    def dropped(trial: Trial, record: dict) -> None:
+        raise StoreError("db: cannot write: no such table: history")
+
+    controller.record_epoch = dropped
+    assert agent.run() == 1
+    assert procs["t1"].terminated_at == pytest.approx(5.0)
+    assert agent.error == "db: cannot write: no such table: history; ended trial t1"

@@ -307,3 +307,21 @@ def test_chaos_kills_freezes_and_restarts_lose_nothing_and_run_nothing_twice(tmp
     assert not stray, [p.info["cmdline"] for p in stray]
     assert json.loads(hpsearch("status", sweep_id, "--json", "--dir", str(tmp_path / "m0"), cwd=tmp_path,
                                env=env(**db_env(db))).stdout)["sweep"]["state"] == "finished"  # fmt: skip
+
+
+def test_a_database_error_that_will_not_pass_is_one_line_and_ends_the_trials(tmp_path: Path):
+    sweep_id = create(tmp_path, stub_sweep("grid", epochs=100, epoch_s=0.2, lr={"value": 0.1}))
+    store = Store(tmp_path / "m0")
+    agent = start_agent(tmp_path, sweep_id, None, "m0", "--grace", "1")
+    wait_for(lambda: epochs_done(store, sweep_id) >= 2)
+    (trial,) = store.trials(sweep_id)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE history"))  # what no retry cures
+    out, err = agent.communicate(timeout=60)
+    assert agent.returncode == 1 and "Traceback" not in out + err, out + err
+    (line,) = err.strip().splitlines()
+    assert line == (
+        f"hpsearch agent: error: {tmp_path / 'm0' / 'hpsearch.db'}: cannot write: no such table: history; "
+        f"ended trial {trial.id}"
+    )
+    assert not live_in_group(trial.pgid)

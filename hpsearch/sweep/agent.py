@@ -29,7 +29,7 @@ from hpsearch.sweep.controller import Controller, Lost
 from hpsearch.sweep.slots import Slot
 from hpsearch.sweep.spec import leaves
 from hpsearch.sweep.status import fmt_duration
-from hpsearch.sweep.store import NotOwner, State, StoreUnavailable, Trial
+from hpsearch.sweep.store import NotOwner, State, StoreError, StoreUnavailable, Trial
 from hpsearch.sweep.trial import TrialProcess, end_stale_copy
 
 Launch = Callable[[Trial, Slot], TrialProcess]  # the process that runs a trial in a slot (not yet started)
@@ -155,6 +155,9 @@ class Agent:
                     self._try(self._supervise, i)
             except Lost as e:
                 self._give_up(str(e), record=True)
+                return 1
+            except StoreError as e:  # one that will not pass (a wrong password, a dropped table, a full disk)
+                self._give_up(str(e), record=False)
                 return 1
             if not self.running and not self._claiming():
                 break
