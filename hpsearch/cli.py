@@ -235,6 +235,10 @@ def slurm(
                    f"{store.where}; keep the sweep in PostgreSQL (--db postgresql://USER@HOST/DBNAME; see README, "
                    "Many machines)", err=True)  # fmt: skip
         sys.exit(2)
+    if not store.postgres:
+        click.echo(f"hpsearch slurm: warning: its agent writes the SQLite store {store.where} from a compute node; "
+                   "read it there (status, report) or keep the sweep in PostgreSQL: SQLite is not safe across "
+                   "machines", err=True)  # fmt: skip
     passed = {"grace": grace, "hang-timeout": hang_timeout, "max-resumes": max_resumes}
     agent_args = [f"--{k}={v}" for k, v in passed.items() if v is not None]
     job = slurm_jobs.Job(sweep.id, store_dir, agent_args=tuple(agent_args), **options)

@@ -17,6 +17,7 @@ from hpsearch.sweep.agent import Agent, lease_for
 from hpsearch.sweep.controller import Claim, Lost
 from hpsearch.sweep.slots import Slot
 from hpsearch.sweep.store import NotOwner, State, StoreError, StoreUnavailable, Trial
+from hpsearch.sweep.trial import terminate_all
 
 
 class Clock:
@@ -52,10 +53,22 @@ class FakeProc:
         self.started_at: float | None = None
         self.terminated_at: float | None = None
         self.read = 0
+        self.ended = False
 
     def start(self) -> int:
         self.started_at = self.clock.now
-        return 1000 + self.trial.seq
+        return self.pgid
+
+    @property
+    def pgid(self) -> int:
+        return -1  # never a real group: nothing here sends a real signal
+
+    def send(self, sig: int) -> None:
+        if self.terminated_at is None:
+            self.terminated_at = self.clock.now
+
+    def alive(self) -> bool:
+        return False
 
     def _elapsed(self) -> float:
         return (self.terminated_at if self.terminated_at is not None else self.clock.now) - self.started_at
@@ -74,8 +87,7 @@ class FakeProc:
         return out
 
     def terminate(self, grace: float) -> None:
-        if self.terminated_at is None:
-            self.terminated_at = self.clock.now
+        terminate_all([self], grace)
 
     def summary(self) -> dict[str, Any]:
         return {"best_acc": 50.0 + len(self.script.epochs)}
@@ -96,8 +108,10 @@ class FakeController:
     scripts: list[Script]
     agent_id: str = "agent-1"
     stopper: str = "hyperband"
+    stops_anytime: bool = False
     done: bool = False
     stop_after: dict[str, int] = field(default_factory=dict)  # trial id -> stop once it recorded this many epochs
+    stop_now: set[str] = field(default_factory=set)  # trials a server said stop for
     unavailable: tuple[float, float] | None = None  # (from, until) on the clock: the database does not answer
     taken: set[str] = field(default_factory=set)  # trials another agent took over
     lost: str | None = None
@@ -106,6 +120,7 @@ class FakeController:
     epochs: dict[str, list[int]] = field(default_factory=dict)
     finished: dict[str, tuple] = field(default_factory=dict)
     beats: list[float] = field(default_factory=list)
+    abandoned: list[str] = field(default_factory=list)
 
     def _check(self, trial_id: str | None = None) -> None:
         if self.unavailable and self.unavailable[0] <= self.clock.now < self.unavailable[1]:
@@ -131,7 +146,7 @@ class FakeController:
         self.epochs.setdefault(trial.id, []).append(record["epoch"])
 
     def should_stop(self, trial: Trial) -> bool:
-        return len(self.epochs.get(trial.id, [])) >= self.stop_after.get(trial.id, 10**9)
+        return trial.id in self.stop_now or len(self.epochs.get(trial.id, [])) >= self.stop_after.get(trial.id, 10**9)
 
     def beat(self, trials: list[Trial]) -> list[str]:
         if self.lost:
@@ -143,6 +158,9 @@ class FakeController:
     def finish(self, trial: Trial, state: State, exit_code=None, error=None, summary=None) -> None:  # noqa: ANN001
         self._check(trial.id)
         self.finished[trial.id] = (state, exit_code, error, summary)
+
+    def abandon(self, trial: Trial) -> None:
+        self.abandoned.append(trial.id)
 
     def close(self) -> None:
         pass
@@ -250,7 +268,7 @@ def test_a_signal_preempts_every_running_trial():
     assert agent.run() == 128 + signal.SIGTERM
     for t in ("t1", "t2"):
         assert procs[t].terminated_at == pytest.approx(2.5)
-        assert controller.finished[t] == (State.PREEMPTED, 143, "the agent was interrupted", None)
+        assert controller.finished[t] == (State.PREEMPTED, 143, "the agent was interrupted", {})
         assert controller.epochs[t] == [1, 2]
     assert len(controller.claims) == 2
 
@@ -335,3 +353,29 @@ def test_a_database_error_that_will_not_pass_ends_the_trials_with_one_line():
     assert agent.run() == 1
     assert procs["t1"].terminated_at == pytest.approx(5.0)
     assert agent.error == "db: cannot write: no such table: history; ended trial t1"
+
+
+def test_a_stop_that_comes_between_epochs_is_acted_on_when_the_controller_says_stops_come_any_time():
+    agent, controller, procs, lines = make([Script([5.0, 20.0, 30.0], exit_at=30.5)])
+    controller.stops_anytime = True  # as a W&B server's stop, on a heartbeat
+    agent.clock.at[7.0] = lambda: controller.stop_now.add("t1")
+    assert agent.run() == 0
+    assert 7.0 <= procs["t1"].terminated_at <= 7.5
+    assert controller.finished["t1"][0] == State.STOPPED and controller.epochs["t1"] == [1]
+
+
+def test_a_trial_that_ended_while_the_database_was_away_is_recorded_as_it_ended_on_a_signal():
+    agent, controller, procs, lines = make([Script([2.0, 4.0], exit_at=4.5)] + [Script([50.0], exit_at=60)])
+    controller.unavailable = (3.0, 6.0)
+    agent.clock.at[6.2] = lambda: setattr(agent, "signum", signal.SIGINT)
+    assert agent.run() == 130
+    assert controller.finished["t1"] == (State.FINISHED, 0, None, {"best_acc": 52.0})  # not preempted
+    assert agent.preempted == [] and "trial t1 finished: best_acc=52.00" in lines
+    assert controller.epochs["t1"] == [1, 2]
+
+
+def test_a_taken_over_trial_frees_its_slot_in_the_controller():
+    agent, controller, procs, lines = make([Script([5.0, 10.0, 15.0], exit_at=15.5)] * 2)
+    agent.clock.at[7.0] = lambda: controller.taken.add("t1")
+    assert agent.run() == 0
+    assert controller.abandoned == ["t1"]

@@ -55,7 +55,7 @@ def gather(store: Store, sweep: Sweep) -> dict[str, Any]:
     data = status(store, sweep)
     data["sweep"]["metric_set"] = metric_set
     metric = data["sweep"]["metric"]["name"]
-    now = time.time()
+    now = store.clock()  # trials' times are the database's
     stored = store.trials(sweep.id)  # creation order, so a trial keeps its colour as the sweep grows
     color = {t.id: TRIAL_COLORS[i % len(TRIAL_COLORS)] for i, t in enumerate(stored)}
     running_for = {t.id: now - t.started for t in stored if t.state == "running" and t.started}

@@ -30,7 +30,7 @@ from hpsearch.sweep.slots import Slot
 from hpsearch.sweep.spec import leaves
 from hpsearch.sweep.status import fmt_duration
 from hpsearch.sweep.store import NotOwner, State, StoreError, StoreUnavailable, Trial
-from hpsearch.sweep.trial import TrialProcess, end_stale_copy
+from hpsearch.sweep.trial import TrialProcess, end_stale_copy, terminate_all
 
 Launch = Callable[[Trial, Slot], TrialProcess]  # the process that runs a trial in a slot (not yet started)
 
@@ -60,6 +60,7 @@ class Running:
     epoch_times: list[float] = field(default_factory=list)  # the trainer's own, for the ETA
     pending: list[dict[str, Any]] = field(default_factory=list)  # epochs read, not yet on record
     last: dict[str, Any] = field(default_factory=dict)  # the latest epoch read
+    registered: bool = False  # the controller knows its process group
     outcome: Outcome | None = None
 
     def hang_limit(self, timeout: float) -> float:
@@ -150,7 +151,8 @@ class Agent:
             try:
                 if not self._keep_lease():
                     return 1
-                self._try(self._claim)
+                if self.unreachable_since is None:  # no claims while the database does not answer
+                    self._try(self._claim)
                 for i in list(self.running):
                     self._try(self._supervise, i)
             except Lost as e:
@@ -225,22 +227,25 @@ class Agent:
     def _taken_over(self, i: int) -> None:
         rn = self.running.pop(i)
         rn.proc.terminate(self.grace)
+        self.controller.abandon(rn.trial)
         self.echo(
             f"trial {rn.trial.id}: another agent took it over while this one could not renew its lease; "
             "ended this copy without recording anything"
         )
 
     def _give_up(self, why: str, record: bool) -> None:
-        """End every trial (they resume elsewhere from their checkpoints) and leave `why` for stderr."""
-        ids = []
+        """End every trial (they resume elsewhere from their checkpoints) and leave `why` for stderr. With `record`
+        (the store still answers) they are recorded crashed, or as they ended if they had."""
+        terminate_all([rn.proc for rn in self.running.values()], self.grace)
+        ids = [rn.trial.id for rn in self.running.values()]
+        for rn in self.running.values() if record else ():
+            out = rn.outcome or Outcome(State.CRASHED, rn.proc.poll(), why, {}, "")
+            try:
+                self.controller.finish(rn.trial, out.state, out.exit_code, out.error, out.summary)
+            except (StoreError, NotOwner):
+                pass
         for rn in self.running.values():
-            rn.proc.terminate(self.grace)
-            ids.append(rn.trial.id)
-            if record:
-                try:
-                    self.controller.finish(rn.trial, State.CRASHED, rn.proc.poll(), why)
-                except (StoreUnavailable, NotOwner):
-                    pass
+            self.controller.abandon(rn.trial)
         self.running.clear()
         self.error = why + (f"; ended trial{'s' * (len(ids) > 1)} {', '.join(ids)}" if ids else "")
 
@@ -266,7 +271,7 @@ class Agent:
             # A frozen agent's copy that may still run here: it must not write into the folder the resumed one uses.
             if end_stale_copy(trial.pgid, proc.dir, self.grace):
                 self.echo(f"trial {trial.id}: ended the copy its previous agent left running")
-        pgid = proc.start()
+        proc.start()
         params = leaves(trial.params)
         workers = f" x{slot.nproc}" if slot.gpus is None else ""
         where = slot.where.replace(" (", f"{workers} (") if slot.nodes > 1 else slot.where + workers
@@ -274,9 +279,15 @@ class Agent:
         epochs = params.get("epochs", DEFAULTS["epochs"])
         self.running[i] = Running(trial, proc, slot, epochs, trial.epochs if how == "resumed" else 0, self.clock())
         try:
-            self.controller.started(trial, pgid)
+            self._register(self.running[i])
         except NotOwner:
             self._taken_over(i)
+
+    def _register(self, rn: Running) -> None:
+        """Tell the controller where the trial's processes run, once (it waits if the database does not answer)."""
+        if not rn.registered:
+            self.controller.started(rn.trial, rn.proc.pgid)
+            rn.registered = True
 
     def _read(self, rn: Running) -> bool:
         """Take the epochs that appeared in the trial's metrics file and announce the new ones; whether any came."""
@@ -300,17 +311,21 @@ class Agent:
         """Record the trial's new epochs; end it if it exited, the controller stops it, or it hangs; record how it
         ended. A record that cannot be written now waits for the next round."""
         rn = self.running[i]
+        offline = self.unreachable_since is not None  # records wait for the heartbeat to get through again
         try:
             if rn.outcome is None:
                 new = self._read(rn)
-                try:
-                    self._record(rn)
-                except StoreUnavailable as e:  # the watchdog and exits are still seen to; stop decisions wait
-                    self._unreachable(e)
-                    new = False
+                if not offline:
+                    try:
+                        self._register(rn)
+                        self._record(rn)
+                    except StoreUnavailable as e:  # the watchdog and exits are still seen to; stop decisions wait
+                        self._unreachable(e)
+                        new = False
                 rn.outcome = self._ended(rn, new)
-            if rn.outcome is None:
+            if rn.outcome is None or offline:
                 return
+            self._register(rn)
             self._record(rn)
             out = rn.outcome
             self.controller.finish(rn.trial, out.state, out.exit_code, out.error, out.summary)
@@ -324,7 +339,8 @@ class Agent:
         """How the trial ended, once its processes are gone; None while it runs on."""
         trial, proc = rn.trial, rn.proc
         code = proc.poll()
-        if code is None and new_epochs and self.controller.should_stop(trial):
+        asked = new_epochs or self.controller.stops_anytime
+        if code is None and asked and self.unreachable_since is None and self.controller.should_stop(trial):
             proc.terminate(self.grace)
             self.successes += 1
             message = f"trial {trial.id} stopped early by {self.controller.stopper} after epoch {rn.seen}"
@@ -344,31 +360,35 @@ class Agent:
         if code == 0:
             self.successes += 1
             summary = proc.summary()
-            best = f"best_acc={summary.get('best_acc', float('nan')):.2f}"
-            return Outcome(State.FINISHED, 0, None, summary, f"trial {trial.id} finished: {best}")
+            best = summary.get("best_acc")
+            said = f": best_acc={best:.2f}" if isinstance(best, (int, float)) else ""
+            return Outcome(State.FINISHED, 0, None, summary, f"trial {trial.id} finished{said}")
         self.failures += 1
         error = proc.error() or f"exit code {code}"
         return Outcome(State.FAILED, code, error, {}, f"trial {trial.id} failed: {error}")
 
     def _preempt_all(self) -> None:
-        """Ctrl-C or SIGTERM: end every trial and record it preempted, for the next agent to resume."""
+        """Ctrl-C or SIGTERM: end every trial and record it preempted, for the next agent to resume (one that had
+        already ended, its end waiting for the database, is recorded as it ended)."""
+        terminate_all([rn.proc for rn in self.running.values()], self.grace)
+        why = "the agent was interrupted"
+        if self.signum == signal.SIGUSR1:
+            why = "the agent's SLURM job reached its time-limit warning"
         for rn in self.running.values():
-            rn.proc.terminate(self.grace)
+            out = rn.outcome or Outcome(State.PREEMPTED, 128 + (self.signum or 0), why, {}, "")
             if rn.outcome is None:
                 self._read(rn)
             try:
                 self._record(rn)
-                why = (
-                    "the agent's SLURM job reached its time-limit warning"
-                    if self.signum == signal.SIGUSR1
-                    else "the agent was interrupted"
-                )
-                self.controller.finish(rn.trial, State.PREEMPTED, 128 + (self.signum or 0), why)
+                self.controller.finish(rn.trial, out.state, out.exit_code, out.error, out.summary)
             except NotOwner:
                 continue
             except StoreUnavailable as e:
                 print(f"hpsearch agent: warning: trial {rn.trial.id} could not be recorded preempted ({e}); it "
                       "counts as crashed once its heartbeats stop, and resumes then", file=sys.stderr)  # fmt: skip
+                continue
+            if rn.outcome:
+                self.echo(rn.outcome.message)
                 continue
             self.preempted.append(rn.trial.id)
             self.echo(f"trial {rn.trial.id} preempted; the next agent on this sweep resumes it from its checkpoint")

@@ -32,6 +32,7 @@ class Controller(Protocol):
 
     agent_id: str  # who holds the trials this controller hands out
     stopper: str  # who stops trials early, as the agent's lines name it
+    stops_anytime: bool  # a stop may come at any moment (a server's), not only after a new epoch of the trial
     done: bool  # nothing more will be handed out (grid exhausted, run_cap reached, the server said exit)
 
     def next_trial(self, slot: int) -> Claim | None:
@@ -58,6 +59,9 @@ class Controller(Protocol):
         summary: dict[str, Any] | None = None,
     ) -> None:
         """The trial ended in `state`."""
+
+    def abandon(self, trial: Trial) -> None:
+        """The agent ended the trial without recording it (taken over by another agent, or the agent gave up)."""
 
     def close(self) -> None:
         """The agent is done with the controller (a W&B controller whose server is gone ends the process: exit 1)."""

@@ -57,6 +57,7 @@ class LocalController:
         self.config = sweeps.SweepConfig(sweep.config)  # validated, with the engine's defaults filled in
         self.metric: str | None = (self.config.get("metric") or {}).get("name")
         self.done = False
+        self.stops_anytime = False  # hyperband decides on new epochs
         self.stopper = (self.config.get("early_terminate") or {}).get("type", "early_terminate")
         # trial -> (revision, its metric history as the engine reads it, the same filtered as the engine filters it)
         self._series: dict[str, tuple[int, list[dict[str, float]], list[float]]] = {}
@@ -139,6 +140,9 @@ class LocalController:
         summary: dict[str, Any] | None = None,
     ) -> None:
         self.store.end(trial.id, state, self.agent_id, exit_code, error, summary)
+
+    def abandon(self, trial: Trial) -> None:
+        pass
 
     def close(self) -> None:
         pass

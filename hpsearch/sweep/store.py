@@ -14,7 +14,8 @@ trial, grid point or preempted trial, and run_cap holds exactly.
 A running trial is held by one agent under a lease: the agent renews its heartbeat, and every write about the
 trial checks in the same transaction that the trial is still running under that agent (`NotOwner` otherwise),
 so a copy whose lease lapsed while another agent took the trial over can never overwrite the new owner's
-records. Heartbeats and the crash cutoff use the database's clock, so agents' clocks need not agree.
+records. A trial's times (start, heartbeats, end) and the crash cutoff use the database's clock, so agents' clocks
+need not agree.
 """
 
 from __future__ import annotations
@@ -373,16 +374,20 @@ class Store:
         the suggestion must be made again."""
 
         def add() -> Trial | None:
+            if trial_id:  # a W&B run's trial: one this agent added before a commit whose answer was lost is its own
+                mine = self._exec("SELECT * FROM trials WHERE id = :id AND agent = :agent", id=trial_id, agent=agent)
+                if (row := mine.mappings().first()) is not None:
+                    return _trial(row)
             count, seq = self._exec(
                 "SELECT COUNT(*), COALESCE(MAX(seq), 0) + 1 FROM trials WHERE sweep_id = :s", s=sweep_id
             ).one()
             if after is not None and count != after:
                 return None
-            now = time.time()
+            now = self._exec(f"SELECT {self.now}").scalar_one()  # the database's clock, as the heartbeats
             trial = Trial(trial_id or f"{sweep_id}-{seq}", sweep_id, seq, params, State.RUNNING, agent, now, now)
             self._exec(
                 "INSERT INTO trials (id, sweep_id, seq, params, state, agent, created, started, heartbeat) "
-                f"VALUES (:id, :sweep_id, :seq, :params, 'running', :agent, :now, :now, {self.now})",
+                "VALUES (:id, :sweep_id, :seq, :params, 'running', :agent, :now, :now, :now)",
                 id=trial.id,
                 sweep_id=sweep_id,
                 seq=seq,
@@ -414,13 +419,13 @@ class Store:
 
         def claim() -> bool:
             changed = self._exec(
-                "UPDATE trials SET state = 'running', agent = :agent, started = :started, "
+                f"UPDATE trials SET state = 'running', agent = :agent, started = {self.now}, "
                 f"heartbeat = {self.now}, ended = NULL, exit_code = NULL, error = NULL, "  # pgid, host: the old copy's
                 "resumes = resumes + 1"
                 + (", epochs = 0, summary = '{}', revision = revision + 1" if restart else "")
-                + " WHERE id = :id AND state = :state",
+                # (or it is already this agent's: a retry after a commit whose answer was lost)
+                + " WHERE id = :id AND (state = :state OR (state = 'running' AND agent = :agent))",
                 agent=agent,
-                started=time.time(),
                 id=trial.id,
                 state=str(trial.state),
             ).rowcount
@@ -514,20 +519,17 @@ class Store:
     ) -> None:
         """Record the end of `agent`'s trial; its runtime grows by the time since it (re)started."""
         assert state in State and state != State.RUNNING, state
-        now = time.time()
 
         def end() -> None:
-            self._own(trial_id, agent)
+            self._own(trial_id, agent)  # (its heartbeat is now the database's present time)
             t = self.trial(trial_id)
             self._exec(
-                "UPDATE trials SET state = :state, ended = :now, exit_code = :code, error = :error, "
-                "summary = :summary, runtime = :runtime WHERE id = :id",
+                "UPDATE trials SET state = :state, ended = heartbeat, exit_code = :code, error = :error, "
+                "summary = :summary, runtime = runtime + heartbeat - COALESCE(started, heartbeat) WHERE id = :id",
                 state=str(state),
-                now=now,
                 code=exit_code,
                 error=error,
                 summary=json.dumps({**t.summary, **(summary or {})}),
-                runtime=t.runtime + now - (t.started or now),
                 id=trial_id,
             )
 
@@ -592,12 +594,20 @@ def _postgres_engine(db: str) -> sa.Engine:
         raise StoreError(f"--db: {redact(db)} names no database; allowed: {URL_FORM}")
     # psycopg 3 whatever driver the URL names; pool_pre_ping replaces connections a server restart closed. A lock
     # waited for too long, or a transaction left open by a frozen agent, is given up by the server (and retried
-    # by us), so one stuck agent cannot hold the sweep's lock for the others.
+    # by us), so one stuck agent cannot hold the sweep's lock for the others. A connection whose server vanished
+    # from the network without closing it fails within seconds (TCP keepalives; unacknowledged data), not after
+    # the kernel's quarter of an hour: an agent must hear of it while its lease holds.
     options = "-c lock_timeout=5000 -c idle_in_transaction_session_timeout=20000"
+    tcp = {"keepalives": 1, "keepalives_idle": 3, "keepalives_interval": 1, "keepalives_count": 3}
     return sa.create_engine(
         url.set(drivername="postgresql+psycopg"),
         pool_pre_ping=True,
-        connect_args={"connect_timeout": max(2, round(DB_RETRY)), "options": options},
+        connect_args={
+            "connect_timeout": max(2, round(DB_RETRY)),
+            "options": options,
+            "tcp_user_timeout": round(DB_RETRY * 1000),
+            **tcp,
+        },
     )
 
 

@@ -78,6 +78,7 @@ class TrialProcess:
         if slot.cpus:
             self.env["HPSEARCH_CPUS"] = ",".join(map(str, slot.cpus))
         self.proc: subprocess.Popen | None = None
+        self.ended = False  # terminated once: its group is gone and its number not ours to signal
         self._offset, self._inode = 0, -1
 
     def start(self) -> int:
@@ -117,19 +118,28 @@ class TrialProcess:
             return []
         end = chunk.rfind(b"\n") + 1
         self._offset += end
-        return [json.loads(line) for line in chunk[:end].splitlines() if line.strip()]
+        return [r for r in map(_record, chunk[:end].splitlines()) if r is not None]
 
     def terminate(self, grace: float = 10.0) -> None:
         """End the whole process group: SIGTERM, then SIGKILL after `grace` seconds; reap the leader."""
-        end_group(self.pgid, grace, self.poll)
+        terminate_all([self], grace)
+
+    def send(self, sig: int) -> None:
+        """Signal every process of the trial."""
+        _signal_group(self.pgid, sig)
+
+    def alive(self) -> bool:
+        """Whether any process of the trial still runs (its leader reaped if it ended)."""
+        return _group_alive(self.pgid, self.poll)
 
     def summary(self) -> dict[str, Any]:
         """The trainer's final JSON line (rank 0's last stdout line), if it got that far."""
         try:
             lines = self.stdout_path.read_text().strip().splitlines()
-            return json.loads(lines[-1]) if lines else {}
+            summary = json.loads(lines[-1]) if lines else {}
         except (OSError, ValueError):
             return {}
+        return summary if isinstance(summary, dict) else {}
 
     def error(self, max_lines: int = 20) -> str:
         """The failing worker's own words: its error lines, or the end of its traceback, minus torchrun's report."""
@@ -174,9 +184,11 @@ def _launcher(slot: Slot, name: str) -> list[str]:
         with socket.socket() as s:
             s.bind(("", 0))
             port = s.getsockname()[1]
+        # A step gets one core per task unless told (newer SLURM no longer passes on the job's cpus-per-task).
+        cpus = os.environ.get("SLURM_CPUS_ON_NODE")
         return [
             shutil.which("srun") or "srun", f"--nodes={slot.nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
-            f"--job-name={name}",
+            *([f"--cpus-per-task={cpus}"] if cpus else []), f"--job-name={name}",
             sys.executable, "-m", "torch.distributed.run", f"--nnodes={slot.nodes}", f"--nproc_per_node={slot.nproc}",
             "--rdzv_backend=c10d", f"--rdzv_endpoint={socket.gethostname()}:{port}", f"--rdzv_id={name}",
         ]  # fmt: skip
@@ -185,17 +197,23 @@ def _launcher(slot: Slot, name: str) -> list[str]:
     return [sys.executable]
 
 
-def end_group(pgid: int, grace: float, reap: Callable[[], object] = lambda: None) -> None:
-    """SIGTERM the process group, SIGKILL it after `grace` seconds; `reap` collects our own child's exit."""
-    _signal_group(pgid, signal.SIGTERM)
+def terminate_all(procs: list[TrialProcess], grace: float) -> None:
+    """End the trials together: SIGTERM to all, SIGKILL after `grace` seconds to those left, so ending many takes
+    one grace period, not one each. A trial already ended is not signalled again (its process group's number may
+    since belong to another group)."""
+    live = [p for p in procs if not p.ended]
+    for p in live:
+        p.ended = True
+        p.send(signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _group_alive(pgid, reap):
+    while time.monotonic() < deadline and any(p.alive() for p in live):
         time.sleep(0.1)
-    if _group_alive(pgid, reap):
-        _signal_group(pgid, signal.SIGKILL)
-        deadline = time.monotonic() + 30  # SIGKILL cannot be refused; this only bounds a stuck kernel
-        while time.monotonic() < deadline and _group_alive(pgid, reap):
-            time.sleep(0.05)
+    left = [p for p in live if p.alive()]
+    for p in left:
+        p.send(signal.SIGKILL)
+    deadline = time.monotonic() + 30  # SIGKILL cannot be refused; this only bounds a stuck kernel
+    while time.monotonic() < deadline and any(p.alive() for p in left):
+        time.sleep(0.05)
 
 
 def end_stale_copy(pgid: int, trial_dir: Path, grace: float) -> bool:
@@ -203,8 +221,21 @@ def end_stale_copy(pgid: int, trial_dir: Path, grace: float) -> bool:
     left by an agent that was frozen past its lease. Whether there was one."""
     if not any(str(trial_dir) in " ".join(p.info["cmdline"] or []) for p in _members(pgid, ["cmdline"])):
         return False
-    end_group(pgid, grace)
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _members(pgid):
+        time.sleep(0.1)
+    _signal_group(pgid, signal.SIGKILL)
     return True
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    """One epoch record of a metrics file; None for a line that is not one (a custom program's stray output)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("epoch"), int) else None
 
 
 def _members(pgid: int, attrs: list[str] | None = None) -> list[psutil.Process]:

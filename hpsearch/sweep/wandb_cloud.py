@@ -26,7 +26,7 @@ from typing import Any
 
 from hpsearch.defaults import POLL, WANDB_HEARTBEAT
 from hpsearch.sweep.controller import Claim, Lost
-from hpsearch.sweep.store import State, Store, Sweep, Trial
+from hpsearch.sweep.store import State, Store, StoreUnavailable, Sweep, Trial
 from hpsearch.train.metrics import epoch_axis, log_epoch
 
 HEARTBEAT = """
@@ -120,6 +120,7 @@ class WandbController:
         self.done = self.closing = False
         self.lost: str | None = None
         self.stopper = "the W&B sweep controller"
+        self.stops_anytime = True  # the server's stop comes on a slot's heartbeat
         self.runs: dict[str, Any] = {}  # trial id -> its wandb Run
         try:
             self.api = wandb.Api()
@@ -146,8 +147,8 @@ class WandbController:
         with self.lock:
             self.lost = self.lost or why
 
-    def _slot_of(self, trial: Trial) -> _SlotAgent:
-        return next(s for s in self.slots if s.run_id == trial.id)
+    def _slot_of(self, trial: Trial) -> _SlotAgent | None:
+        return next((s for s in self.slots if s.run_id == trial.id), None)
 
     def next_trial(self, slot: int) -> Claim | None:
         """The run the server handed to this slot, started as a W&B run of this process; None until one came."""
@@ -164,6 +165,17 @@ class WandbController:
                 agent.wake.set()
             return None
         params = {k: v["value"] for k, v in command["args"].items()}
+        try:  # the mirror first: if the database does not answer, the command waits for the next round
+            known = next((t for t in self.store.trials(self.sweep.id) if t.id == command["run_id"]), None)
+            if known and self.store.take(known, self.agent_id):  # a preempted trial: it goes on from its checkpoint
+                trial, how = self.store.trial(known.id), "resumed"
+            else:
+                trial = self.store.add_trial(self.sweep.id, params, self.agent_id, trial_id=command["run_id"])
+                how = "started"
+        except StoreUnavailable:
+            with self.lock:
+                agent.command = command
+            raise
         try:
             run = wandb.init(
                 id=command["run_id"],
@@ -178,11 +190,6 @@ class WandbController:
         except Exception as e:
             raise Lost(f"lost {server_error(e)}") from None
         epoch_axis(run)
-        known = next((t for t in self.store.trials(self.sweep.id) if t.id == run.id), None)
-        if known and self.store.take(known, self.agent_id):  # a preempted trial: it goes on from its checkpoint
-            trial, how = self.store.trial(known.id), "resumed"
-        else:
-            trial, how = self.store.add_trial(self.sweep.id, params, self.agent_id, trial_id=run.id), "started"
         self.runs[trial.id] = run
         return Claim(trial, how)
 
@@ -197,7 +204,8 @@ class WandbController:
 
     def should_stop(self, trial: Trial) -> bool:
         with self.lock:
-            return self._slot_of(trial).stop
+            slot = self._slot_of(trial)
+            return bool(slot and slot.stop)
 
     def beat(self, trials: list[Trial]) -> list[str]:
         if self.lost:
@@ -214,9 +222,7 @@ class WandbController:
     ) -> None:
         self.store.end(trial.id, state, self.agent_id, exit_code, error, summary)
         run = self.runs.pop(trial.id)
-        with self.lock:
-            slot = self._slot_of(trial)
-            slot.run_id, slot.stop = None, False
+        self.abandon(trial)
         if self.lost:  # the run cannot reach the server; close() leaves without waiting on it
             return
         if state == State.PREEMPTED:  # W&B hands a run marked preempting that exits non-zero to the next agent
@@ -225,6 +231,14 @@ class WandbController:
             run.summary.update(summary)
         codes = {State.FINISHED: 0, State.STOPPED: 128 + signal.SIGTERM}
         run.finish(exit_code=codes.get(state, exit_code or 1))
+
+    def abandon(self, trial: Trial) -> None:
+        """Free the trial's slot; its run is another agent's now, or the server's to hand out again."""
+        self.runs.pop(trial.id, None)
+        with self.lock:
+            slot = self._slot_of(trial)
+            if slot:
+                slot.run_id, slot.stop = None, False
 
     def close(self) -> None:
         """Stop heartbeating; record that the server said `exit` (the sweep is done). After a lost server, leave
