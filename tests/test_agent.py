@@ -4,6 +4,7 @@ processes, stores and servers are in test_sweep.py, test_supervisor.py, test_lea
 
 from __future__ import annotations
 
+import functools
 import re
 import signal
 from dataclasses import dataclass, field
@@ -179,6 +180,7 @@ def make(scripts: list[Script], slots: int = 1, **kw: Any) -> tuple[Agent, FakeC
     options = {"grace": 2.0, "hang_timeout": 30.0, "stale_after": 60.0, "heartbeat": 5.0, "poll": 0.5, **kw}
     agent = Agent(controller, [Slot([i], 1) for i in range(slots)], launch, echo=lines.append, clock=clock,
                   sleep=clock.sleep, **options)  # fmt: skip
+    agent.run = functools.partial(agent.run, fence=False)  # the fence thread watches real time
     return agent, controller, procs, lines
 
 

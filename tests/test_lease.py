@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -325,3 +326,56 @@ def test_a_database_error_that_will_not_pass_is_one_line_and_ends_the_trials(tmp
         f"ended trial {trial.id}"
     )
     assert not live_in_group(trial.pgid)
+
+
+class Stalling:
+    """A TCP relay in front of the server that can stop passing bytes while keeping every connection open: a
+    database that never answers and never fails, which no retry or TCP timeout notices."""
+
+    def __init__(self, port: int):
+        self.upstream, self.stalled = port, threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                while self.stalled.is_set():
+                    time.sleep(0.05)
+                b.sendall(data)
+        except OSError:
+            pass
+
+
+def test_a_database_call_that_never_returns_still_ends_the_trials_before_the_lease_lapses(
+    tmp_path: Path, pg: PostgresServer
+):
+    relay = Stalling(pg.port)
+    db = pg.create_database("stuck").replace(f":{pg.port}/", f":{relay.port}/")
+    sweep_id = create(tmp_path, stub_sweep("grid", epochs=200, epoch_s=0.2, lr={"value": 0.1}), db)
+    store = Store(tmp_path / "m0", pg.url("stuck"))
+    agent = start_agent(tmp_path, sweep_id, db, "m0", "--grace", "1", HPSEARCH_STALE_AFTER="6")
+    wait_for(lambda: epochs_done(store, sweep_id) >= 3)
+    (trial,) = store.trials(sweep_id)
+    relay.stalled.set()
+    stalled = time.time()
+    out, err = agent.communicate(timeout=60)
+    assert agent.returncode == 1 and "Traceback" not in out + err, out + err
+    assert time.time() - stalled < 6  # within the window after its last renewal (before the stall)
+    assert not live_in_group(trial.pgid)
+    assert re.fullmatch(
+        rf"hpsearch agent: error: the sweep database has not answered for \d+ s \(a call to it never returned\); "
+        rf"ended trial {trial.id}",
+        err.strip().splitlines()[-1],
+    ), err

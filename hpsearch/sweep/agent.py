@@ -15,9 +15,11 @@ The agent knows nothing of how trials are suggested (sweep/controller.py) or how
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -129,22 +131,45 @@ class Agent:
         self.last_renewal = clock()  # when the last successful renewal of the lease began
         self.next_beat = self.last_renewal + heartbeat
         self.unreachable_since: float | None = None
+        self.round_began = self.last_renewal
 
     # ---- the loop ----
-    def run(self) -> int:
-        """Run trials until the sweep or --count is done; returns the exit code."""
+    def run(self, fence: bool = True) -> int:
+        """Run trials until the sweep or --count is done; returns the exit code. With `fence`, a thread ends the
+        trials and the process if the loop itself is stuck past the lease (see `_fence`)."""
         previous = {sig: signal.signal(sig, self._on_signal) for sig in self.signals}
+        done = threading.Event()
+        if fence:
+            threading.Thread(target=self._fence, args=(done,), name="lease-fence", daemon=True).start()
         try:
             return self._loop()
         finally:
+            done.set()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _fence(self, done: threading.Event) -> None:
+        """The last line of the lease: a database call that never returns (a server or a proxy that keeps the
+        connection open but does not answer) would keep the loop from ever checking its lease. If the loop has
+        been stuck in one round past the lease and one more store operation's time, this thread ends the trials
+        (before other agents may take them) and the process, with one line."""
+        while not done.wait(1.0):
+            now = self.clock()
+            stuck = now - self.round_began > defaults.DB_RETRY + 2 * self.poll
+            if self.running and stuck and now - self.last_renewal > self.lease + defaults.DB_RETRY:
+                running = list(self.running.values())
+                terminate_all([rn.proc for rn in running], self.grace)
+                ids = f"trial{'s' * (len(running) > 1)} {', '.join(rn.trial.id for rn in running)}"
+                print(f"hpsearch agent: error: the sweep database has not answered for {now - self.last_renewal:.0f} "
+                      f"s (a call to it never returned); ended {ids}", file=sys.stderr, flush=True)  # fmt: skip
+                os._exit(1)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signum = signum
 
     def _loop(self) -> int:
         while True:
+            self.round_began = self.clock()
             if self.signum is not None:
                 self._preempt_all()
                 return 128 + self.signum
