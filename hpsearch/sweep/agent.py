@@ -152,10 +152,16 @@ class Agent:
         """The last line of the lease: a database call that never returns (a server or a proxy that keeps the
         connection open but does not answer) would keep the loop from ever checking its lease. If the loop has
         been stuck in one round past the lease and one more store operation's time, this thread ends the trials
-        (before other agents may take them) and the process, with one line."""
+        (before other agents may take them) and the process, with one line. After the whole process was stopped
+        (SIGSTOP, a suspended machine) it first lets the loop have its round: that is the loop's own case."""
+        tick = since = self.clock()  # since: when the fence last saw the loop begin a round, or woke
+        seen_round = self.round_began
         while not done.wait(1.0):
             now = self.clock()
-            stuck = now - self.round_began > defaults.DB_RETRY + 2 * self.poll
+            if now - tick > 3.0 or self.round_began != seen_round:  # woke from a stop, or the loop moved on
+                since, seen_round = now, self.round_began
+            tick = now
+            stuck = now - since > defaults.DB_RETRY + 2 * self.poll + self.grace  # (a round may end trials)
             if self.running and stuck and now - self.last_renewal > self.lease + defaults.DB_RETRY:
                 running = list(self.running.values())
                 terminate_all([rn.proc for rn in running], self.grace)
