@@ -199,6 +199,14 @@ def test_a_success_first_lets_the_agent_go_on_through_failures():
     assert len(controller.claims) == 5
 
 
+def test_a_failure_then_a_success_the_agent_goes_on():
+    agent, controller, *_ = make(
+        [Script([], exit_at=1.0, code=1), Script([1.0], exit_at=1.5), Script([1.0], exit_at=1.5)]
+    )
+    assert agent.run() == 0
+    assert [f[0] for f in controller.finished.values()] == [State.FAILED, State.FINISHED, State.FINISHED]
+
+
 def test_count_limits_the_trials_started():
     agent, controller, *_ = make([Script([1.0], exit_at=1.0)] * 5, count=2)
     assert agent.run() == 0
