@@ -12,6 +12,7 @@ import os
 import select
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import time
 from html.parser import HTMLParser
@@ -267,13 +268,17 @@ def record(epoch: int, acc: float) -> dict:
     }
 
 
-def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
-    """Every file under root: (size, mtime, sha256); SQLite's transient -wal/-shm files aside."""
-    return {
+def snapshot(root: Path) -> dict[str, object]:
+    """Every file under root: (size, mtime, sha256); the SQLite database by its rows (a reader closing the last
+    connection may checkpoint its write-ahead log into the file, which moves bytes but changes nothing)."""
+    files = {
         str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.name.endswith(("-wal", "-shm"))
+        if p.is_file() and not p.name.startswith("hpsearch.db")
     }
+    with sqlite3.connect(root / "hpsearch.db") as db:
+        files["hpsearch.db"] = list(db.iterdump())
+    return files
 
 
 def plotly_figures(page: str) -> dict[str, list[dict]]:
