@@ -139,7 +139,11 @@ def create_sweep(
 @click.option("--cpu-procs", type=int, default=1, show_default=True, help="gloo workers per trial with no GPU.")
 @click.option("--count", type=int, help="Run at most N trials, then stop.")
 @click.option(
-    "--grace", type=float, default=defaults.GRACE, show_default=True, help="Seconds between SIGTERM and SIGKILL."
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=defaults.GRACE,
+    show_default=True,
+    help="Seconds between SIGTERM and SIGKILL.",
 )
 @click.option(
     "--hang-timeout",
@@ -205,7 +209,7 @@ def agent(ctx: click.Context, sweep_id: str, store_dir: Path, db: str | None, **
     help="Seconds before the time limit at which the agents preempt their trials and requeue their job.",
 )
 @click.option("--sbatch-arg", "sbatch_args", multiple=True, metavar="ARG", help="More sbatch options, e.g. --qos=high.")
-@click.option("--grace", type=float, help="The agents' --grace.")
+@click.option("--grace", type=click.FloatRange(min=0), help="The agents' --grace.")
 @click.option("--hang-timeout", type=float, help="The agents' --hang-timeout.")
 @click.option("--max-resumes", type=int, help="The agents' --max-resumes.")
 @click.option("--dry-run", is_flag=True, help="Print the batch script; submit nothing.")
@@ -223,6 +227,7 @@ def slurm(
     """Run the sweep on a SLURM cluster: a job array of agents, one per --nodes-per-trial nodes, requeued on
     preemption or at the time limit."""
     from hpsearch.sweep import slurm as slurm_jobs
+    from hpsearch.sweep.agent import grace_error
 
     store, sweep = _open_sweep("slurm", store_dir, db, sweep_id, remote_ok=True)
     nodes, per_trial = options["nodes"], options["nodes_per_trial"]
@@ -230,6 +235,8 @@ def slurm(
         raise click.UsageError("--gpus-per-trial: a trial that spans nodes takes every GPU of each; leave it out")
     if nodes % per_trial:
         raise click.UsageError(f"--nodes: {nodes} is not a multiple of --nodes-per-trial {per_trial}")
+    if grace is not None and (why := grace_error(grace)):
+        raise click.UsageError(why)
     if not store.postgres and nodes > per_trial:
         click.echo(f"hpsearch slurm: error: --nodes {nodes}: agents on several nodes cannot share the SQLite store "
                    f"{store.where}; keep the sweep in PostgreSQL (--db postgresql://USER@HOST/DBNAME; see README, "

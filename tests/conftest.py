@@ -152,11 +152,12 @@ def run_agent(tmp_path: Path, sweep_id: str, *args: str, **kw) -> subprocess.Com
     return hpsearch("agent", sweep_id, "--dir", str(tmp_path / "store"), *args, cwd=tmp_path, **kw)
 
 
-def agent_in_a_long_trial(tmp_path: Path, config: dict, agent_env: dict, epochs_done: int):
-    """An agent process running the one trial of `config`, returned once it has recorded `epochs_done` epochs."""
+def agent_in_a_long_trial(tmp_path: Path, config: dict, agent_env: dict, epochs_done: int, *args: str):
+    """An agent process (options `args`) running the one trial of `config`, returned once it has recorded
+    `epochs_done` epochs."""
     sweep_id = make_sweep(tmp_path, config)
     store = open_store(tmp_path / "store")
-    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
+    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store"), *args]
     proc = subprocess.Popen(
         cmd, cwd=tmp_path, env=agent_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from hpsearch import defaults
-from hpsearch.sweep.agent import Agent, lease_for
+from hpsearch.sweep.agent import Agent, grace_error, lease_for
 from hpsearch.sweep.controller import Claim, Lost
 from hpsearch.sweep.slots import Slot
 from hpsearch.sweep.store import NotOwner, State, StoreError, StoreUnavailable, Trial
@@ -311,6 +311,15 @@ def test_an_agent_that_cannot_renew_its_lease_ends_its_trials_before_the_lease_l
         r"the sweep database did not answer for \d+ s \(db: cannot write: connection refused\); this agent's lease "
         r"on its trials lapsed; ended trial t1",
         agent.error,
+    )
+
+
+def test_a_grace_that_leaves_no_time_to_miss_a_heartbeat_is_refused():
+    # lease = window - grace - a store operation's retries (7.5 s) - two rounds (1 s); it must cover a heartbeat
+    assert grace_error(46.5, stale_after=60.0, heartbeat=5.0) == ""
+    assert grace_error(46.6, stale_after=60.0, heartbeat=5.0) == (
+        "--grace: 46.6 s leaves an agent no time to ride through a database error within the heartbeat window "
+        "(HPSEARCH_STALE_AFTER=60 s); allowed: at most 46.5 s, or a longer HPSEARCH_STALE_AFTER"
     )
 
 

@@ -33,9 +33,9 @@ def create(tmp_path: Path, db: str, config: dict) -> str:
     return p.stdout.strip().splitlines()[-1]
 
 
-def start_agent(tmp_path: Path, db: str, sweep_id: str, machine: str, **extra: str) -> subprocess.Popen:
+def start_agent(tmp_path: Path, db: str, sweep_id: str, machine: str, *args: str, **extra: str) -> subprocess.Popen:
     """An agent on its own 'machine': its own --dir; the database URL reaches it through HPSEARCH_DB."""
-    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / machine)]
+    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / machine), *args]
     return subprocess.Popen(
         cmd, cwd=tmp_path, env=env(HPSEARCH_DB=db, **extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -99,15 +99,15 @@ def test_a_killed_agent_s_trial_is_crashed_then_resumed_where_its_checkpoint_is(
     lrs = [round(0.01 * i, 2) for i in range(1, 9)]
     grid = create(tmp_path, db, stub_sweep("grid", epochs=3, epoch_s=0.5, lr={"values": lrs}))
     store = Store(tmp_path / "m0", db)
-    stale = {"HPSEARCH_STALE_AFTER": "4"}
-    victim = start_agent(tmp_path, db, grid, "m0", **stale)
+    stale, grace = {"HPSEARCH_STALE_AFTER": "4"}, ("--grace", "1")  # a 4 s window allows at most 1.5 s
+    victim = start_agent(tmp_path, db, grid, "m0", *grace, **stale)
     deadline = time.time() + 120  # killed once its first trial has a checkpoint (an epoch done)
     while time.time() < deadline and not any(t.epochs >= 1 for t in store.trials(grid)):
         time.sleep(0.1)
     (running,) = [t for t in store.trials(grid) if t.state == "running"]  # the victim's, the only one yet
     trial_env = Path(f"/proc/{running.pgid}/environ").read_bytes()  # the trial never sees the database
     assert b"HPSEARCH_DB" not in trial_env and PASSWORD.encode() not in trial_env and b"RANK=0" in trial_env
-    others = [start_agent(tmp_path, db, grid, f"m{i}", **stale) for i in (1, 2)]
+    others = [start_agent(tmp_path, db, grid, f"m{i}", *grace, **stale) for i in (1, 2)]
     victim.kill()
     victim.wait()
     finish(others)
@@ -127,7 +127,7 @@ def test_a_killed_agent_s_trial_is_crashed_then_resumed_where_its_checkpoint_is(
     assert all(t.state == "finished" for t in trials if t.id != running.id)
 
     # The victim's machine comes back: its agent marks the trial crashed, sees its checkpoint and resumes it.
-    (out,) = finish([start_agent(tmp_path, db, grid, "m0", **stale)])
+    (out,) = finish([start_agent(tmp_path, db, grid, "m0", *grace, **stale)])
     assert f"trial {running.id} resumed on CPU" in out
     trial = store.trial(running.id)
     assert trial.state == "finished" and trial.epochs == 3 and trial.resumes == 1

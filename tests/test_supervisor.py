@@ -87,8 +87,9 @@ def _kill_when(store: Store, sweep_id: str, agent: subprocess.Popen, epochs: int
 
 def test_a_crashed_trial_resumes_from_its_checkpoint_until_the_retry_limit(tmp_path: Path):
     e = env(HPSEARCH_STALE_AFTER="3")
+    grace = ("--grace", "0.5")  # the most a 3 s window allows
     config = stub_sweep("grid", epochs=12, epoch_s=0.4, lr={"value": 0.05})
-    sweep_id, store, first = agent_in_a_long_trial(tmp_path, config, e, epochs_done=2)
+    sweep_id, store, first = agent_in_a_long_trial(tmp_path, config, e, 2, *grace)
     _kill_when(store, sweep_id, first, 2)
     time.sleep(3.5)  # past the heartbeat window: the trial counts as crashed
 
@@ -100,7 +101,7 @@ def test_a_crashed_trial_resumes_from_its_checkpoint_until_the_retry_limit(tmp_p
     assert re.search(rf"^{sweep_id}-1\s+running \(agent quiet \d+s\)\s", p, re.M), p
 
     # The next agent resumes it after its last checkpoint; killed again, it has crashed twice.
-    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
+    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store"), *grace]
     second = subprocess.Popen(cmd, cwd=tmp_path, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     before = store.trials(sweep_id)[0].epochs
     _kill_when(store, sweep_id, second, before + 2)
@@ -108,13 +109,13 @@ def test_a_crashed_trial_resumes_from_its_checkpoint_until_the_retry_limit(tmp_p
     time.sleep(3.5)
 
     # Past a limit of one resume it stays crashed: the agent finds nothing to run.
-    p = run_agent(tmp_path, sweep_id, "--max-resumes", "1", env=e)
+    p = run_agent(tmp_path, sweep_id, "--max-resumes", "1", *grace, env=e)
     assert p.returncode == 0 and "resumed" not in p.stdout, p.stdout
     (trial,) = sweep_status(tmp_path, sweep_id)["trials"]
     assert trial["state"] == "crashed" and trial["resumes"] == 1
 
     # Within the default limit (2) it resumes again, from its checkpoint, and runs to its full epoch count.
-    p = run_agent(tmp_path, sweep_id, env=e)
+    p = run_agent(tmp_path, sweep_id, *grace, env=e)
     assert p.returncode == 0, p.stdout + p.stderr
     assert f"trial {sweep_id}-1 resumed on CPU" in p.stdout
     (trial,) = store.trials(sweep_id)

@@ -97,6 +97,19 @@ def lease_for(stale_after: float, grace: float, poll: float = defaults.POLL) -> 
     return max(0.0, stale_after - grace - defaults.DB_RETRY - 2 * poll)
 
 
+def grace_error(grace: float, stale_after: float = defaults.STALE_AFTER, heartbeat: float = defaults.HEARTBEAT) -> str:
+    """Why `--grace` is too long for the heartbeat window ('' if it is not): an agent must be able to miss a
+    heartbeat and still end its trials before others count them as crashed."""
+    if lease_for(stale_after, grace) >= heartbeat:
+        return ""
+    most = max(0.0, lease_for(stale_after, 0.0) - heartbeat)
+    return (
+        f"--grace: {grace:g} s leaves an agent no time to ride through a database error within the heartbeat "
+        f"window (HPSEARCH_STALE_AFTER={stale_after:g} s); allowed: at most {most:g} s, or a longer "
+        "HPSEARCH_STALE_AFTER"
+    )
+
+
 class Agent:
     def __init__(
         self,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from hpsearch import defaults
 from hpsearch.sweep import slurm
-from hpsearch.sweep.agent import Agent
+from hpsearch.sweep.agent import Agent, grace_error
 from hpsearch.sweep.controller import Controller
 from hpsearch.sweep.slots import AgentError, choose_gpus, plan_slots
 from hpsearch.sweep.store import Store, Sweep, new_id
@@ -51,6 +51,8 @@ def run_agent(
         )
     if sweep.backend == "wandb" and "max_resumes" in opts.given:
         raise AgentError("--max-resumes: applies to local sweeps; on a W&B sweep the server decides what runs again")
+    if why := grace_error(opts.grace):
+        raise AgentError(why)
     slots = plan_slots(choose_gpus(opts.gpus, opts.gpu_ids), opts.gpus_per_trial, opts.cpu_procs, opts.nodes_per_trial)
     # The store and the logs name the agent by host (or SLURM node and job) and process.
     agent_id = f"{alloc.agent_tag if alloc else socket.gethostname()}-{os.getpid()}-{new_id(4)}"
