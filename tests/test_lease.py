@@ -23,6 +23,7 @@ import yaml
 from conftest import env, hpsearch, live_in_group, stub_sweep, wait_for
 from postgres import PostgresServer
 
+from hpsearch.sweep.local import LocalController
 from hpsearch.sweep.store import Store
 
 
@@ -328,12 +329,15 @@ def test_a_database_error_that_will_not_pass_is_one_line_and_ends_the_trials(tmp
     assert not live_in_group(trial.pgid)
 
 
-class Stalling:
-    """A TCP relay in front of the server that can stop passing bytes while keeping every connection open: a
-    database that never answers and never fails, which no retry or TCP timeout notices."""
+class Relay:
+    """A TCP relay in front of the server that fails as networks do: it can stop passing bytes while keeping every
+    connection open (`stalled`: a database that never answers and never fails, which no retry or TCP timeout
+    notices), or pass a claim's COMMIT to the server and drop the connection before its answer comes back
+    (`lose_claim`: the claim is in the database, and the agent does not know)."""
 
     def __init__(self, port: int):
         self.upstream, self.stalled = port, threading.Event()
+        self.lose_claim, self.lost = threading.Event(), threading.Event()
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()
@@ -345,14 +349,25 @@ class Stalling:
             except OSError:
                 return
             server = socket.create_connection(("127.0.0.1", self.upstream))
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            state = {"claim": False, "losing": False}  # this connection's transaction added a trial; its answer goes
+            for a, b, up in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, up, state), daemon=True).start()
 
-    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+    def _pipe(self, a: socket.socket, b: socket.socket, up: bool, state: dict[str, bool]) -> None:
         try:
             while data := a.recv(65536):
                 while self.stalled.is_set():
                     time.sleep(0.05)
+                if up:
+                    state["claim"] = state["claim"] or b"INSERT INTO trials" in data
+                    if state["claim"] and b"COMMIT" in data and self.lose_claim.is_set():
+                        self.lose_claim.clear()
+                        state["losing"] = True
+                elif state["losing"]:  # the server's answer to the claim's COMMIT: the client never gets it
+                    self.lost.set()
+                    for end in (a, b):
+                        end.shutdown(socket.SHUT_RDWR)
+                    return
                 b.sendall(data)
         except OSError:
             pass
@@ -361,7 +376,7 @@ class Stalling:
 def test_a_database_call_that_never_returns_still_ends_the_trials_before_the_lease_lapses(
     tmp_path: Path, pg: PostgresServer
 ):
-    relay = Stalling(pg.port)
+    relay = Relay(pg.port)
     db = pg.create_database("stuck").replace(f":{pg.port}/", f":{relay.port}/")
     sweep_id = create(tmp_path, stub_sweep("grid", epochs=200, epoch_s=0.2, lr={"value": 0.1}), db)
     store = Store(tmp_path / "m0", pg.url("stuck"))
@@ -379,3 +394,20 @@ def test_a_database_call_that_never_returns_still_ends_the_trials_before_the_lea
         rf"ended trial {trial.id}",
         err.strip().splitlines()[-1],
     ), err
+
+
+def test_a_claim_whose_answer_was_lost_is_run_by_its_agent_and_nothing_runs_twice(pg: PostgresServer):
+    relay = Relay(pg.port)
+    db = pg.create_database("lost").replace(f":{pg.port}/", f":{relay.port}/")
+    store = Store(Path("unused"), db)
+    sweep = store.add_sweep({"method": "grid", "parameters": {"lr": {"values": [0.1, 0.2]}}}, "local")
+    controller = LocalController(store, sweep, "m0-1-abcd")
+    relay.lose_claim.set()
+    first = controller.next_trial(0)
+    assert relay.lost.is_set()  # the claim's commit went through; the agent saw its connection drop
+    (trial,) = store.trials(sweep.id)  # the claim it made again found its own trial: no second claim
+    assert first is not None and (first.trial.id, first.how) == (trial.id, "started")
+    second = controller.next_trial(1)
+    assert second is not None and second.trial.params != first.trial.params
+    assert controller.next_trial(2) is None and controller.done
+    assert sorted(t.params["lr"] for t in store.trials(sweep.id)) == [0.1, 0.2]

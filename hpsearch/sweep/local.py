@@ -62,6 +62,7 @@ class LocalController:
         # trial -> (revision, its metric history as the engine reads it, the same filtered as the engine filters it)
         self._series: dict[str, tuple[int, list[dict[str, float]], list[float]]] = {}
         self._stop_runs: dict[str, tuple[tuple[int, State], sweeps.SweepRun]] = {}  # what hyperband last saw
+        self._held: set[str] = set()  # the trials this controller handed out and the agent has not ended
 
     def next_trial(self, slot: int) -> Claim | None:
         """Claim the next trial: a preempted one first, then a crashed one whose checkpoint this machine sees, or
@@ -73,6 +74,14 @@ class LocalController:
         self.store.mark_crashed(self.sweep.id, self.stale_after)
         for _ in range(CLAIM_ATTEMPTS):
             trials = self.store.trials(self.sweep.id)
+            # A claim whose commit went through but whose answer was lost (the connection dropped) left a trial
+            # running under this agent that it never got: it is this agent's to run, before anything new.
+            orphan = next((t for t in trials if t.agent == self.agent_id and t.state == State.RUNNING
+                           and t.id not in self._held), None)  # fmt: skip
+            if orphan:
+                seen = self.store.checkpoint(orphan).exists()
+                how = "resumed" if seen else "restarted" if orphan.resumes else "started"
+                return self._hold(Claim(orphan, how))
             # A crashed trial's checkpoint may sit on a machine that is down: only an agent that sees it resumes it;
             # one that crashed before its first epoch was recorded has nothing to lose, and starts again anywhere.
             pick = next((t for t in trials if t.state == State.PREEMPTED), None) or next(
@@ -82,7 +91,7 @@ class LocalController:
             if pick:
                 restart = not self.store.checkpoint(pick).exists()
                 if self.store.take(pick, self.agent_id, restart=restart):
-                    return Claim(self.store.trial(pick.id), "restarted" if restart else "resumed")
+                    return self._hold(Claim(self.store.trial(pick.id), "restarted" if restart else "resumed"))
                 continue
             cap = self.sweep.config.get("run_cap")
             suggestion = None
@@ -96,8 +105,12 @@ class LocalController:
             params = {k: v["value"] for k, v in suggestion.config.items()}
             trial = self.store.add_trial(self.sweep.id, params, self.agent_id, after=len(trials))
             if trial:
-                return Claim(trial, "started")
+                return self._hold(Claim(trial, "started"))
         return None
+
+    def _hold(self, claim: Claim) -> Claim:
+        self._held.add(claim.trial.id)
+        return claim
 
     def resumable(self, trial: Trial) -> bool:
         """A crashed trial that may yet be resumed (by an agent that sees its checkpoint)."""
@@ -140,9 +153,10 @@ class LocalController:
         summary: dict[str, Any] | None = None,
     ) -> None:
         self.store.end(trial.id, state, self.agent_id, exit_code, error, summary)
+        self._held.discard(trial.id)
 
     def abandon(self, trial: Trial) -> None:
-        pass
+        self._held.discard(trial.id)
 
     def close(self) -> None:
         pass
