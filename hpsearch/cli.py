@@ -235,7 +235,7 @@ def slurm(
         raise click.UsageError("--gpus-per-trial: a trial that spans nodes takes every GPU of each; leave it out")
     if nodes % per_trial:
         raise click.UsageError(f"--nodes: {nodes} is not a multiple of --nodes-per-trial {per_trial}")
-    if grace is not None and (why := grace_error(grace)):
+    if why := grace_error(defaults.GRACE if grace is None else grace):  # (the job's agents see this environment)
         raise click.UsageError(why)
     if not store.postgres and nodes > per_trial:
         click.echo(f"hpsearch slurm: error: --nodes {nodes}: agents on several nodes cannot share the SQLite store "

@@ -202,12 +202,14 @@ def test_bad_sweep_files_exit_2_and_store_nothing(tmp_path: Path, text: str, exp
 def test_a_grace_longer_than_the_heartbeat_window_allows_is_refused_before_anything_runs(tmp_path: Path):
     sweep_id = make_sweep(tmp_path, stub_sweep("grid", lr={"value": 0.1}))
     e = env(HPSEARCH_STALE_AFTER="3")  # lease: 3 s - grace - 0.375 s of retries - 1 s of rounds >= a 1 s heartbeat
-    why = ("--grace: 1 s leaves an agent no time to ride through a database error within the heartbeat window "
-           "(HPSEARCH_STALE_AFTER=3 s); allowed: at most 0.625 s, or a longer HPSEARCH_STALE_AFTER")  # fmt: skip
-    for command in (["agent"], ["slurm", "--nodes", "1", "--dry-run"]):
-        p = hpsearch(*command, sweep_id, "--dir", str(tmp_path / "store"), "--grace", "1", cwd=tmp_path, env=e)
+    slurm = ["slurm", "--nodes", "1", "--dry-run"]
+    for command, grace in ((["agent", "--grace", "1"], "1"), ([*slurm, "--grace", "1"], "1"), (slurm, "10")):
+        p = hpsearch(*command, sweep_id, "--dir", str(tmp_path / "store"), cwd=tmp_path, env=e)
         assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr, p.stderr
-        assert p.stderr.strip().splitlines()[-1] == f"Error: {why}"
+        assert p.stderr.strip().splitlines()[-1] == (
+            f"Error: --grace: {grace} s leaves an agent no time to ride through a database error within the "
+            "heartbeat window (HPSEARCH_STALE_AFTER=3 s); allowed: at most 0.625 s, or a longer HPSEARCH_STALE_AFTER"
+        )
     assert sweep_status(tmp_path, sweep_id)["trials"] == []
     assert not (tmp_path / "store" / sweep_id / "slurm").exists()
 
