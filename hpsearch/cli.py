@@ -210,8 +210,8 @@ def agent(ctx: click.Context, sweep_id: str, store_dir: Path, db: str | None, **
 )
 @click.option("--sbatch-arg", "sbatch_args", multiple=True, metavar="ARG", help="More sbatch options, e.g. --qos=high.")
 @click.option("--grace", type=click.FloatRange(min=0), help="The agents' --grace.")
-@click.option("--hang-timeout", type=float, help="The agents' --hang-timeout.")
-@click.option("--max-resumes", type=int, help="The agents' --max-resumes.")
+@click.option("--hang-timeout", type=click.FloatRange(min=1), help="The agents' --hang-timeout.")
+@click.option("--max-resumes", type=click.IntRange(min=0), help="The agents' --max-resumes.")
 @click.option("--dry-run", is_flag=True, help="Print the batch script; submit nothing.")
 @store_options
 def slurm(

@@ -210,6 +210,9 @@ def test_a_grace_longer_than_the_heartbeat_window_allows_is_refused_before_anyth
             f"Error: --grace: {grace} s leaves an agent no time to ride through a database error within the "
             "heartbeat window (HPSEARCH_STALE_AFTER=3 s); allowed: at most 0.625 s, or a longer HPSEARCH_STALE_AFTER"
         )
+    # slurm takes the agents' options as the agent does: a bad one is refused here, not on the node
+    p = hpsearch(*slurm, sweep_id, "--dir", str(tmp_path / "store"), "--max-resumes", "-1", cwd=tmp_path)
+    assert p.returncode == 2 and "Invalid value for '--max-resumes': -1 is not in the range x>=0" in p.stderr
     assert sweep_status(tmp_path, sweep_id)["trials"] == []
     assert not (tmp_path / "store" / sweep_id / "slurm").exists()
 
