@@ -228,11 +228,14 @@ def slurm(
     preemption or at the time limit."""
     from hpsearch.sweep import slurm as slurm_jobs
     from hpsearch.sweep.agent import grace_error
+    from hpsearch.sweep.slots import AgentError, check_spanning
 
     store, sweep = _open_sweep("slurm", store_dir, db, sweep_id, remote_ok=True)
     nodes, per_trial = options["nodes"], options["nodes_per_trial"]
-    if per_trial > 1 and options["gpus_per_trial"]:
-        raise click.UsageError("--gpus-per-trial: a trial that spans nodes takes every GPU of each; leave it out")
+    try:
+        check_spanning(per_trial, options["gpus_per_trial"])
+    except AgentError as e:
+        raise click.UsageError(str(e)) from None
     if nodes % per_trial:
         raise click.UsageError(f"--nodes: {nodes} is not a multiple of --nodes-per-trial {per_trial}")
     if why := grace_error(defaults.GRACE if grace is None else grace):  # (the job's agents see this environment)

@@ -24,7 +24,7 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from hpsearch.params import DEFAULTS, format_value
-from hpsearch.sweep.status import fmt_duration, fmt_value, status
+from hpsearch.sweep.status import fmt_duration, fmt_value, status_of
 from hpsearch.sweep.store import Store, Sweep
 
 DEFAULT_METRIC = {"name": "best_acc", "goal": "maximize"}  # grid and random sweeps may set no metric
@@ -52,11 +52,11 @@ def gather(store: Store, sweep: Sweep) -> dict[str, Any]:
     metric_set = bool(sweep.metric)
     if not metric_set:
         sweep = dataclasses.replace(sweep, config={**sweep.config, "metric": DEFAULT_METRIC})
-    data = status(store, sweep)
-    data["sweep"]["metric_set"] = metric_set
-    metric = data["sweep"]["metric"]["name"]
     now = store.clock()  # trials' times are the database's
     stored = store.trials(sweep.id)  # creation order, so a trial keeps its colour as the sweep grows
+    data = status_of(sweep, stored, now)
+    data["sweep"]["metric_set"] = metric_set
+    metric = data["sweep"]["metric"]["name"]
     color = {t.id: TRIAL_COLORS[i % len(TRIAL_COLORS)] for i, t in enumerate(stored)}
     running_for = {t.id: now - t.started for t in stored if t.state == "running" and t.started}
     histories = store.histories(sweep.id)  # one query for the whole sweep

@@ -90,6 +90,10 @@ class Running:
         return "  ".join(parts)
 
 
+INTERRUPTED = "the agent was interrupted"
+INTERRUPTS = {signal.SIGINT: INTERRUPTED, signal.SIGTERM: INTERRUPTED}  # Ctrl-C, kill, a scheduler's preemption
+
+
 def lease_for(stale_after: float, grace: float, poll: float = defaults.POLL) -> float:
     """How long an agent keeps its trials running without renewing its lease: it must have ended them (SIGTERM,
     then SIGKILL after `grace`) before other agents count them as crashed, `stale_after` after the last renewal,
@@ -126,15 +130,16 @@ class Agent:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         ends_at: float | None = None,
-        signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
+        signals: dict[int, str] | None = None,
     ):
         """`ends_at` (on `clock`): when this agent's allocation ends (a SLURM job's time limit); it claims no trial
-        after `reserve()` before it."""
+        after `reserve()` before it. `signals`: those that preempt every trial, each with the reason its trials
+        are recorded with (default: SIGINT and SIGTERM, INTERRUPTS)."""
         self.controller, self.slots, self.launch = controller, slots, launch
         self.count, self.grace, self.hang_timeout = count, grace, hang_timeout
         self.heartbeat, self.poll, self.echo, self.clock, self.sleep = heartbeat, poll, echo, clock, sleep
         self.lease = lease_for(stale_after, grace, poll)
-        self.ends_at, self.signals = ends_at, signals
+        self.ends_at, self.signals = ends_at, INTERRUPTS if signals is None else signals
         self.preempted: list[str] = []  # trials it ended on a signal, recorded preempted
         self.signum: int | None = None
         self.error: str | None = None  # why the agent gave up, for one line on stderr
@@ -415,9 +420,7 @@ class Agent:
         """Ctrl-C or SIGTERM: end every trial and record it preempted, for the next agent to resume (one that had
         already ended, its end waiting for the database, is recorded as it ended)."""
         terminate_all([rn.proc for rn in self.running.values()], self.grace)
-        why = "the agent was interrupted"
-        if self.signum == signal.SIGUSR1:
-            why = "the agent's SLURM job reached its time-limit warning"
+        why = self.signals.get(self.signum or 0, INTERRUPTED)
         for rn in self.running.values():
             out = rn.outcome or Outcome(State.PREEMPTED, 128 + (self.signum or 0), why, {}, "")
             if rn.outcome is None:

@@ -50,10 +50,9 @@ class LocalController:
         sweep: Sweep,
         agent_id: str,
         max_resumes: int = MAX_RESUMES,
-        stale_after: float = STALE_AFTER,
     ):
         self.store, self.sweep, self.agent_id = store, sweep, agent_id
-        self.max_resumes, self.stale_after = max_resumes, stale_after
+        self.max_resumes = max_resumes
         self.config = sweeps.SweepConfig(sweep.config)  # validated, with the engine's defaults filled in
         self.metric: str | None = (self.config.get("metric") or {}).get("name")
         self.done = False
@@ -71,7 +70,7 @@ class LocalController:
         (try again next round)."""
         if self.done:
             return None
-        self.store.mark_crashed(self.sweep.id, self.stale_after)
+        self.store.mark_crashed(self.sweep.id, STALE_AFTER)
         for _ in range(CLAIM_ATTEMPTS):
             trials = self.store.trials(self.sweep.id)
             # A claim whose commit went through but whose answer was lost (the connection dropped) left a trial

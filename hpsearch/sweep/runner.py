@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import socket
 import time
 from collections.abc import Callable
@@ -13,7 +12,7 @@ from dataclasses import dataclass
 
 from hpsearch import defaults
 from hpsearch.sweep import slurm
-from hpsearch.sweep.agent import Agent, grace_error
+from hpsearch.sweep.agent import INTERRUPTS, Agent, grace_error
 from hpsearch.sweep.controller import Controller
 from hpsearch.sweep.slots import AgentError, choose_gpus, plan_slots
 from hpsearch.sweep.store import Store, Sweep, new_id
@@ -57,14 +56,15 @@ def run_agent(
     # The store and the logs name the agent by host (or SLURM node and job) and process.
     agent_id = f"{alloc.agent_tag if alloc else socket.gethostname()}-{os.getpid()}-{new_id(4)}"
     controller = _controller(store, sweep, agent_id, len(slots), opts)
-    wandb_mode = "disabled" if sweep.backend == "wandb" or os.environ.get("WANDB_MODE") == "disabled" else "offline"
+    off = sweep.backend == "wandb" or os.environ.get("WANDB_MODE") == "disabled"
+    wandb_mode = "disabled" if off else "offline"
     launch = functools.partial(trial_process, store, sweep, wandb_mode=wandb_mode)  # W&B: the agent owns the runs
     ends_at = time.monotonic() + alloc.ends_at - time.time() if alloc and alloc.ends_at else None
-    signals = (signal.SIGINT, signal.SIGTERM) + ((getattr(signal, f"SIG{slurm.WARNING_SIGNAL}"),) if alloc else ())
+    warning = {slurm.WARNING_SIGNUM: "the agent's SLURM job reached its time-limit warning"} if alloc else {}
     agent = Agent(controller, slots, launch, opts.count, opts.grace, opts.hang_timeout, echo=echo, ends_at=ends_at,
-                  signals=signals)  # fmt: skip
+                  signals={**INTERRUPTS, **warning})  # fmt: skip
     code = agent.run()
-    if alloc and agent.signum == getattr(signal, f"SIG{slurm.WARNING_SIGNAL}"):
+    if alloc and agent.signum == slurm.WARNING_SIGNUM:
         # The time limit is near: this job comes back (same id, its own agent) for the work left.
         if agent.preempted or not controller.done:
             failed = slurm.requeue(alloc.job_id)

@@ -51,13 +51,18 @@ def _counted_gpus() -> list[int]:
     return list(range(torch.cuda.device_count()))
 
 
+def check_spanning(nodes: int, gpus_per_trial: int | None) -> None:
+    """A trial that spans nodes takes every GPU of each: --gpus-per-trial does not apply (AgentError)."""
+    if nodes > 1 and gpus_per_trial:
+        raise AgentError("--gpus-per-trial: a trial that spans nodes takes every GPU of each; leave it out")
+
+
 def plan_slots(gpu_ids: list[int], gpus_per_trial: int | None, cpu_procs: int, nodes: int = 1) -> list[Slot]:
     """Split the GPUs into trial slots (all of them for one trial by default); CPU-only: one slot. The cores are
     this process's (a scheduler's allocation narrows them), shared out so concurrent trials do not contend. With
     `nodes` > 1 one trial at a time spans that many nodes, each with all of its GPUs."""
+    check_spanning(nodes, gpus_per_trial)
     if nodes > 1:
-        if gpus_per_trial:
-            raise AgentError("--gpus-per-trial: a trial that spans nodes takes every GPU of each; leave it out")
         return [Slot(gpu_ids or None, len(gpu_ids) or cpu_procs, None, nodes)]
     if not gpu_ids:
         return [Slot(None, cpu_procs)]

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-WARNING_SIGNAL = "USR1"  # sent by SLURM `warning` seconds before the time limit (sbatch --signal=B:USR1@SECONDS)
+# Sent by SLURM `warning` seconds before the time limit (sbatch --signal=B:USR1@SECONDS).
+WARNING_SIGNUM = signal.SIGUSR1
+WARNING_SIGNAL = WARNING_SIGNUM.name.removeprefix("SIG")
 
 
 class SlurmError(Exception):

@@ -36,8 +36,12 @@ def status(store: Store, sweep: Sweep) -> dict[str, Any]:
     """The `status --json` object. It only reads: a running trial whose agent has sent no heartbeat for longer
     than the lease shows how long it has been quiet (`quiet`, seconds); the next agent that claims work marks
     such a trial crashed."""
-    trials = sorted_trials(sweep, store.trials(sweep.id))
-    now = store.clock()
+    return status_of(sweep, store.trials(sweep.id), store.clock())
+
+
+def status_of(sweep: Sweep, stored: list[Trial], now: float) -> dict[str, Any]:
+    """`status` of the sweep's trials as read at `now` (the database's clock)."""
+    trials = sorted_trials(sweep, stored)
 
     def quiet(t: Trial) -> float | None:
         silent = now - (t.heartbeat or now)

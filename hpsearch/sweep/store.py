@@ -172,7 +172,7 @@ def store_exists(root: Path, db: str | None) -> bool:
 
 
 class Store:
-    def __init__(self, root: Path | str, db: str | None = None, retry_for: float = DB_RETRY):
+    def __init__(self, root: Path | str, db: str | None = None):
         """The store whose trial folders live in `root`; its database is PostgreSQL at `db`, else SQLite in
         `root`. Raises StoreError (having created nothing) when the database cannot be reached: opening does
         not retry, so a wrong URL is answered at once."""
@@ -193,7 +193,7 @@ class Store:
         except sa.exc.DBAPIError as e:
             raise StoreError(f"{self.where}: cannot connect: {_driver_message(e)}") from None
         self.atomic(self._create_schema)
-        self.retry_for = retry_for
+        self.retry_for = DB_RETRY
 
     def _create_schema(self) -> None:
         if self.postgres:  # CREATE TABLE IF NOT EXISTS races between agents starting together
@@ -406,7 +406,7 @@ class Store:
         def mark() -> bool:
             if self._exec("SELECT COUNT(*) FROM trials WHERE sweep_id = :s", s=sweep_id).scalar_one() != after:
                 return False
-            self._exec("UPDATE sweeps SET exhausted = 1 WHERE id = :id", id=sweep_id)
+            self.mark_exhausted(sweep_id)  # (joins this transaction)
             return True
 
         return self.atomic(mark, lock=sweep_id)
@@ -435,9 +435,9 @@ class Store:
 
         return self.atomic(claim, lock=trial.sweep_id)
 
-    def mark_crashed(self, sweep_id: str, stale_after: float) -> int:
+    def mark_crashed(self, sweep_id: str, stale_after: float) -> None:
         """Running trials whose agent stopped renewing its lease (killed, frozen, or its machine went down)."""
-        return self._write(
+        self._write(
             "UPDATE trials SET state = 'crashed', ended = heartbeat, error = 'agent stopped sending heartbeats', "
             "crashes = crashes + 1, runtime = runtime + heartbeat - started "
             f"WHERE sweep_id = :s AND state = 'running' AND heartbeat < {self.now} - :stale",
