@@ -56,7 +56,7 @@ def run_agent(
     # The store and the logs name the agent by host (or SLURM node and job) and process.
     agent_id = f"{alloc.agent_tag if alloc else socket.gethostname()}-{os.getpid()}-{new_id(4)}"
     controller = _controller(store, sweep, agent_id, len(slots), opts)
-    off = sweep.backend == "wandb" or os.environ.get("WANDB_MODE") == "disabled"
+    off = sweep.backend == "wandb" or os.environ.get("WANDB_MODE", "").lower() == "disabled"
     wandb_mode = "disabled" if off else "offline"
     launch = functools.partial(trial_process, store, sweep, wandb_mode=wandb_mode)  # W&B: the agent owns the runs
     ends_at = time.monotonic() + alloc.ends_at - time.time() if alloc and alloc.ends_at else None
