@@ -95,9 +95,9 @@ def bench_decisions(store: Store, n: int, epochs: int, repeat: int) -> list[tupl
     rows.append(("should_stop", cold, min(timed(lambda: controller.should_stop(running), repeat)[1])))
     owner = LocalController(store, sweep, "bench")
     record = {"epoch": epochs // 2 + 1, "val_acc": 50.0, "best_acc": 50.0}
-    rows.append(("record_epoch", math.nan, min(timed(lambda: owner.record_epoch(running, record), repeat)[1])))
+    rows.append(("record_epoch", math.nan, min(timed(lambda: owner.record_epochs(running, [record]), repeat)[1])))
     rows.append(bench_claim(store, sweep, repeat))
-    from hpsearch.compare.report import report
+    from hpsearch.report import report
 
     t0 = time.perf_counter()
     report(store, sweep, "html")

@@ -307,7 +307,7 @@ def status_cmd(sweep_id: str, as_json: bool, store_dir: Path, db: str | None) ->
 @store_options
 def report_cmd(sweep_id: str, output: Path | None, fmt: str | None, store_dir: Path, db: str | None) -> None:
     """The sweep as one self-contained HTML page (table, loss history, parameters against the metric) or Markdown."""
-    from hpsearch.compare.report import report
+    from hpsearch.report import report
 
     store, sweep = _open_sweep("report", store_dir, db, sweep_id)
     fmt = fmt or ("md" if output is not None and output.suffix == ".md" else "html")
@@ -328,7 +328,7 @@ def report_cmd(sweep_id: str, output: Path | None, fmt: str | None, store_dir: P
 @store_options
 def sync_cmd(sweep_id: str, project: str | None, entity: str | None, store_dir: Path, db: str | None) -> None:
     """Upload a local sweep's offline W&B runs (`wandb sync`); the W&B UI groups them by sweep."""
-    from hpsearch.compare.sync import SyncError, sync
+    from hpsearch.sync import SyncError, sync
 
     store, sweep = _open_sweep("sync", store_dir, db, sweep_id)
     try:
@@ -337,6 +337,98 @@ def sync_cmd(sweep_id: str, project: str | None, entity: str | None, store_dir: 
         click.echo(f"hpsearch sync: error: {e}", err=True)
         sys.exit(1)
     sys.exit(code)
+
+
+@main.command()
+@click.argument("sweep_files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--curves",
+    "source",
+    metavar="SOURCE",
+    help="The recorded curves: lcbench:TASK (YAHPO Gym's LCBench surrogate; needs hpsearch[simulate] and --data), "
+    "FILE.jsonl (a curve table), or sweep:SWEEP_ID (the trials of a sweep in --dir/--db).",
+)
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="HPSEARCH_YAHPO_DATA",
+    help="YAHPO Gym's data folder, for lcbench:TASK (env HPSEARCH_YAHPO_DATA; default: the copy of its LCBench "
+    "files in hpsearch's benchmarks/ folder).",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Trials run at once.")
+@click.option(
+    "--budget",
+    type=click.IntRange(min=1),
+    help="Epochs summed over all trials (default: what running every curve of a table once costs; for LCBench "
+    "6,544, YAHPO Gym's protocol).",
+)
+@click.option("--seeds", type=click.IntRange(min=1), default=10, show_default=True, help="Replays, seeds 0..K-1.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per sweep file.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write a page of the incumbent curves."
+)
+@click.option("--export-curves", "export", metavar="SWEEP_ID", help="Print a sweep's trials as a curve table (JSONL).")
+@store_options
+def simulate(
+    sweep_files: tuple[Path, ...],
+    source: str | None,
+    data: Path | None,
+    workers: int,
+    budget: int | None,
+    seeds: int,
+    as_json: bool,
+    output: Path | None,
+    export: str | None,
+    store_dir: Path,
+    db: str | None,
+) -> None:
+    """Replay the searches of SWEEP_FILE... on recorded learning curves with a simulated clock, with the decisions
+    `hpsearch agent` would make, and compare what each finds within the budget."""
+    if export:
+        from hpsearch.simulate.curves import export_lines
+
+        click.echo("\n".join(export_lines(*_open_sweep("simulate", store_dir, db, export))))
+        return
+    if not sweep_files or not source:
+        raise click.UsageError("give SWEEP_FILE... and --curves SOURCE (or --export-curves SWEEP_ID)")
+    import tempfile
+
+    from hpsearch.simulate import replay, results
+    from hpsearch.simulate.curves import SourceError, open_source
+    from hpsearch.sweep.spec import SpecError, load_spec
+    from hpsearch.sweep.store import Store
+
+    def fail(line: str) -> None:
+        click.echo(f"hpsearch simulate: error: {line}", err=True)
+        sys.exit(2)
+
+    try:
+        curves = open_source(source, data, lambda sweep_id: _open_sweep("simulate", store_dir, db, sweep_id))
+        configs = {str(f): load_spec(f, curves.target()) for f in sweep_files}
+    except SourceError as e:
+        fail(str(e))
+    except SpecError as e:
+        for problem in e.problems[:-1]:
+            click.echo(f"hpsearch simulate: error: {problem}", err=True)
+        fail(e.problems[-1])
+    for name, config in configs.items():
+        if not isinstance(config.get("metric"), dict):
+            fail(f"{name}: metric: a replay needs the metric {{name, goal}} it compares searches by")
+    metric = next(iter(configs.values()))["metric"]
+    sign = 1 if metric.get("goal", "minimize") == "maximize" else -1
+    budget = budget or curves.budget()
+    with tempfile.TemporaryDirectory() as tmp:  # the replays' own store: nothing of the user's is written
+        found, reference = replay.compare(Store(tmp), configs, curves, workers, budget, seeds)
+    if as_json:
+        for result in found:
+            click.echo(json.dumps(results.to_json(result, source, budget, workers)))
+    else:
+        click.echo(results.table(found, reference, budget, sign))
+    if output:
+        page = results.render_page(found, reference, source, budget, workers, sign, metric["name"])
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(page, encoding="utf-8")
+        click.echo(f"wrote {output}", err=as_json)
 
 
 def _store(command: str, store_dir: Path, db: str | None) -> Store:

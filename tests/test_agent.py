@@ -142,9 +142,9 @@ class FakeController:
     def started(self, trial: Trial, pgid: int) -> None:
         self._check(trial.id)
 
-    def record_epoch(self, trial: Trial, record: dict[str, Any]) -> None:
+    def record_epochs(self, trial: Trial, records: list[dict[str, Any]]) -> None:
         self._check(trial.id)
-        self.epochs.setdefault(trial.id, []).append(record["epoch"])
+        self.epochs.setdefault(trial.id, []).extend(r["epoch"] for r in records)
 
     def should_stop(self, trial: Trial) -> bool:
         return trial.id in self.stop_now or len(self.epochs.get(trial.id, [])) >= self.stop_after.get(trial.id, 10**9)
@@ -365,10 +365,10 @@ def test_an_idle_agent_whose_database_stays_away_gives_up_after_as_long():
 def test_a_database_error_that_will_not_pass_ends_the_trials_with_one_line():
     agent, controller, procs, lines = make([Script([5.0, 10.0, 15.0], exit_at=15.5)])
 
-    def dropped(trial: Trial, record: dict) -> None:
+    def dropped(trial: Trial, records: list[dict]) -> None:
         raise StoreError("db: cannot write: no such table: history")
 
-    controller.record_epoch = dropped
+    controller.record_epochs = dropped
     assert agent.run() == 1
     assert procs["t1"].terminated_at == pytest.approx(5.0)
     assert agent.error == "db: cannot write: no such table: history; ended trial t1"

@@ -69,7 +69,7 @@ def test_stop_decisions_and_suggestions_match_the_engine_over_full_histories(tmp
         record = {"epoch": epoch, "val_acc": value(rng, epoch), "val_loss": value(rng, -epoch)}
         if rng.random() < 0.1:
             del record[metric]  # an epoch that logged no value of the metric
-        controller.record_epoch(store.trial(trial_id), record)
+        controller.record_epochs(store.trial(trial_id), [record])
         stop = {r.name for r in sweeps.stop_runs(engine_config, full_runs(store, sweep.id))}
         for t in running:
             assert controller.should_stop(store.trial(t)) == (t in stop), (seed, step, t)
@@ -91,9 +91,19 @@ def test_the_history_cache_follows_a_restarted_trial(tmp_path: Path):
     a = LocalController(store, sweep, "a")
     good, fair, bad = (a.next_trial(0).trial for _ in range(3))
     for trial, acc in ((good, 90.0), (fair, 80.0), (bad, 1.0)):
-        a.record_epoch(trial, {"epoch": 1, "val_acc": acc})
+        a.record_epochs(trial, [{"epoch": 1, "val_acc": acc}])
     assert [a.should_stop(t) for t in (good, fair, bad)] == [False, False, True]
     store.end(bad.id, State.PREEMPTED, "a")
     assert store.take(store.trial(bad.id), "b", restart=True)  # on a machine without its checkpoint: from epoch 0
-    LocalController(store, sweep, "b").record_epoch(bad, {"epoch": 1, "val_acc": 95.0})
+    LocalController(store, sweep, "b").record_epochs(bad, [{"epoch": 1, "val_acc": 95.0}])
     assert [a.should_stop(t) for t in (good, fair, bad)] == [False, True, False]
+
+
+def test_integer_draws_are_stored_as_json_numbers(tmp_path: Path):
+    """W&B's engine draws numpy integers for int_uniform: the claim stores them as ints (it could not before)."""
+    store = Store(tmp_path)
+    layers = {"distribution": "int_uniform", "min": 1, "max": 5}
+    config = {"method": "random", "parameters": {"layers": layers}}
+    claim = LocalController(store, store.add_sweep(config, "local"), "a").next_trial(0)
+    stored = store.trial(claim.trial.id).params
+    assert type(stored["layers"]) is int and 1 <= stored["layers"] <= 5

@@ -23,8 +23,8 @@ import yaml
 from conftest import env, fast_params, hpsearch
 from PIL import Image
 
-from hpsearch.compare.report import gather, render_html
 from hpsearch.params import parse_args
+from hpsearch.report import gather, render_html
 from hpsearch.sweep.spec import leaves
 from hpsearch.sweep.store import State, Store
 

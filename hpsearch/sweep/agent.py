@@ -352,9 +352,9 @@ class Agent:
         return bool(records)
 
     def _record(self, rn: Running) -> None:
-        while rn.pending:
-            self.controller.record_epoch(rn.trial, rn.pending[0])
-            rn.pending.pop(0)
+        if rn.pending:  # one write for the epochs of a round (or of an outage)
+            self.controller.record_epochs(rn.trial, rn.pending)
+            rn.pending = []
 
     def _supervise(self, i: int) -> None:
         """Record the trial's new epochs; end it if it exited, the controller stops it, or it hangs; record how it

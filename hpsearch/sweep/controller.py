@@ -41,8 +41,8 @@ class Controller(Protocol):
     def started(self, trial: Trial, pgid: int) -> None:
         """The trial's process group is running."""
 
-    def record_epoch(self, trial: Trial, record: dict[str, Any]) -> None:
-        """One epoch the trainer finished (and wrote to its metrics file)."""
+    def record_epochs(self, trial: Trial, records: list[dict[str, Any]]) -> None:
+        """Epochs the trainer finished (and wrote to its metrics file), in order."""
 
     def should_stop(self, trial: Trial) -> bool:
         """Whether the sweep's early termination ends the running trial now."""

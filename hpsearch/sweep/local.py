@@ -9,14 +9,16 @@ that nobody claimed since the suggestion was made.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import numpy as np
 from pydantic import PrivateAttr
 
 from hpsearch.defaults import MAX_RESUMES, STALE_AFTER
 from hpsearch.sweep.controller import Claim
 from hpsearch.sweep.spec import sweeps
-from hpsearch.sweep.store import State, Store, Sweep, Trial
+from hpsearch.sweep.store import State, Store, Sweep, Trial, Version, version
 
 # What the engine calls our states (an early-terminated run is 'killed' in W&B's vocabulary).
 ENGINE_STATE = {
@@ -38,9 +40,40 @@ class _EngineRun(sweeps.SweepRun):
     _valid: list[float] = PrivateAttr(default_factory=list)
 
     def metric_history(self, metric_name: str, filter_invalid: bool = False) -> list[float]:
-        if filter_invalid and metric_name == self._metric:
-            return self._valid
+        private = self.__pydantic_private__  # (a slot: pydantic's own attribute lookup costs more than the call)
+        if filter_invalid and metric_name == private["_metric"]:
+            return private["_valid"]
         return super().metric_history(metric_name, filter_invalid)
+
+
+def _kept(cache: dict[str, tuple[Any, Any]], trial_id: str, key: Any, build: Any) -> Any:
+    """The trial's value in `cache` if it was built from `key`, else built anew and kept."""
+    kept, value = cache.get(trial_id, (None, None))
+    if kept != key:
+        value = build()
+        cache[trial_id] = (key, value)
+    return value
+
+
+def _bands_reached(config: sweeps.SweepConfig, longest: int) -> sweeps.SweepConfig | dict[str, Any]:
+    """The hyperband config with only the bands some history reaches. Given `min_iter`, W&B's engine makes 100
+    bands (min_iter * eta^k) and scans every run at each, most of a stop decision's cost; a band longer than every
+    history decides nothing (no run is measured there). The same bands up to the longest history in the `max_iter`
+    form (max_iter / eta^i for i < s) decide exactly the same, where both forms compute them exactly: an integer
+    eta."""
+    et = config["early_terminate"]
+    low, eta = et.get("min_iter"), et["eta"]
+    if "max_iter" in et or not isinstance(low, int) or eta != int(eta) or eta < 2:
+        return config
+    k = 1
+    while low * int(eta) ** k <= longest:
+        k += 1
+    return {**config, "early_terminate": {**et, "max_iter": low * int(eta) ** k, "s": k}}
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON takes it: numpy's scalars as Python's."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 class LocalController:
@@ -50,18 +83,25 @@ class LocalController:
         sweep: Sweep,
         agent_id: str,
         max_resumes: int = MAX_RESUMES,
+        stale_after: float = STALE_AFTER,
     ):
+        """`stale_after`: seconds without a heartbeat after which another agent's running trial counts as crashed."""
         self.store, self.sweep, self.agent_id = store, sweep, agent_id
-        self.max_resumes = max_resumes
+        self.max_resumes, self.stale_after = max_resumes, stale_after
         self.config = sweeps.SweepConfig(sweep.config)  # validated, with the engine's defaults filled in
         self.metric: str | None = (self.config.get("metric") or {}).get("name")
         self.done = False
+        self.stops = "early_terminate" in self.config  # whether should_stop can ever say yes
         self.stops_anytime = False  # hyperband decides on new epochs
         self.stopper = (self.config.get("early_terminate") or {}).get("type", "early_terminate")
+        self.engine_seconds = 0.0  # time spent in the engine's own calls (suggestions, stops), for benchmarks
         # trial -> (revision, its metric history as the engine reads it, the same filtered as the engine filters it)
         self._series: dict[str, tuple[int, list[dict[str, float]], list[float]]] = {}
-        self._stop_runs: dict[str, tuple[tuple[int, State], sweeps.SweepRun]] = {}  # what hyperband last saw
+        # trial -> (what it was built from, the engine run): as hyperband, and the suggestions, last saw it
+        self._stop_runs: dict[str, tuple[Any, sweeps.SweepRun]] = {}  # (hyperband reads no parameters)
+        self._suggest_runs: dict[str, tuple[Any, sweeps.SweepRun]] = {}
         self._held: set[str] = set()  # the trials this controller handed out and the agent has not ended
+        self._known: dict[str, tuple[Version, Trial]] = {}  # the sweep's trials as last read, by their version
 
     def next_trial(self, slot: int) -> Claim | None:
         """Claim the next trial: a preempted one first, then a crashed one whose checkpoint this machine sees, or
@@ -70,9 +110,9 @@ class LocalController:
         (try again next round)."""
         if self.done:
             return None
-        self.store.mark_crashed(self.sweep.id, STALE_AFTER)
+        self.store.mark_crashed(self.sweep.id, self.stale_after)
         for _ in range(CLAIM_ATTEMPTS):
-            trials = self.store.trials(self.sweep.id)
+            trials = self._trials()
             # A claim whose commit went through but whose answer was lost (the connection dropped) left a trial
             # running under this agent that it never got: it is this agent's to run, before anything new.
             orphan = next((t for t in trials if t.agent == self.agent_id and t.state == State.RUNNING
@@ -95,17 +135,29 @@ class LocalController:
             cap = self.sweep.config.get("run_cap")
             suggestion = None
             if not cap or len(trials) < cap:
-                suggestion = sweeps.next_run(self.config, self.engine_runs(trials))
+                runs = self.engine_runs(trials)
+                began = time.perf_counter()
+                suggestion = sweeps.next_run(self.config, runs)
+                self.engine_seconds += time.perf_counter() - began
             if suggestion is None:
                 if self.store.exhausted_after(self.sweep.id, len(trials)):
                     self.done = True
                     return None
                 continue
-            params = {k: v["value"] for k, v in suggestion.config.items()}
+            # (the engine draws numpy scalars for some distributions, int_uniform's among them)
+            params = {k: _plain(v["value"]) for k, v in suggestion.config.items()}
             trial = self.store.add_trial(self.sweep.id, params, self.agent_id, after=len(trials))
             if trial:
                 return self._hold(Claim(trial, "started"))
         return None
+
+    def _trials(self) -> list[Trial]:
+        """The sweep's trials, in order; only those whose version changed since the last call are read again."""
+        versions = self.store.trial_versions(self.sweep.id)
+        stale = [trial_id for trial_id, v in versions if self._known.get(trial_id, (None,))[0] != v]
+        for trial in self.store.trials_by_id(stale):
+            self._known[trial.id] = (version(trial), trial)
+        return [self._known[trial_id][1] for trial_id, _ in versions]
 
     def _hold(self, claim: Claim) -> Claim:
         self._held.add(claim.trial.id)
@@ -120,25 +172,23 @@ class LocalController:
 
         self.store.set_process(trial.id, self.agent_id, pgid, socket.gethostname())
 
-    def record_epoch(self, trial: Trial, record: dict[str, Any]) -> None:
-        self.store.add_epoch(trial.id, record, self.agent_id)
+    def record_epochs(self, trial: Trial, records: list[dict[str, Any]]) -> None:
+        self.store.add_epochs(trial.id, records, self.agent_id)
 
     def should_stop(self, trial: Trial) -> bool:
         """Hyperband's verdict for a running trial, over the metric history of every trial in the sweep. Asked
-        after every epoch of every running trial, so it reads only states and revisions (one query), and keeps
+        after every epoch of every running trial, so it reads only the trials' versions (one query), and keeps
         each run, rebuilt only when its state or history changed."""
-        if "early_terminate" not in self.config:
+        if not self.stops:
             return False
-        states = self.store.trial_states(self.sweep.id)
-        self._load_series([(trial_id, revision) for trial_id, _, revision in states])
-        runs = []
-        for trial_id, state, revision in states:
-            key, run = self._stop_runs.get(trial_id, (None, None))
-            if key != (revision, state):
-                run = self._engine_run(trial_id, state, {}, {})  # hyperband reads no parameters
-                self._stop_runs[trial_id] = ((revision, state), run)
-            runs.append(run)
-        return any(r.name == trial.id for r in sweeps.stop_runs(self.config, runs))
+        versions = self.store.trial_versions(self.sweep.id)
+        self._load_series([(trial_id, v[2]) for trial_id, v in versions])
+        runs = [_kept(self._stop_runs, i, v, lambda i=i, v=v: self._engine_run(i, v[0], {}, {})) for i, v in versions]
+        longest = max((len(r.__pydantic_private__["_valid"]) for r in runs), default=0)
+        began = time.perf_counter()
+        stop = sweeps.stop_runs(_bands_reached(self.config, longest), runs)
+        self.engine_seconds += time.perf_counter() - began
+        return any(r.name == trial.id for r in stop)
 
     def beat(self, trials: list[Trial]) -> list[str]:
         return self.store.heartbeat(self.agent_id, [t.id for t in trials])
@@ -164,20 +214,27 @@ class LocalController:
         """The trials as the engine sees them, holding only what it reads: parameters, state, and the sweep
         metric in history and summary."""
         self._load_series([(t.id, t.revision) for t in trials])
-        return [self._engine_run(t.id, t.state, t.params, t.summary) for t in trials]
+        return [
+            _kept(
+                self._suggest_runs,
+                t.id,
+                (t.revision, t.state),
+                lambda t=t: self._engine_run(t.id, t.state, t.params, t.summary),
+            )
+            for t in trials
+        ]
 
     def _load_series(self, revisions: list[tuple[str, int]]) -> None:
         """Keep each trial's sweep-metric history between calls; read again (in one query) those whose revision
         changed."""
-        changed = [trial_id for trial_id, rev in revisions if self._series.get(trial_id, (-1,))[0] != rev]
+        changed = {trial_id: rev for trial_id, rev in revisions if self._series.get(trial_id, (-1,))[0] != rev}
         if not changed or not self.metric:
             return
-        fresh = self.store.histories(self.sweep.id, changed)
-        for trial_id, rev in revisions:
-            if trial_id in changed:
-                series = [{self.metric: r[self.metric]} for r in fresh.get(trial_id, []) if self.metric in r]
-                valid = [v[self.metric] for v in series if sweeps.run.is_number(v[self.metric])]
-                self._series[trial_id] = (rev, series, valid)
+        fresh = self.store.histories(self.sweep.id, list(changed))
+        for trial_id, rev in changed.items():
+            series = [{self.metric: r[self.metric]} for r in fresh.get(trial_id, []) if self.metric in r]
+            valid = [v[self.metric] for v in series if sweeps.run.is_number(v[self.metric])]
+            self._series[trial_id] = (rev, series, valid)
 
     def _engine_run(
         self, trial_id: str, state: State, params: dict[str, Any], summary: dict[str, Any]

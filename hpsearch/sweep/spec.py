@@ -1,10 +1,13 @@
-"""Load a W&B sweep YAML and check it: first with W&B's own `sweeps` engine schema, then against the
-trainer's hyperparameter table (every parameter a key the trainer knows, every fixed value valid).
+"""Load a W&B sweep YAML and check it: first with W&B's own `sweeps` engine schema, then against what runs its
+trials: the trainer's hyperparameter table (every parameter a key the trainer knows, every fixed value valid), a
+sweep's own `program` (its flags are its business), or, for `hpsearch simulate`, a source of recorded curves.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +25,9 @@ import sweeps  # noqa: E402  (after the filter: the engine's pydantic config war
 METHODS = ("grid", "random", "bayes")
 AGENT_KEYS = ("output_dir", "metrics_file", "resume", "wandb")  # the agent sets these for every trial
 # Distributions whose min/max are values of the parameter itself (log_uniform v1's are exponents).
-_BOUNDED = {HP.INT_UNIFORM, HP.UNIFORM, HP.Q_UNIFORM, HP.LOG_UNIFORM_V2, HP.Q_LOG_UNIFORM_V2, HP.INV_LOG_UNIFORM_V2}
+BOUNDED = {HP.INT_UNIFORM, HP.UNIFORM, HP.Q_UNIFORM, HP.LOG_UNIFORM_V2, HP.Q_LOG_UNIFORM_V2, HP.INV_LOG_UNIFORM_V2}
 _INT_OK = {HP.CONSTANT, HP.CATEGORICAL, HP.CATEGORICAL_PROB, HP.INT_UNIFORM, HP.Q_UNIFORM, HP.Q_LOG_UNIFORM_V2}
-_DISCRETE = {HP.CONSTANT, HP.CATEGORICAL, HP.CATEGORICAL_PROB}
+DISCRETE = {HP.CONSTANT, HP.CATEGORICAL, HP.CATEGORICAL_PROB}
 
 
 class SpecError(ValueError):
@@ -35,21 +38,35 @@ class SpecError(ValueError):
         self.problems = problems
 
 
-def load_spec(path: str | Path) -> dict[str, Any]:
-    """The sweep config in `path`, or SpecError listing every problem as `FILE: key.path: what; allowed: ...`."""
+@dataclass(frozen=True)
+class Target:
+    """What a sweep's parameters and metric are checked against: the keys it takes (None: any), the check of one
+    parameter's values (its problems, each `key: what; allowed: ...`), the metrics it records (None: any), and
+    how its keys and itself are named in errors."""
+
+    keys: Collection[str] | None
+    check: Callable[[str, HP], list[str]]
+    metrics: Collection[str] | None
+    key_name: str  # "a trainer hyperparameter", ...
+    name: str  # "the trainer", ...
+
+
+def load_spec(path: str | Path, target: Target | None = None) -> dict[str, Any]:
+    """The sweep config in `path`, or SpecError listing every problem as `FILE: key.path: what; allowed: ...`.
+    Checked against `target`, else against what the agent runs: the sweep's `program`, or the trainer."""
     try:
         config = yaml.safe_load(Path(path).read_text())
     except OSError as e:
         raise SpecError([f"{path}: cannot read: {e.strerror}"]) from None
     except yaml.YAMLError as e:
         raise SpecError([f"{path}: not valid YAML: {' '.join(str(e).split())}"]) from None
-    problems = [f"{path}: {p}" for p in check_spec(config)]
+    problems = [f"{path}: {p}" for p in check_spec(config, target)]
     if problems:
         raise SpecError(problems)
     return config
 
 
-def check_spec(config: Any) -> list[str]:
+def check_spec(config: Any, target: Target | None = None) -> list[str]:
     if not isinstance(config, dict):
         return ["the file must hold a mapping (method, metric, parameters, ...)"]
     problems = _schema_problems(config)
@@ -57,21 +74,21 @@ def check_spec(config: Any) -> list[str]:
     if method not in METHODS:
         problems.append(f"method: {method!r} is not valid; allowed: {' | '.join(METHODS)}")
     program = config.get("program")
-    if program is not None and not (isinstance(program, str) and Path(program).is_file()):
-        problems.append(f"program: {program!r} is not a file; allowed: the path of a Python training script")
+    if target is None:
+        if program is not None and not (isinstance(program, str) and Path(program).is_file()):
+            problems.append(f"program: {program!r} is not a file; allowed: the path of a Python training script")
+        target = PROGRAM if program is not None else TRAINER
     metric = config.get("metric")
-    if isinstance(metric, dict) and program is None and metric.get("name") not in RECORD_KEYS:
+    if isinstance(metric, dict) and target.metrics is not None and metric.get("name") not in target.metrics:
         problems.append(
-            f"metric.name: {metric.get('name')!r} is not a metric the trainer records; "
-            f"allowed: {', '.join(RECORD_KEYS)}"
+            f"metric.name: {metric.get('name')!r} is not a metric {target.name} records; "
+            f"allowed: {', '.join(target.metrics)}"
         )
     if not isinstance(metric, dict) and (method == "bayes" or "early_terminate" in config):
         problems.append("metric: bayes search and early_terminate need a metric {name, goal}")
     params = config.get("parameters")
-    if isinstance(params, dict) and program is None:
-        problems += _parameter_problems(params, "parameters", set())
-    elif isinstance(params, dict):  # the sweep's own program: its flags are its business, but for the agent's
-        problems += [f"parameters.{k}: set by the agent for each trial; remove it" for k in params if k in AGENT_KEYS]
+    if isinstance(params, dict):
+        problems += _parameter_problems(params, "parameters", set(), target)
     return problems
 
 
@@ -95,23 +112,26 @@ def _schema_problems(config: dict[str, Any]) -> list[str]:
         return [str(e)]
 
 
-def _parameter_problems(params: dict[str, Any], where: str, seen: set[str]) -> list[str]:
+def _parameter_problems(params: dict[str, Any], where: str, seen: set[str], target: Target) -> list[str]:
     out = []
     for name, spec in params.items():
         path = f"{where}.{name}"
         if isinstance(spec, dict) and "parameters" in spec and isinstance(spec["parameters"], dict):
-            out += _parameter_problems(spec["parameters"], path, seen)  # nested group: its leaves are the keys
-            continue
-        bundles = _bundles(spec)
-        if name not in FIELDS and bundles:  # values that each set several keys at once (a recipe)
-            for i, bundle in enumerate(bundles):
-                out += _parameter_problems({k: {"value": v} for k, v in bundle.items()}, f"{path}.values[{i}]", set())
-            continue
-        if name not in FIELDS:
-            out.append(f"{path}: {name!r} is not a trainer hyperparameter; allowed: {', '.join(sorted(FIELDS))}")
+            out += _parameter_problems(spec["parameters"], path, seen, target)  # nested group: its leaves are the keys
             continue
         if name in AGENT_KEYS:
             out.append(f"{path}: set by the agent for each trial; remove it from the sweep")
+            continue
+        if target.keys is None:
+            continue
+        bundles = _bundles(spec)
+        if name not in target.keys and bundles:  # values that each set several keys at once (a recipe)
+            for i, bundle in enumerate(bundles):
+                recipe = {k: {"value": v} for k, v in bundle.items()}
+                out += _parameter_problems(recipe, f"{path}.values[{i}]", set(), target)
+            continue
+        if name not in target.keys:
+            out.append(f"{path}: {name!r} is not {target.key_name}; allowed: {', '.join(sorted(target.keys))}")
             continue
         if name in seen:
             out.append(f"{path}: {name!r} appears twice in the sweep")
@@ -120,29 +140,32 @@ def _parameter_problems(params: dict[str, Any], where: str, seen: set[str]) -> l
             hp = HP(name, dict(spec))
         except Exception:  # reported by the schema check already
             continue
-        out += [f"{path}.{p}" for p in _value_problems(name, hp)]
+        out += [f"{path}.{p}" for p in target.check(name, hp)]
     return out
 
 
-def _value_problems(name: str, hp: HP) -> list[str]:
+def named_values(hp: HP) -> list[tuple[str, Any]]:
+    """The values a parameter spec names, each with its place in the spec: its value, its values, or its bounds."""
+    if hp.type == HP.CONSTANT:
+        return [("value", hp.config["value"])]
+    if hp.type in (HP.CATEGORICAL, HP.CATEGORICAL_PROB):
+        return [(f"values[{i}]", v) for i, v in enumerate(hp.config["values"])]
+    if hp.type in BOUNDED:
+        return [("min", hp.config["min"]), ("max", hp.config["max"])]
+    return []
+
+
+def _trainer_problems(name: str, hp: HP) -> list[str]:
     t = field_type(name)
-    if t in (bool, str) and hp.type not in _DISCRETE:
+    if t in (bool, str) and hp.type not in DISCRETE:
         return [f"distribution: {hp.config['distribution']} cannot draw {name}; allowed: value | values"]
     if t is int and hp.type not in _INT_OK:
         return [
             f"distribution: {hp.config['distribution']} draws non-integers for {name}; allowed: int_uniform, "
             "q_uniform, values"
         ]
-    if hp.type == HP.CONSTANT:
-        checks = [("value", hp.config["value"])]
-    elif hp.type in (HP.CATEGORICAL, HP.CATEGORICAL_PROB):
-        checks = [(f"values[{i}]", v) for i, v in enumerate(hp.config["values"])]
-    elif hp.type in _BOUNDED:
-        checks = [("min", hp.config["min"]), ("max", hp.config["max"])]
-    else:
-        checks = []
     out = []
-    for key, value in checks:
+    for key, value in named_values(hp):
         try:
             check_value(name, value)
         except ParamError as e:
@@ -150,8 +173,12 @@ def _value_problems(name: str, hp: HP) -> list[str]:
     return out
 
 
+TRAINER = Target(FIELDS, _trainer_problems, RECORD_KEYS, "a trainer hyperparameter", "the trainer")
+PROGRAM = Target(None, lambda name, hp: [], None, "a key of the program", "the program")  # its flags: its business
+
+
 def _bundles(spec: Any) -> list[dict[str, Any]]:
-    """The dict values of a parameter whose every value is a dict of trainer keys ([] otherwise)."""
+    """The dict values of a parameter whose every value is a dict of keys ([] otherwise)."""
     values = spec.get("values", [spec.get("value")]) if isinstance(spec, dict) else []
     return values if values and all(isinstance(v, dict) for v in values) else []
 

@@ -327,10 +327,19 @@ class Store:
     def trials(self, sweep_id: str) -> list[Trial]:
         return [_trial(r) for r in self._read("SELECT * FROM trials WHERE sweep_id = :s ORDER BY seq", s=sweep_id)]
 
-    def trial_states(self, sweep_id: str) -> list[tuple[str, State, int]]:
-        """(id, state, revision) of each trial: what a stop decision needs to know what changed."""
-        rows = self._read("SELECT id, state, revision FROM trials WHERE sweep_id = :s ORDER BY seq", s=sweep_id)
-        return [(r["id"], State(r["state"]), r["revision"]) for r in rows]
+    def trial_versions(self, sweep_id: str) -> list[tuple[str, Version]]:
+        """Each trial's id and version, in order: what changes whenever anything a decision reads of it does (its
+        state, owner, history revision, resume counts). Cheap: no JSON to read."""
+        sql = f"SELECT id, {_VERSION} FROM trials WHERE sweep_id = :s ORDER BY seq"
+        rows = self.atomic(lambda: self._exec(sql, s=sweep_id).all(), write=False)  # (plain rows: asked every epoch)
+        return [(r[0], tuple(r[1:])) for r in rows]
+
+    def trials_by_id(self, trial_ids: list[str]) -> list[Trial]:
+        if not trial_ids:
+            return []
+        stmt = sa.text("SELECT * FROM trials WHERE id IN :ids").bindparams(sa.bindparam("ids", expanding=True))
+        return self.atomic(lambda: [_trial(r) for r in self._conn().execute(stmt, {"ids": trial_ids}).mappings()],
+                           write=False)  # fmt: skip
 
     def trial(self, trial_id: str) -> Trial:
         return _trial(self._read("SELECT * FROM trials WHERE id = :id", id=trial_id)[0])
@@ -480,33 +489,52 @@ class Store:
 
         self.atomic(record)
 
-    def add_epoch(self, trial_id: str, record: dict[str, Any], agent: str) -> None:
-        """Record an epoch, written by `agent`. Epochs arrive in order, so later ones on record are stale: a
-        resumed trial runs again the epochs it finished after its last checkpoint (or, restarted, all of them)."""
+    def add_epochs(self, trial_id: str, records: list[dict[str, Any]], agent: str) -> None:
+        """Record epochs, in the order the trainer wrote them, written by `agent`, in one transaction. Epochs arrive
+        in order, so later ones on record are stale: a resumed trial runs again the epochs it finished after its
+        last checkpoint (or, restarted, all of them)."""
+        if not records:
+            return
+        epochs = [int(r["epoch"]) for r in records]
+        # Each record drops the later ones on record; for rising epochs one delete from the first does it all.
+        runs = (
+            [(records, epochs)]
+            if epochs == sorted(set(epochs))
+            else [([r], [e]) for r, e in zip(records, epochs, strict=True)]
+        )
 
         def add() -> None:
-            self._own(trial_id, agent)
-            self._exec(
-                "DELETE FROM history WHERE trial_id = :id AND epoch > :epoch", id=trial_id, epoch=record["epoch"]
-            )
-            self._exec(
-                f"INSERT INTO history (trial_id, epoch, metrics, agent, written) "
-                f"VALUES (:id, :epoch, :metrics, :agent, {self.now}) "
-                "ON CONFLICT (trial_id, epoch) DO UPDATE SET metrics = excluded.metrics, agent = excluded.agent, "
-                "written = excluded.written",
+            for batch, numbers in runs:
+                self._exec(
+                    "DELETE FROM history WHERE trial_id = :id AND epoch >= :epoch", id=trial_id, epoch=numbers[0]
+                )
+                self._conn().execute(
+                    sa.text(
+                        f"INSERT INTO history (trial_id, epoch, metrics, agent, written) "
+                        f"VALUES (:id, :epoch, :metrics, :agent, {self.now})"
+                    ),
+                    [
+                        {"id": trial_id, "epoch": e, "metrics": json.dumps(r), "agent": agent}
+                        for r, e in zip(batch, numbers, strict=True)
+                    ],
+                )
+            # Fenced as `_own` is, in the same statement (a trial this agent no longer holds rolls all of it back).
+            held = self._exec(
+                f"UPDATE trials SET heartbeat = {self.now}, epochs = (SELECT COUNT(*) FROM history WHERE trial_id = "
+                ":id), summary = :summary, revision = revision + 1 WHERE id = :id AND agent = :agent AND state = "
+                "'running'",
                 id=trial_id,
-                epoch=int(record["epoch"]),
-                metrics=json.dumps(record),
                 agent=agent,
-            )
-            self._exec(
-                "UPDATE trials SET epochs = (SELECT COUNT(*) FROM history WHERE trial_id = :id), summary = :summary, "
-                "revision = revision + 1 WHERE id = :id",
-                id=trial_id,
-                summary=json.dumps(record),
-            )
+                summary=json.dumps(records[-1]),
+            ).rowcount
+            if held != 1:
+                raise NotOwner(trial_id)
 
         self.atomic(add)
+
+    def add_epoch(self, trial_id: str, record: dict[str, Any], agent: str) -> None:
+        """Record one epoch (see `add_epochs`)."""
+        self.add_epochs(trial_id, [record], agent)
 
     def end(
         self,
@@ -534,6 +562,15 @@ class Store:
             )
 
         self.atomic(end)
+
+
+Version = tuple[str, str | None, int, int, int]  # state (a State's value), agent, revision, resumes, crashes
+_VERSION = "state, agent, revision, resumes, crashes"
+
+
+def version(trial: Trial) -> Version:
+    """The trial's version, as `Store.trial_versions` gives it."""
+    return (trial.state, trial.agent, trial.revision, trial.resumes, trial.crashes)
 
 
 def _trial(row: sa.RowMapping) -> Trial:
@@ -572,6 +609,10 @@ def _sqlite_engine(path: Path) -> sa.Engine:
     def _connect(dbapi_conn: Any, record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below); pysqlite's own is deferred
         dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        # WAL's recommended setting: a commit no longer waits for the disk (an agent records every epoch), and the
+        # database stays consistent; only an OS crash or power loss may undo the last commits, and the agents of
+        # that machine go with it (their trials count as crashed and resume).
+        dbapi_conn.execute("PRAGMA synchronous=NORMAL")
 
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:

@@ -196,11 +196,12 @@ class WandbController:
     def started(self, trial: Trial, pgid: int) -> None:
         self.store.set_process(trial.id, self.agent_id, pgid, socket.gethostname())
 
-    def record_epoch(self, trial: Trial, record: dict[str, Any]) -> None:
-        self.store.add_epoch(trial.id, record, self.agent_id)
+    def record_epochs(self, trial: Trial, records: list[dict[str, Any]]) -> None:
+        self.store.add_epochs(trial.id, records, self.agent_id)
         run = self.runs[trial.id]
-        if record["epoch"] >= run.step:  # a resumed run already holds the epochs before its checkpoint
-            log_epoch(run, record)
+        for record in records:
+            if record["epoch"] >= run.step:  # a resumed run already holds the epochs before its checkpoint
+                log_epoch(run, record)
 
     def should_stop(self, trial: Trial) -> bool:
         with self.lock:

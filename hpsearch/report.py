@@ -178,19 +178,24 @@ def render_html(data: dict[str, Any]) -> str:
     body = "\n".join(
         [
             _summary_html(data),
-            _section("Trials", _table_html(data)),
-            _section("Loss history", _figure_html(history_figure(data), "loss-history", "No epoch recorded yet.")),
-            _section("Parameters and " + s["metric"]["name"], _parameters_html(data)),
+            section("Trials", _table_html(data)),
+            section("Loss history", figure_html(history_figure(data), "loss-history", "No epoch recorded yet.")),
+            section("Parameters and " + s["metric"]["name"], _parameters_html(data)),
             _errors_html(data),
             f"<footer>hpsearch report, {time.strftime('%Y-%m-%d %H:%M')}; plots by plotly.js "
             f"{plotly.__version__} (plotly.py), inline.</footer>",
         ]
     )
+    return page(f"sweep {s['id']}{' ' + s['name'] if s['name'] else ''}: hpsearch report", body)
+
+
+def page(title: str, body: str) -> str:
+    """A self-contained HTML page in the report's style, with plotly.js inline (no network needed)."""
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         '<link rel="icon" href="data:,">\n'  # else the browser asks the file system for /favicon.ico
-        f"<title>sweep {_esc(s['id'])}{_esc(' ' + s['name'] if s['name'] else '')}: hpsearch report</title>\n"
+        f"<title>{esc(title)}</title>\n"
         f"<style>{CSS}</style>\n<script>{get_plotlyjs()}</script>\n</head>\n<body>\n<main>\n{body}\n</main>\n"
         "</body>\n</html>\n"
     )
@@ -229,7 +234,7 @@ def history_figure(data: dict[str, Any]) -> dict[str, Any] | None:
                     "mode": "lines+markers",
                     "line": {"color": t["color"], "width": 4 if best else 2},
                     "marker": marker,
-                    "hovertemplate": f"{_esc(t['id'])}<br>epoch %{{x}}<br>{key} %{{y:.4g}}<extra></extra>",
+                    "hovertemplate": f"{esc(t['id'])}<br>epoch %{{x}}<br>{key} %{{y:.4g}}<extra></extra>",
                 }
             )
     for col in (1, 2):  # losses: a diverging trial's spike would flatten everyone else's curve on a linear axis
@@ -243,10 +248,10 @@ def history_figure(data: dict[str, Any]) -> dict[str, Any] | None:
         margin={"t": 40, "b": 40, "l": 50, "r": 20},
         legend={"traceorder": "reversed", "title": {"text": "trial (state)"}},
     )
-    return _with_traces(fig, traces)
+    return with_traces(fig, traces)
 
 
-def _with_traces(fig: go.Figure, traces: list[dict[str, Any]]) -> dict[str, Any]:
+def with_traces(fig: go.Figure, traces: list[dict[str, Any]]) -> dict[str, Any]:
     """The figure (its layout, built with plotly's checks) as JSON with `traces` added as they are: plotly would
     check each of thousands of traces field by field, most of a big sweep's report time."""
     out = fig.to_plotly_json()
@@ -271,10 +276,10 @@ def parallel_figure(data: dict[str, Any]) -> dict[str, Any] | None:
         ys, ticks = _axis(values)
         heights.append(ys)
         fig.add_shape(type="line", x0=i, x1=i, y0=0, y1=1, line={"color": "#888", "width": 1})
-        fig.add_annotation(x=i, y=1.06, text=f"<b>{_esc(name)}</b>", showarrow=False, yanchor="bottom")
+        fig.add_annotation(x=i, y=1.06, text=f"<b>{esc(name)}</b>", showarrow=False, yanchor="bottom")
         for y, text in ticks:
             fig.add_annotation(
-                x=i, y=y, text=_esc(text), showarrow=False, xanchor="right", xshift=-4, bgcolor="rgba(255,255,255,0.8)"
+                x=i, y=y, text=esc(text), showarrow=False, xanchor="right", xshift=-4, bgcolor="rgba(255,255,255,0.8)"
             )
     lo, hi = min(columns[-1]), max(columns[-1])
     scale = "Viridis_r" if metric["goal"] == "minimize" else "Viridis"  # the better, the brighter
@@ -283,7 +288,7 @@ def parallel_figure(data: dict[str, Any]) -> dict[str, Any] | None:
     traces = []
     for j, t in enumerate(trials):
         best = t is data["best"]
-        values = "<br>".join(f"{_esc(n)} {_esc(fmt_value(c[j]))}" for n, c in zip(names, columns, strict=True))
+        values = "<br>".join(f"{esc(n)} {esc(fmt_value(c[j]))}" for n, c in zip(names, columns, strict=True))
         traces.append(
             {
                 "type": "scatter",
@@ -292,7 +297,7 @@ def parallel_figure(data: dict[str, Any]) -> dict[str, Any] | None:
                 "mode": "lines+markers",
                 "line": {"color": colors[j], "width": 5 if best else 2.5},
                 "name": t["id"],
-                "hovertemplate": f"<b>{_esc(t['id'])}</b><br>{values}<extra></extra>",
+                "hovertemplate": f"<b>{esc(t['id'])}</b><br>{values}<extra></extra>",
                 "showlegend": False,
             }
         )
@@ -310,7 +315,7 @@ def parallel_figure(data: dict[str, Any]) -> dict[str, Any] | None:
     fig.update_xaxes(visible=False, range=[-0.4, len(names) - 0.8])
     fig.update_yaxes(visible=False, range=[-0.06, 1.14])
     fig.update_layout(template=TEMPLATE, height=420, margin={"t": 20, "b": 20, "l": 60, "r": 20})
-    return _with_traces(fig, traces)
+    return with_traces(fig, traces)
 
 
 def _axis(values: list[Any]) -> tuple[list[float], list[tuple[float, str]]]:
@@ -336,15 +341,15 @@ def _axis(values: list[Any]) -> tuple[list[float], list[tuple[float, str]]]:
 
 def _summary_html(data: dict[str, Any]) -> str:
     s, best = data["sweep"], data["best"]
-    name = f" {_esc(s['name'])}" if s["name"] else ""
-    lines = [f"<h1>Sweep{name} <code>{_esc(s['id'])}</code></h1>", f'<p class="headline">{_esc(_headline(data))}</p>']
+    name = f" {esc(s['name'])}" if s["name"] else ""
+    lines = [f"<h1>Sweep{name} <code>{esc(s['id'])}</code></h1>", f'<p class="headline">{esc(_headline(data))}</p>']
     if best:
         lines += [
-            f"<p>Best: trial <b>{_esc(best['id'])}</b>, {_esc(_best_result(data))}. To run it again:</p>",
-            f'<pre class="command">{_esc(train_command(best["params"]))}</pre>',
+            f"<p>Best: trial <b>{esc(best['id'])}</b>, {esc(_best_result(data))}. To run it again:</p>",
+            f'<pre class="command">{esc(train_command(best["params"]))}</pre>',
         ]
     else:
-        lines.append(f"<p>No trial has a {_esc(s['metric']['name'])} value yet.</p>")
+        lines.append(f"<p>No trial has a {esc(s['metric']['name'])} value yet.</p>")
     return "<header>\n" + "\n".join(lines) + "\n</header>"
 
 
@@ -357,7 +362,7 @@ def _table_html(data: dict[str, Any]) -> str:
     for t in data["trials"]:
         mark = '<div class="star">&#9733; best</div>' if t is best else ""
         cls = ' class="best"' if t is best else ""
-        head.append(f'<th{cls} style="border-top-color: {t["color"]}">{mark}{_esc(t["id"])}</th>')
+        head.append(f'<th{cls} style="border-top-color: {t["color"]}">{mark}{esc(t["id"])}</th>')
     body = []
     for label, cells in table_rows(data):
         tds = []
@@ -366,11 +371,11 @@ def _table_html(data: dict[str, Any]) -> str:
             title = ""
             if label == "state":
                 classes.append(f"state-{t['state']}")
-                title = f' title="{_esc(t["error"])}"' if t["error"] else ""
+                title = f' title="{esc(t["error"])}"' if t["error"] else ""
             cls = f' class="{" ".join(classes)}"' if classes else ""
-            tds.append(f"<td{cls}{title}>{_esc(cell)}</td>")
+            tds.append(f"<td{cls}{title}>{esc(cell)}</td>")
         row_cls = ' class="metric"' if label == metric else ""
-        body.append(f"<tr{row_cls}><th>{_esc(label)}</th>{''.join(tds)}</tr>")
+        body.append(f"<tr{row_cls}><th>{esc(label)}</th>{''.join(tds)}</tr>")
     return (
         f'<div class="scroll"><table class="trials">\n<thead><tr>{"".join(head)}</tr></thead>\n<tbody>\n'
         + "\n".join(body)
@@ -381,9 +386,9 @@ def _table_html(data: dict[str, Any]) -> str:
 def _parameters_html(data: dict[str, Any]) -> str:
     metric = data["sweep"]["metric"]["name"]
     unscored = sum(t["value"] is None for t in data["trials"])
-    note = f"<p class=note>{unscored} trial(s) without a {_esc(metric)} value left out.</p>" if unscored else ""
-    figure = _figure_html(parallel_figure(data), "parallel", f"No trial has a {metric} value yet.")
-    return f"{note}{figure}\n<h3>Parameter importance for {_esc(metric)}</h3>\n{_importance_html(data)}"
+    note = f"<p class=note>{unscored} trial(s) without a {esc(metric)} value left out.</p>" if unscored else ""
+    figure = figure_html(parallel_figure(data), "parallel", f"No trial has a {metric} value yet.")
+    return f"{note}{figure}\n<h3>Parameter importance for {esc(metric)}</h3>\n{_importance_html(data)}"
 
 
 def _importance_html(data: dict[str, Any]) -> str:
@@ -391,7 +396,7 @@ def _importance_html(data: dict[str, Any]) -> str:
     if not rows:
         return (
             f"<p class=note>Shown once at least {MIN_SCORED} trials have a "
-            f"{_esc(data['sweep']['metric']['name'])} value, and the values differ.</p>"
+            f"{esc(data['sweep']['metric']['name'])} value, and the values differ.</p>"
         )
     out = []
     for r in rows:
@@ -404,7 +409,7 @@ def _importance_html(data: dict[str, Any]) -> str:
             corr_cell = f'<td class="corr">{bar}<span class="num">{corr:+.2f}</span></td>'
         imp = f'<span class="bar imp" style="width: {r["importance"] * 100:.1f}%"></span>'
         out.append(
-            f"<tr><th>{_esc(r['param'])}</th><td>{imp}<span class=num>{r['importance']:.2f}</span></td>{corr_cell}</tr>"
+            f"<tr><th>{esc(r['param'])}</th><td>{imp}<span class=num>{r['importance']:.2f}</span></td>{corr_cell}</tr>"
         )
     return (
         '<table class="importance"><thead><tr><th>parameter</th>'
@@ -420,20 +425,20 @@ def _importance_html(data: dict[str, Any]) -> str:
 
 def _errors_html(data: dict[str, Any]) -> str:
     items = [
-        f"<dt>{_esc(t['id'])} ({_esc(t['state'])})</dt><dd><pre>{_esc(t['error'])}</pre></dd>"
-        for t in _with_errors(data)
+        f"<dt>{esc(t['id'])} ({esc(t['state'])})</dt><dd><pre>{esc(t['error'])}</pre></dd>" for t in _with_errors(data)
     ]
-    return _section("Errors", "<dl>" + "\n".join(items) + "</dl>") if items else ""
+    return section("Errors", "<dl>" + "\n".join(items) + "</dl>") if items else ""
 
 
-def _figure_html(fig: dict[str, Any] | None, div_id: str, empty: str) -> str:
+def figure_html(fig: dict[str, Any] | None, div_id: str, empty: str) -> str:
+    """A figure as a <div> drawn by the page's plotly.js (SVG traces), or `empty` as a note."""
     if fig is None:
-        return f"<p class=note>{_esc(empty)}</p>"
+        return f"<p class=note>{esc(empty)}</p>"
     return pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG, validate=False)
 
 
-def _section(title: str, content: str) -> str:
-    return f"<section>\n<h2>{_esc(title)}</h2>\n{content}\n</section>"
+def section(title: str, content: str) -> str:
+    return f"<section>\n<h2>{esc(title)}</h2>\n{content}\n</section>"
 
 
 # ---- shared wording ----
@@ -465,7 +470,7 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _esc(text: Any) -> str:
+def esc(text: Any) -> str:
     return html.escape(str(text))
 
 

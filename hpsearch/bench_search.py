@@ -1,0 +1,171 @@
+"""How well each search finds good configurations (a benchmark, not a test), at YAHPO Gym's protocol for LCBench:
+`python -m hpsearch.bench_search --data DIR [--tasks ...] [--workers 1 8] [--seeds 30] [--slow-seeds 10]
+[--jobs 2] [--out FILE.jsonl]`, then `--table` prints the README's tables from what FILE.jsonl holds.
+
+Each method is a variant of sweeps/simulate/lcbench.yaml, replayed exactly as `hpsearch simulate` replays it
+(`simulate/replay.py`), with seeds 0..K-1 for every method alike. Every replay is one line of FILE.jsonl, written
+as it ends, so a long run can be stopped and taken up again (lines already there are not run again).
+Methods whose engine is slow (W&B's bayes fits a Gaussian process for every suggestion) get --slow-seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hpsearch.simulate.curves import YAHPO_DATA
+
+SPACE = Path(__file__).resolve().parent.parent / "sweeps" / "simulate" / "lcbench.yaml"
+TASKS = ("167168", "189873", "189906", "189908")  # the YAHPO Gym paper's LCBench tasks, and Fashion-MNIST
+BUDGET = 6544
+HYPERBAND = {"type": "hyperband", "min_iter": 2, "eta": 3}
+
+
+def _variant(method: str, early: dict | None = None, impute: str | None = None) -> Callable[[dict], dict]:
+    def make(space: dict) -> dict:
+        config = copy.deepcopy(space)
+        config["method"] = method
+        if early:
+            config["early_terminate"] = early
+        if impute:
+            config["metric"]["impute"] = impute
+        return config
+
+    return make
+
+
+# name -> (the sweep config from LCBench's space, slow)
+METHODS: dict[str, tuple[Callable[[dict], dict], bool]] = {
+    "random": (_variant("random"), False),
+    "random + hyperband": (_variant("random", HYPERBAND), True),  # (its stop decisions read every trial)
+    "bayes": (_variant("bayes"), True),
+    "bayes + hyperband": (_variant("bayes", HYPERBAND), True),
+    "bayes + hyperband, impute latest": (_variant("bayes", HYPERBAND, "latest"), True),
+}
+
+_sources: dict[str, Any] = {}  # per worker process: one surrogate per task
+
+
+def _run(data: str, task: str, method: str, workers: int, seed: int) -> dict[str, Any]:
+    from hpsearch.simulate.curves import LCBench
+    from hpsearch.simulate.replay import replay
+    from hpsearch.sweep.store import Store
+
+    if task not in _sources:
+        _sources[task] = LCBench(task, Path(data))
+    config = METHODS[method][0](yaml.safe_load(SPACE.read_text()))
+    with tempfile.TemporaryDirectory() as tmp:
+        r = replay(Store(tmp), config, _sources[task], workers, BUDGET, seed)
+    return {"task": task, "method": method, "workers": workers, "seed": seed, "trials": r.trials,
+            "epochs": r.epochs, "distinct": r.distinct, "incumbent": r.incumbent,
+            "engine_seconds": round(r.engine_seconds, 2), "seconds": round(r.seconds, 2)}  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    done = {(r["task"], r["method"], r["workers"], r["seed"]) for r in _lines(out)}
+    # Seeds first, so a run stopped early holds every method on the same seeds.
+    jobs = [
+        (task, method, workers, seed)
+        for seed in range(args.seeds)
+        for workers in args.workers
+        for task in args.tasks
+        for method in args.methods
+        if seed < (args.slow_seeds if METHODS[method][1] else args.seeds) and (task, method, workers, seed) not in done
+    ]
+    print(f"{len(jobs)} replays to run, {len(done)} already in {out}", flush=True)
+    with ProcessPoolExecutor(args.jobs) as pool, out.open("a") as fh:
+        futures = [pool.submit(_run, args.data, *job) for job in jobs]
+        for n, future in enumerate(as_completed(futures), 1):
+            line = future.result()
+            fh.write(json.dumps(line) + "\n")
+            fh.flush()
+            what = f"{line['task']} {line['method']} x{line['workers']} seed {line['seed']}"
+            print(f"[{n}/{len(jobs)}] {what}: best {line['incumbent'][-1][1]:.2f}, {line['trials']} trials, "
+                  f"{line['seconds']:.0f} s", flush=True)  # fmt: skip
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _best_at(incumbent: list[list[float]], spent: float) -> float | None:
+    best = None
+    for x, value in incumbent:
+        if x > spent:
+            break
+        best = value
+    return best
+
+
+def _extremes(data: Path) -> dict[str, tuple[float, float]]:
+    """YAHPO's min and max of val_accuracy per LCBench task, for normalized regret."""
+    out: dict[str, dict[str, float]] = {}
+    stats = data / "global_statistics" / "instance_target_statistics.csv"
+    for line in stats.read_text().splitlines()[1:]:
+        metric, stat, value, scenario, instance = line.split(",")
+        if scenario == "lcbench" and metric == "val_accuracy":
+            out.setdefault(instance, {})[stat] = float(value)
+    return {k: (v["min"], v["max"]) for k, v in out.items()}
+
+
+def table(args: argparse.Namespace) -> None:
+    """Markdown: for each number of workers, mean best val_accuracy at 25 / 50 / 100% of the budget per task and
+    method; then random search's normalized regret beside the paper's."""
+    lines = _lines(Path(args.out))
+    extremes = _extremes(Path(args.data))
+    for workers in args.workers:
+        print(f"\n{workers} worker(s), budget {BUDGET:,} epochs; mean best val_accuracy at 25% / 50% / 100% of it "
+              "(seeds):\n")  # fmt: skip
+        print("| method | " + " | ".join(args.tasks) + " | trials |")
+        print("|---|" + "---|" * (len(args.tasks) + 1))
+        for method in args.methods:
+            cells, trials = [], []
+            for task in args.tasks:
+                runs = [r for r in lines if (r["task"], r["method"], r["workers"]) == (task, method, workers)]
+                trials += [r["trials"] for r in runs]
+                if not runs:
+                    cells.append("-")
+                    continue
+                means = [statistics.fmean(_best_at(r["incumbent"], f * BUDGET) or 0.0 for r in runs)
+                         for f in (0.25, 0.5, 1.0)]  # fmt: skip
+                cells.append(" / ".join(f"{m:.2f}" for m in means) + f" ({len(runs)})")
+            mean_trials = f"{statistics.fmean(trials):.0f}" if trials else "-"
+            print(f"| {method} | " + " | ".join(cells) + f" | {mean_trials} |")
+    print("\nRandom search, 1 worker, at 100% of the budget: mean best val_accuracy and normalized regret "
+          "((max - best) / (max - min), YAHPO's min and max):\n")  # fmt: skip
+    print("| task | mean best | regret |\n|---|---|---|")
+    for task in args.tasks:
+        runs = [r for r in lines if (r["task"], r["method"], r["workers"]) == (task, "random", 1)]
+        if runs:
+            lo, hi = extremes[task]
+            best = statistics.fmean(r["incumbent"][-1][1] for r in runs)
+            print(f"| {task} | {best:.2f} | {(hi - best) / (hi - lo):.3f} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(YAHPO_DATA), help="YAHPO Gym's data folder (holding lcbench/)")
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--seeds", type=int, default=30)
+    ap.add_argument("--slow-seeds", type=int, default=10, help="seeds for the methods whose engine is slow")
+    ap.add_argument("--jobs", type=int, default=2, help="replays run at once (processes)")
+    ap.add_argument("--out", default="bench_search.jsonl")
+    ap.add_argument("--table", action="store_true", help="print the tables from --out; run nothing")
+    args = ap.parse_args(argv)
+    table(args) if args.table else run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,1 +1,0 @@
-"""Looking at finished work: a sweep's report (HTML or Markdown) and its upload to W&B."""

@@ -1,0 +1,162 @@
+"""A sweep replayed on recorded curves: its search as `hpsearch agent` runs it, with curves in place of trainers
+and a simulated clock in place of the wall clock, as Syne Tune's simulator backend replays its schedulers.
+
+The decisions are the real ones: the sweep's own controller over a real store (W&B's `sweeps` engine, the claims,
+run_cap, grid exhaustion), asked the agent's questions in the agent's order: after the epochs due at a moment
+(trials in slot order), each new epoch is recorded and `should_stop` asked of its trial; then a suggestion is
+claimed for each free worker. An epoch takes the time its record says (`epoch_time`, else 1), so workers finish
+out of step as real ones do. Records wait in memory until the controller next reads (as an agent's wait while
+its database is away), which is what keeps a replay cheap; a controller that can never stop a trial is not asked.
+Nothing here decides what to run or when to stop.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hpsearch.simulate.curves import Curve, Source, scales
+from hpsearch.sweep.local import LocalController
+from hpsearch.sweep.spec import leaves
+from hpsearch.sweep.store import State, Store, Trial
+
+AGENT = "simulator"
+
+
+@dataclass
+class Replay:
+    """One replay of one sweep: what it ran, and the incumbent's history: [epochs spent, best value] each time the
+    best value (by the metric's goal) improved."""
+
+    sweep: str  # its id in the store it replayed in
+    seed: int
+    trials: int
+    epochs: int
+    distinct: int  # configurations of the source it ran (a table replays a repeated nearest one at full cost)
+    incumbent: list[list[float]]
+    engine_seconds: float  # in the engine's own suggestion and stop calls
+    seconds: float  # the whole replay
+
+
+@dataclass
+class Result:
+    """The replays of one sweep, one per seed."""
+
+    name: str  # the sweep file, or "random search (reference)"
+    runs: list[Replay]
+
+
+@dataclass
+class _Running:
+    trial: Trial
+    curve: Curve
+    next_at: float  # when its next epoch ends, on the simulated clock
+    ran: int = 0  # epochs of its curve it has run
+    pending: list[dict[str, Any]] = field(default_factory=list)  # recorded by the trainer, not yet in the store
+
+
+def epoch_time(record: dict[str, Any]) -> float:
+    t = record.get("epoch_time")
+    return float(t) if isinstance(t, (int, float)) and t > 0 else 1.0
+
+
+def replay(store: Store, config: dict[str, Any], source: Source, workers: int, budget: int, seed: int) -> Replay:
+    """Run `config`'s search against `source` with `workers` trials at once until `budget` epochs are spent (each
+    trial charged the epochs it ran) or the search is done. The engine draws from Python's and numpy's global
+    random state, seeded with `seed`."""
+    began = time.perf_counter()
+    random.seed(seed)
+    np.random.seed(seed)
+    sweep = store.add_sweep(config, "local", name=f"replay-{seed}")
+    # No other agent shares the store, so no trial of it ever counts as crashed.
+    controller = LocalController(store, sweep, AGENT, stale_after=math.inf)
+    metric = config["metric"]["name"]
+    sign = 1 if config["metric"].get("goal", "minimize") == "maximize" else -1
+    sweep_scales = scales(config)
+    running: dict[int, _Running] = {}
+    now, spent, trials, distinct = 0.0, 0, 0, set()
+    incumbent: list[list[float]] = []
+
+    def flush() -> None:
+        for rn in running.values():
+            if rn.pending:
+                controller.record_epochs(rn.trial, rn.pending)
+                rn.pending = []
+
+    def end(slot: int, state: State) -> None:
+        rn = running.pop(slot)
+        controller.record_epochs(rn.trial, rn.pending)
+        last = rn.curve.records[rn.ran - 1]
+        error = f"its curve ends after epoch {rn.ran} of {rn.curve.planned}" if state == State.FAILED else None
+        controller.finish(rn.trial, state, 1 if error else 0, error, last)
+        value = last.get(metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            if not incumbent or sign * value > sign * incumbent[-1][1]:
+                incumbent.append([spent, value])
+
+    while True:
+        for slot in range(workers) if spent < budget else ():
+            if slot in running or controller.done:
+                continue
+            flush()  # the engine reads every trial's history
+            claim = controller.next_trial(slot)
+            if claim is None:
+                continue
+            curve = source.curve(leaves(claim.trial.params), sweep_scales)
+            running[slot] = _Running(claim.trial, curve, now + epoch_time(curve.records[0]))
+            trials += 1
+            distinct.add(curve.config)
+        if not running or spent >= budget:
+            break
+        now = min(rn.next_at for rn in running.values())
+        for slot in sorted(running):
+            rn = running[slot]
+            if rn.next_at != now:
+                continue
+            record = rn.curve.records[rn.ran]
+            rn.ran += 1
+            rn.pending.append(record)
+            spent += 1
+            if controller.stops:
+                flush()
+                if controller.should_stop(rn.trial):
+                    end(slot, State.STOPPED)
+                    continue
+            if rn.ran == len(rn.curve.records):
+                end(slot, State.FINISHED if rn.ran >= rn.curve.planned else State.FAILED)
+            else:
+                rn.next_at = now + epoch_time(rn.curve.records[rn.ran])
+            if spent >= budget:
+                break
+    flush()  # the store holds what ran, the trials the budget cut included
+    seconds = time.perf_counter() - began
+    return Replay(sweep.id, seed, trials, spent, len(distinct), incumbent, controller.engine_seconds, seconds)
+
+
+UNLIKE_RANDOM = ("early_terminate", "run_cap", "scheduler")  # what a sweep adds to plain random search
+
+
+def reference(config: dict[str, Any]) -> dict[str, Any]:
+    """Random search over the same space, with no early termination: what every search should beat."""
+    return {**{k: v for k, v in config.items() if k not in UNLIKE_RANDOM}, "method": "random"}
+
+
+def compare(
+    store: Store, configs: dict[str, dict[str, Any]], source: Source, workers: int, budget: int, seeds: int
+) -> tuple[list[Result], Result]:
+    """Replay each sweep (by name) with seeds 0..seeds-1; and the reference, random search over the first one's
+    space (one of the sweeps, if one is that already)."""
+
+    def runs(config: dict[str, Any]) -> list[Replay]:
+        return [replay(store, config, source, workers, budget, seed) for seed in range(seeds)]
+
+    results = [Result(name, runs(config)) for name, config in configs.items()]
+    for result, config in zip(results, configs.values(), strict=True):
+        if config.get("method") == "random" and not set(UNLIKE_RANDOM) & config.keys():
+            return results, result
+    return results, Result("random search (reference)", runs(reference(next(iter(configs.values())))))

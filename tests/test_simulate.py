@@ -1,0 +1,260 @@
+"""`hpsearch simulate`: replays of sweeps on small generated curve tables (seconds each), the replay against a real
+agent on the same table, LCBench's surrogate, and the one-line errors of bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import STUB, env, hpsearch, make_sweep, run_agent
+
+from hpsearch.simulate.curves import YAHPO_DATA, CurveTable, LCBench, Scale, scales
+from hpsearch.simulate.replay import replay
+from hpsearch.sweep.spec import load_spec
+from hpsearch.sweep.store import State, Store
+
+PROGRAM = Path(__file__).parent / "curve_program.py"
+
+
+def curve(top: float, epochs: int = 6, epoch_time: float = 1.0, slow: bool = False) -> list[dict]:
+    """val_acc rising towards `top` (slowly at first if `slow`, as strong augmentation does)."""
+    out = []
+    for e in range(1, epochs + 1):
+        frac = (e / epochs) ** (3 if slow else 0.5)
+        out.append({"epoch": e, "val_acc": round(top * frac, 3), "epoch_time": epoch_time})
+    return out
+
+
+def grid_table(path: Path, short: tuple[float, str] | None = None) -> Path:
+    """lr x aa: 8 configurations; the cifar10 ones learn slowly and end higher; `short`'s curve ends at epoch 3."""
+    lines = []
+    for lr in (0.001, 0.01, 0.1, 1.0):
+        for aa in ("none", "cifar10"):
+            top = 60 + 20 * (1 - abs(math.log10(lr) + 1.5) / 2) + (8 if aa == "cifar10" else 0)
+            history = curve(top, slow=aa == "cifar10")
+            if (lr, aa) == short:
+                history = history[:3]
+            lines.append(json.dumps({"config": {"lr": lr, "aa": aa, "epochs": 6}, "history": history}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def random_table(path: Path, n: int = 40) -> Path:
+    """`n` configurations over lr (log), wd and aa, with different curves."""
+    lines = []
+    for i in range(n):
+        lr, wd, aa = 10 ** (-3 + 3 * i / n), (i * 7 % 10) / 1000, ("none", "cifar10")[i % 2]
+        top = 90 - 30 * abs(math.log10(lr) + 1.5) - 1000 * abs(wd - 0.005) + 3 * (aa == "cifar10")
+        lines.append(json.dumps({"config": {"lr": lr, "wd": wd, "aa": aa}, "history": curve(top, epochs=5)}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def sweep_file(path: Path, method: str, table: Path, **extra) -> Path:
+    keys = json.loads(table.read_text().splitlines()[0])["config"]
+    params = {
+        "lr": {"distribution": "log_uniform_values", "min": 0.001, "max": 1.0},
+        "aa": {"values": ["none", "cifar10"]},
+    }
+    if method == "grid":
+        params["lr"] = {"values": [0.001, 0.01, 0.1, 1.0]}
+    if "wd" in keys:
+        params["wd"] = {"min": 0.0, "max": 0.009}
+    config = {"method": method, "metric": {"name": "val_acc", "goal": "maximize"}, "parameters": params, **extra}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+HYPERBAND = {"type": "hyperband", "min_iter": 2, "eta": 2}
+
+
+def run(tmp_path: Path, file: Path, table: Path, workers: int = 1, budget: int = 10_000, seed: int = 0):
+    source = CurveTable.from_jsonl(table)
+    store = Store(tmp_path / f"sim-{workers}-{budget}-{seed}-{file.stem}")
+    r = replay(store, load_spec(file, source.target()), source, workers, budget, seed)
+    return r, store.trials(r.sweep)
+
+
+def test_nearest_configuration_follows_log_scales_and_categories():
+    rows = [({"lr": 0.001, "aa": "none"}, curve(50)), ({"lr": 0.01, "aa": "none"}, curve(60)),
+            ({"lr": 0.1, "aa": "cifar10"}, curve(70))]  # fmt: skip
+    table = CurveTable("t", rows)
+    log, linear = {"lr": Scale("log", math.log(1e-3), math.log(1.0))}, {"lr": Scale("linear", 0.0, 1.0)}
+    # 0.004 is nearer 0.01 on a log axis, and nearer 0.001 on a linear one
+    assert table.nearest({"lr": 0.004, "aa": "none"}, log) == 1
+    assert table.nearest({"lr": 0.004, "aa": "none"}, linear) == 0
+    # categories first: the only cifar10 configuration, however far its lr
+    assert table.nearest({"lr": 0.001, "aa": "cifar10"}, log) == 2
+    # the sweep's own scales: log for log_uniform_values, exact for values
+    config = {"parameters": {"lr": {"distribution": "log_uniform_values", "min": 1e-3, "max": 1.0},
+                             "aa": {"values": ["none", "cifar10"]}, "wd": {"min": 0.0, "max": 0.1}}}  # fmt: skip
+    assert scales(config) == {"lr": Scale("log", math.log(1e-3), 0.0), "aa": Scale("exact"),
+                              "wd": Scale("linear", 0.0, 0.1)}  # fmt: skip
+
+
+def test_a_replay_is_deterministic_for_a_seed_and_charges_the_epochs_trials_ran(tmp_path: Path):
+    table = random_table(tmp_path / "t.jsonl")
+    file = sweep_file(tmp_path / "s.yaml", "random", table, early_terminate=HYPERBAND)
+    (a, trials), (b, again), (_, other) = (run(tmp_path / f"{s}", file, table, budget=60, seed=s) for s in (0, 0, 1))
+    assert (a.trials, a.epochs, a.incumbent) == (b.trials, b.epochs, b.incumbent)
+    assert [t.params for t in trials] == [t.params for t in again] != [t.params for t in other]
+    assert a.epochs == 60 == sum(t.epochs for t in trials)  # each trial charged its epochs, no more
+    stopped = [t for t in trials if t.state == State.STOPPED]
+    assert stopped and all(t.epochs < 5 for t in stopped)  # hyperband stopped some, which ran only their epochs
+    assert a.trials == len(trials) > 60 // 5  # so more trials fit in the budget than full-length ones would
+    assert a.incumbent == sorted(a.incumbent) and all(x <= 60 for x, _ in a.incumbent)
+
+
+def test_n_workers_run_n_trials_at_once_and_the_budget_ends_the_sweep(tmp_path: Path):
+    table = random_table(tmp_path / "t.jsonl")
+    file = sweep_file(tmp_path / "s.yaml", "random", table)
+    r3, trials3 = run(tmp_path, file, table, workers=3, budget=6)
+    assert r3.trials == 3 and [t.epochs for t in trials3] == [2, 2, 2]  # in step: 3 x 2 epochs
+    r1, trials1 = run(tmp_path, file, table, workers=1, budget=6)
+    assert r1.trials == 2 and [t.epochs for t in trials1] == [5, 1]  # one at a time
+    assert [t.state for t in trials1] == [State.FINISHED, State.RUNNING]  # the budget cut the second
+    assert r1.epochs == 6 and r1.incumbent == [[5, trials1[0].summary["val_acc"]]]
+
+
+def test_a_finished_grid_ends_the_replay_before_the_budget_and_a_short_curve_is_a_failed_trial(tmp_path: Path):
+    table = grid_table(tmp_path / "t.jsonl", short=(0.1, "none"))
+    r, trials = run(tmp_path, sweep_file(tmp_path / "s.yaml", "grid", table), table)
+    assert r.trials == len(trials) == 8 and r.distinct == 8 and r.epochs == 7 * 6 + 3 < 10_000
+    (failed,) = [t for t in trials if t.state == State.FAILED]
+    assert failed.params == {"lr": 0.1, "aa": "none"} and failed.epochs == 3
+    assert failed.error == "its curve ends after epoch 3 of 6"
+    assert all(t.state == State.FINISHED and t.epochs == 6 for t in trials if t is not failed)
+
+
+@pytest.mark.xdist_group("agents")
+def test_the_replay_decides_as_the_agent_does(tmp_path: Path):
+    """The same table, replayed by the simulator with one worker and run by a real agent whose program replays
+    its curves epoch by epoch: the same trials, in the same order, stopped at the same epochs."""
+    table = grid_table(tmp_path / "t.jsonl", short=(0.01, "none"))
+    file = sweep_file(tmp_path / "s.yaml", "grid", table, early_terminate=HYPERBAND, program=str(PROGRAM))
+    _, trials = run(tmp_path, file, table)
+    simulated = [(t.params, t.state, t.epochs) for t in trials]
+    assert {state for _, state, _ in simulated} == {State.FINISHED, State.STOPPED, State.FAILED}  # a telling case
+    sweep_id = make_sweep(tmp_path, yaml.safe_load(file.read_text()))
+    e = env(HPSEARCH_TEST_TABLE=str(table), HPSEARCH_TEST_SWEEP=str(file), PYTHONPATH=str(Path.cwd()))
+    p = run_agent(tmp_path, sweep_id, env=e, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    agent = Store(tmp_path / "store").trials(sweep_id)
+    assert [(t.params, t.state, t.epochs) for t in agent] == simulated
+
+
+# ---- the command ----
+
+
+def simulate(tmp_path: Path, *args: str, **kw):
+    return hpsearch("simulate", *args, cwd=tmp_path, **kw)
+
+
+def test_simulate_compares_sweeps_on_the_same_seeds_as_a_table_json_and_a_page(tmp_path: Path):
+    table = random_table(tmp_path / "t.jsonl")
+    rnd = sweep_file(tmp_path / "random.yaml", "random", table)
+    hb = sweep_file(tmp_path / "hb.yaml", "random", table, early_terminate=HYPERBAND)
+    args = [str(rnd), str(hb), "--curves", str(table), "--seeds", "3", "--budget", "60"]
+    p = simulate(tmp_path, *args, "-o", "page.html")
+    assert p.returncode == 0, p.stderr
+    head, row_random, row_hb, wrote = p.stdout.strip().splitlines()
+    assert wrote == "wrote page.html"
+    assert head.split()[:4] == ["sweep", "best", "@25%", "best"] and "to reach random @100%" in head
+    assert row_random.startswith(str(rnd)) and row_hb.startswith(str(hb))
+    assert "(" in row_random.split()[-1] and row_random.split()[-1].endswith("/3)")
+    page = (tmp_path / "page.html").read_text()
+    assert 'id="incumbent"' in page and "Plotly.newPlot" in page and "https://" not in page.split("<script>")[0]
+    p = simulate(tmp_path, *args, "--json")
+    assert p.returncode == 0, p.stderr
+    runs = [json.loads(line) for line in p.stdout.splitlines()]
+    assert [r["sweep"] for r in runs] == [str(rnd), str(hb)]
+    for r in runs:
+        assert (r["source"], r["budget"], r["workers"]) == (str(table), 60, 1)
+        assert [x["seed"] for x in r["runs"]] == [0, 1, 2] and all(x["epochs"] == 60 for x in r["runs"])
+        for x in r["runs"]:
+            assert set(x) == {"seed", "trials", "epochs", "distinct", "incumbent"} and x["distinct"] <= x["trials"]
+            values = [v for _, v in x["incumbent"]]
+            assert values == sorted(values)  # a point each time the best improves
+    # the same seeds give the same replays, call after call
+    assert simulate(tmp_path, *args, "--json").stdout == p.stdout
+
+
+def test_export_curves_writes_a_sweep_as_a_table_that_simulate_replays(tmp_path: Path):
+    sweep_id = make_sweep(tmp_path, {"method": "grid", "metric": {"name": "val_acc", "goal": "maximize"},
+                                     "program": str(STUB), "parameters": {"epochs": {"value": 3},
+                                     "epoch_s": {"value": 0.05}, "lr": {"values": [0.1, 0.3, 0.5]}}})  # fmt: skip
+    assert run_agent(tmp_path, sweep_id).returncode == 0
+    p = simulate(tmp_path, "--export-curves", sweep_id, "--dir", "store")
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    assert sorted(r["config"]["lr"] for r in rows) == [0.1, 0.3, 0.5]
+    assert all([h["epoch"] for h in r["history"]] == [1, 2, 3] for r in rows)
+    grid = tmp_path / "again.yaml"
+    grid.write_text(yaml.safe_dump({"method": "grid", "metric": {"name": "val_acc", "goal": "maximize"},
+                                    "parameters": {"lr": {"values": [0.1, 0.5]}}}))  # fmt: skip
+    p = simulate(tmp_path, str(grid), "--curves", f"sweep:{sweep_id}", "--dir", "store", "--seeds", "1", "--json")
+    assert p.returncode == 0, p.stderr
+    (out,) = [json.loads(line) for line in p.stdout.splitlines()]
+    assert out["budget"] == 9  # the table's cost: three curves of three epochs
+    assert out["runs"][0]["trials"] == 2 and out["runs"][0]["incumbent"][-1] == [6, 50.0]  # lr 0.5: its 3rd epoch
+
+
+def test_lcbench_replays_yahpo_gyms_surrogate_with_the_sources_types(tmp_path: Path):
+    source = LCBench("189906", YAHPO_DATA)
+    config = load_spec(Path(__file__).parents[1] / "sweeps" / "simulate" / "lcbench.yaml", source.target())
+    drawn = {"batch_size": 64.0, "learning_rate": 0.01, "momentum": 0.9, "weight_decay": 1e-3, "num_layers": 2.0,
+             "max_units": 256.0, "max_dropout": 0.1}  # fmt: skip
+    c = source.curve(drawn, scales(config))
+    assert c.planned == 50 and [r["epoch"] for r in c.records] == list(range(1, 51))
+    assert json.loads(c.config)["batch_size"] == 64 and isinstance(json.loads(c.config)["batch_size"], int)
+    assert c.records == source.curve({**drawn, "batch_size": 64, "num_layers": 2}, scales(config)).records
+    assert all(0 < r["val_accuracy"] <= 100 and r["epoch_time"] > 0 for r in c.records)
+    assert c.records[-1]["val_accuracy"] > c.records[0]["val_accuracy"]  # it learns
+    r = replay(Store(tmp_path), config, source, 2, 500, 0)
+    assert r.epochs == 500 and r.trials >= 10 and 10 < r.incumbent[-1][1] <= 100
+
+
+# ---- bad input: one line, exit 2 ----
+
+
+def one_line_error(p) -> str:
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    (line,) = p.stderr.strip().splitlines()
+    assert line.startswith("hpsearch simulate: error: ")
+    return line
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path):
+    table = random_table(tmp_path / "t.jsonl")
+    good = sweep_file(tmp_path / "s.yaml", "random", table)
+    line = one_line_error(simulate(tmp_path, str(good), "--curves", "nosuch:1"))
+    assert "'nosuch:1' is not a source of curves; allowed: lcbench:TASK, FILE.jsonl, sweep:ID" in line
+    bad = yaml.safe_load(good.read_text())
+    bad["parameters"]["momentum"] = {"values": [0.9]}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    line = one_line_error(simulate(tmp_path, "bad.yaml", "--curves", str(table)))
+    assert "parameters.momentum: 'momentum' is not a configuration key of" in line and "allowed: aa, lr, wd" in line
+    bad = yaml.safe_load(good.read_text())
+    bad["metric"]["name"] = "accuracy"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    line = one_line_error(simulate(tmp_path, "bad.yaml", "--curves", str(table)))
+    assert "metric.name: 'accuracy' is not a metric" in line and "allowed: val_acc, epoch_time" in line
+    (tmp_path / "empty.jsonl").write_text("\n")
+    assert "holds no curves" in one_line_error(simulate(tmp_path, str(good), "--curves", "empty.jsonl"))
+    lcbench = Path(__file__).parents[1] / "sweeps" / "simulate" / "lcbench.yaml"
+    line = one_line_error(simulate(tmp_path, str(lcbench), "--curves", "lcbench:189906", "--data", "nodata"))
+    assert "--data nodata: no lcbench/model.onnx there; allowed: a folder of YAHPO Gym's data" in line
+    line = one_line_error(simulate(tmp_path, str(lcbench), "--curves", "lcbench:42"))
+    assert "'42' is not an LCBench task; allowed: 3945, 7593" in line
+    # without yahpo-gym installed (a package of that name that fails to import stands in for its absence)
+    shim = tmp_path / "shim" / "yahpo_gym"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('No module named yahpo_gym')\n")
+    e = env(PYTHONPATH=os.pathsep.join([str(shim.parent), *sys.path]))
+    line = one_line_error(simulate(tmp_path, str(lcbench), "--curves", "lcbench:189906", env=e))
+    assert "needs the yahpo-gym package; allowed: pip install 'hpsearch[simulate]'" in line
