@@ -23,7 +23,7 @@ from pathlib import Path
 import sqlalchemy as sa
 import yaml
 
-from hpsearch.sweep.local import LocalController
+from hpsearch.sweep.controller import controller_for
 from hpsearch.sweep.spec import sweeps
 from hpsearch.sweep.store import State, Store, Sweep
 
@@ -89,11 +89,11 @@ def bench_decisions(store: Store, n: int, epochs: int, repeat: int) -> list[tupl
     sweep = fill(store, space("random"), n, epochs)
     rows = [(f"fill {n} x {epochs}", time.perf_counter() - t0, math.nan)]
     running = store.trials(sweep.id)[-1]
-    cold, _ = timed(lambda: LocalController(store, sweep, "a").should_stop(running), 0)
-    controller = LocalController(store, sweep, "a")
+    cold, _ = timed(lambda: controller_for(store, sweep, "a").should_stop(running), 0)
+    controller = controller_for(store, sweep, "a")
     controller.should_stop(running)
     rows.append(("should_stop", cold, min(timed(lambda: controller.should_stop(running), repeat)[1])))
-    owner = LocalController(store, sweep, "bench")
+    owner = controller_for(store, sweep, "bench")
     record = {"epoch": epochs // 2 + 1, "val_acc": 50.0, "best_acc": 50.0}
     rows.append(("record_epoch", math.nan, min(timed(lambda: owner.record_epochs(running, [record]), repeat)[1])))
     rows.append(bench_claim(store, sweep, repeat))
@@ -106,7 +106,7 @@ def bench_decisions(store: Store, n: int, epochs: int, repeat: int) -> list[tupl
 
 
 def bench_claim(store: Store, sweep: Sweep, repeat: int) -> tuple[str, float, float]:
-    controller = LocalController(store, sweep, "a")
+    controller = controller_for(store, sweep, "a")
     cold, warm = timed(lambda: controller.next_trial(0), repeat)
     return f"next_trial ({sweep.config['method']})", cold, min(warm)
 

@@ -105,8 +105,8 @@ def create_sweep(
     project = project or defaults.project(config)
     store = _store("create-sweep", store_dir, db)  # before the W&B server: a bad --db registers nothing
     if backend == "wandb":
-        from hpsearch.sweep.wandb_cloud import ServerError
-        from hpsearch.sweep.wandb_cloud import create_sweep as create_remote
+        from hpsearch.sweep.engines.wandb_server import ServerError
+        from hpsearch.sweep.engines.wandb_server import create_sweep as create_remote
 
         try:
             remote = create_remote(config, project, entity)
@@ -166,9 +166,9 @@ def create_sweep(
 @click.pass_context
 def agent(ctx: click.Context, sweep_id: str, store_dir: Path, db: str | None, **options: object) -> None:
     """Run the sweep's trials, one torchrun process group each, until it is done (or --count)."""
+    from hpsearch.sweep.engines.wandb_server import ServerError
     from hpsearch.sweep.runner import AgentOptions, run_agent
     from hpsearch.sweep.slots import AgentError
-    from hpsearch.sweep.wandb_cloud import ServerError
 
     store, sweep = _open_sweep("agent", store_dir, db, sweep_id, remote_ok=True)
     given = frozenset(k for k in options if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT)
@@ -458,7 +458,7 @@ def _open_sweep(
         by_id = store.sweep(sweep_id.rsplit("/", 1)[-1])
         sweep = by_id if by_id and by_id.backend == "wandb" else None
     if sweep is None and mirror:
-        from hpsearch.sweep.wandb_cloud import mirror_sweep
+        from hpsearch.sweep.engines.wandb_server import mirror_sweep
 
         sweep = mirror_sweep(store, sweep_id)
     if sweep is None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpsearch.sweep.local import LocalController
+from hpsearch.sweep.controller import controller_for
 from hpsearch.sweep.spec import sweeps
 from hpsearch.sweep.store import State, Store
 
@@ -52,7 +52,7 @@ def test_stop_decisions_and_suggestions_match_the_engine_over_full_histories(tmp
     }
     store = Store(tmp_path)
     sweep = store.add_sweep(config, "local")
-    controller = LocalController(store, sweep, "a")
+    controller = controller_for(store, sweep, "a")
     engine_config = sweeps.SweepConfig(config)
     running: dict[str, int] = {}  # trial id -> epochs so far
     for step in range(40):
@@ -88,14 +88,14 @@ def test_the_history_cache_follows_a_restarted_trial(tmp_path: Path):
               "parameters": {"lr": {"values": [0.1, 0.2, 0.3]}}}  # fmt: skip
     store = Store(tmp_path)
     sweep = store.add_sweep(config, "local")
-    a = LocalController(store, sweep, "a")
+    a = controller_for(store, sweep, "a")
     good, fair, bad = (a.next_trial(0).trial for _ in range(3))
     for trial, acc in ((good, 90.0), (fair, 80.0), (bad, 1.0)):
         a.record_epochs(trial, [{"epoch": 1, "val_acc": acc}])
     assert [a.should_stop(t) for t in (good, fair, bad)] == [False, False, True]
     store.end(bad.id, State.PREEMPTED, "a")
     assert store.take(store.trial(bad.id), "b", restart=True)  # on a machine without its checkpoint: from epoch 0
-    LocalController(store, sweep, "b").record_epochs(bad, [{"epoch": 1, "val_acc": 95.0}])
+    controller_for(store, sweep, "b").record_epochs(bad, [{"epoch": 1, "val_acc": 95.0}])
     assert [a.should_stop(t) for t in (good, fair, bad)] == [False, True, False]
 
 
@@ -104,6 +104,6 @@ def test_integer_draws_are_stored_as_json_numbers(tmp_path: Path):
     store = Store(tmp_path)
     layers = {"distribution": "int_uniform", "min": 1, "max": 5}
     config = {"method": "random", "parameters": {"layers": layers}}
-    claim = LocalController(store, store.add_sweep(config, "local"), "a").next_trial(0)
+    claim = controller_for(store, store.add_sweep(config, "local"), "a").next_trial(0)
     stored = store.trial(claim.trial.id).params
     assert type(stored["layers"]) is int and 1 <= stored["layers"] <= 5

@@ -23,7 +23,7 @@ import yaml
 from conftest import env, hpsearch, live_in_group, stub_sweep, wait_for
 from postgres import PostgresServer
 
-from hpsearch.sweep.local import LocalController
+from hpsearch.sweep.controller import controller_for
 from hpsearch.sweep.store import Store
 
 
@@ -401,7 +401,7 @@ def test_a_claim_whose_answer_was_lost_is_run_by_its_agent_and_nothing_runs_twic
     db = pg.create_database("lost").replace(f":{pg.port}/", f":{relay.port}/")
     store = Store(Path("unused"), db)
     sweep = store.add_sweep({"method": "grid", "parameters": {"lr": {"values": [0.1, 0.2]}}}, "local")
-    controller = LocalController(store, sweep, "m0-1-abcd")
+    controller = controller_for(store, sweep, "m0-1-abcd")
     relay.lose_claim.set()
     first = controller.next_trial(0)
     assert relay.lost.is_set()  # the claim's commit went through; the agent saw its connection drop

@@ -233,9 +233,12 @@ def test_a_store_from_before_schema_versions_is_migrated(tmp_path: Path):
             epochs INTEGER NOT NULL DEFAULT 0, runtime REAL NOT NULL DEFAULT 0);
         CREATE TABLE history (trial_id TEXT NOT NULL REFERENCES trials(id), epoch INTEGER NOT NULL,
             metrics TEXT NOT NULL, PRIMARY KEY (trial_id, epoch));
-        INSERT INTO sweeps VALUES ('old', '', 'local', '{"method": "grid"}', 1.0, 1, NULL);
+        INSERT INTO sweeps VALUES ('old', '', 'local', '{"method": "grid", "metric": {"name": "val_acc"}}', 1.0, 1,
+            NULL);
         INSERT INTO trials (id, sweep_id, seq, params, state, created, summary, epochs)
             VALUES ('old-1', 'old', 1, '{"lr": 0.1}', 'finished', 1.0, '{"val_acc": 50.0}', 3);
+        INSERT INTO history VALUES ('old-1', 1, '{"epoch": 1, "val_acc": 30.0}'), ('old-1', 2, '{"epoch": 2}'),
+            ('old-1', 3, '{"epoch": 3, "val_acc": 50.0}');
         """
     )
     db.close()
@@ -250,9 +253,11 @@ def test_a_store_from_before_schema_versions_is_migrated(tmp_path: Path):
         0,
     )
     version = sqlite3.connect(tmp_path / "hpsearch.db").execute("SELECT value FROM meta").fetchone()[0]
-    assert json.loads(version) == SCHEMA_VERSION == 3
+    assert json.loads(version) == SCHEMA_VERSION == 4
+    assert trial.series == [[1, 30.0], [3, 50.0]]  # (version 4) the sweep metric's values, from its history
     # ... and it takes the writes of today's agents: epochs carry their writer (a column of version 3)
     assert store.take(trial, "agent-1")
-    store.add_epoch(trial.id, {"epoch": 4, "val_acc": 51.0}, "agent-1")
+    store.add_epochs(trial.id, [{"epoch": 4, "val_acc": 51.0}], "agent-1", "val_acc")
+    assert store.trial(trial.id).series == [[1, 30.0], [3, 50.0], [4, 51.0]]
     writer = sqlite3.connect(tmp_path / "hpsearch.db").execute("SELECT agent FROM history WHERE epoch = 4").fetchone()
     assert writer == ("agent-1",)

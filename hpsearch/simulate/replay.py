@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from hpsearch.simulate.curves import Curve, Source, scales
-from hpsearch.sweep.local import LocalController
+from hpsearch.sweep.controller import controller_for
 from hpsearch.sweep.spec import leaves
 from hpsearch.sweep.store import State, Store, Trial
 
@@ -74,7 +74,7 @@ def replay(store: Store, config: dict[str, Any], source: Source, workers: int, b
     np.random.seed(seed)
     sweep = store.add_sweep(config, "local", name=f"replay-{seed}")
     # No other agent shares the store, so no trial of it ever counts as crashed.
-    controller = LocalController(store, sweep, AGENT, stale_after=math.inf)
+    controller = controller_for(store, sweep, AGENT, workers, stale_after=math.inf)
     metric = config["metric"]["name"]
     sign = 1 if config["metric"].get("goal", "minimize") == "maximize" else -1
     sweep_scales = scales(config)
@@ -135,7 +135,7 @@ def replay(store: Store, config: dict[str, Any], source: Source, workers: int, b
                 break
     flush()  # the store holds what ran, the trials the budget cut included
     seconds = time.perf_counter() - began
-    return Replay(sweep.id, seed, trials, spent, len(distinct), incumbent, controller.engine_seconds, seconds)
+    return Replay(sweep.id, seed, trials, spent, len(distinct), incumbent, controller.engine.engine_seconds, seconds)
 
 
 UNLIKE_RANDOM = ("early_terminate", "run_cap", "scheduler")  # what a sweep adds to plain random search

@@ -1,16 +1,24 @@
 """The agent's whole view of a sweep: what to run next, what happened, when to stop a trial.
 
-Two controllers implement it: `LocalController` (sweep/local.py: W&B's open-source `sweeps` engine deciding
-over the store) and `WandbController` (sweep/wandb_cloud.py: a W&B server's sweep controller). The agent
-(sweep/agent.py) supervises trials the same way for both and never knows which one it talks to.
+Two jobs, kept apart as optuna's RDB storage keeps its heartbeat apart from its samplers: deciding (an engine:
+sweep/engine.py) and holding (`SweepController`, here): the agent holds the trials it runs through the store, as a
+lease (claims, heartbeats, records, ends), whatever decides. The agent (sweep/agent.py) supervises trials the same
+way for every engine and never knows which one decides.
 """
 
 from __future__ import annotations
 
+import math
+import socket
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hpsearch.sweep.store import State, Trial
+from hpsearch.defaults import MAX_RESUMES, STALE_AFTER
+from hpsearch.sweep.engine import Engine, Lost, Suggestion, engine_for
+from hpsearch.sweep.store import State, Store, Sweep, Trial, Version, version
+
+CLAIM_ATTEMPTS = 5  # suggestions made again because another agent claimed first, before trying next round
+__all__ = ["Claim", "Controller", "Lost", "SweepController", "TrialCache", "controller_for"]
 
 
 @dataclass
@@ -20,10 +28,6 @@ class Claim:
 
     trial: Trial
     how: str
-
-
-class Lost(Exception):
-    """The controller cannot go on (a W&B server that stopped answering): the agent ends its trials and exits."""
 
 
 class Controller(Protocol):
@@ -65,3 +69,184 @@ class Controller(Protocol):
 
     def close(self) -> None:
         """The agent is done with the controller (a W&B controller whose server is gone ends the process: exit 1)."""
+
+
+class TrialCache:
+    """A sweep's trials as last read. Decisions read every trial of the sweep, asked after every epoch of every
+    running trial, so each call reads only the trials' versions (one query, no JSON) and then the trials whose
+    version changed."""
+
+    def __init__(self, store: Store, sweep_id: str):
+        self.store, self.sweep_id = store, sweep_id
+        self._known: dict[str, tuple[Version, Trial]] = {}
+
+    def read(self) -> list[Trial]:
+        versions = self.store.trial_versions(self.sweep_id)
+        stale = [trial_id for trial_id, v in versions if self._known.get(trial_id, (None,))[0] != v]
+        for trial in self.store.trials_by_id(stale):
+            self._known[trial.id] = (version(trial), trial)
+        return [self._known[trial_id][1] for trial_id, _ in versions]
+
+
+class SweepController:
+    """Holds the agent's trials in the store and asks the engine what to run and when to stop.
+
+    Claims are exactly-once: a suggestion is recorded only if no other agent claimed since it was made (the
+    sweep's short lock), else made again; so no trial or grid point is handed out twice and run_cap holds. Unless
+    the engine hands out resumes itself (a W&B server), a preempted trial resumes first, then a crashed one whose
+    checkpoint this machine sees (or that crashed before its first epoch), at most `max_resumes` crashes each."""
+
+    def __init__(
+        self,
+        store: Store,
+        sweep: Sweep,
+        agent_id: str,
+        engine: Engine,
+        max_resumes: int = MAX_RESUMES,
+        stale_after: float = STALE_AFTER,
+    ):
+        """`stale_after`: seconds without a heartbeat after which another agent's running trial counts as crashed."""
+        self.store, self.sweep, self.agent_id, self.engine = store, sweep, agent_id, engine
+        self.max_resumes, self.stale_after = max_resumes, stale_after
+        self.trials = TrialCache(store, sweep.id)
+        self.done = False
+        self._held: set[str] = set()  # the trials this controller handed out and the agent has not ended
+
+    @property
+    def stopper(self) -> str:
+        return self.engine.stopper
+
+    @property
+    def stops(self) -> bool:
+        """Whether should_stop can ever say yes."""
+        return self.engine.stops
+
+    @property
+    def stops_anytime(self) -> bool:
+        return self.engine.stops_anytime
+
+    def next_trial(self, slot: int) -> Claim | None:
+        """Claim the next trial for `slot`; None when the sweep has nothing left (`done`), or nothing now (other
+        agents kept claiming first, or a server has not handed this slot a run yet: try again next round)."""
+        if self.done:
+            return None
+        if self.engine.resumes:
+            return self._claim_handed(slot)
+        if math.isfinite(self.stale_after):
+            self.store.mark_crashed(self.sweep.id, self.stale_after)
+        for _ in range(CLAIM_ATTEMPTS):
+            trials = self.trials.read()
+            # A claim whose commit went through but whose answer was lost (the connection dropped) left a trial
+            # running under this agent that it never got: it is this agent's to run, before anything new.
+            orphan = next((t for t in trials if t.agent == self.agent_id and t.state == State.RUNNING
+                           and t.id not in self._held), None)  # fmt: skip
+            if orphan:
+                seen = self.store.checkpoint(orphan).exists()
+                return self._hold(Claim(orphan, "resumed" if seen else "restarted" if orphan.resumes else "started"))
+            # A crashed trial's checkpoint may sit on a machine that is down: only an agent that sees it resumes it;
+            # one that crashed before its first epoch was recorded has nothing to lose, and starts again anywhere.
+            pick = next((t for t in trials if t.state == State.PREEMPTED), None) or next(
+                (t for t in trials if self.resumable(t) and (t.epochs == 0 or self.store.checkpoint(t).exists())),
+                None,
+            )
+            if pick:
+                restart = not self.store.checkpoint(pick).exists()
+                if self.store.take(pick, self.agent_id, restart=restart):
+                    return self._hold(Claim(self.store.trial(pick.id), "restarted" if restart else "resumed"))
+                continue
+            capped = len(trials) >= self.sweep.config.get("run_cap", math.inf)
+            suggestion = None if capped else self.engine.suggest(slot, trials)
+            if suggestion is None:
+                if not (capped or self.engine.done):
+                    return None  # the engine declines for now
+                if self.store.exhausted_after(self.sweep.id, len(trials)):
+                    self.done = True
+                    return None
+                continue  # another agent claimed since
+            trial = self.store.add_trial(
+                self.sweep.id, suggestion.params, self.agent_id, after=len(trials), attrs=suggestion.attrs
+            )
+            if trial:
+                return self._hold(Claim(trial, "started"))
+        return None
+
+    def _claim_handed(self, slot: int) -> Claim | None:
+        """The trial the engine handed to this slot: a known one resumes (from its checkpoint), a new one starts."""
+        suggestion: Suggestion | None = self.engine.suggest(slot, [])
+        if suggestion is None:
+            self.done = self.engine.done
+            return None
+        try:  # the store first: if the database does not answer, the engine hands the same run again next round
+            known = next((t for t in self.store.trials(self.sweep.id) if t.id == suggestion.trial_id), None)
+            if known and self.store.take(known, self.agent_id):
+                claim = Claim(self.store.trial(known.id), "resumed")
+            else:
+                trial = self.store.add_trial(self.sweep.id, suggestion.params, self.agent_id, suggestion.trial_id)
+                claim = Claim(trial, "started")
+        except Exception:
+            self.engine.unclaimed(slot, suggestion)
+            raise
+        self.engine.claimed(slot, claim.trial)
+        return self._hold(claim)
+
+    def _hold(self, claim: Claim) -> Claim:
+        self._held.add(claim.trial.id)
+        return claim
+
+    def resumable(self, trial: Trial) -> bool:
+        """A crashed trial that may yet be resumed (by an agent that sees its checkpoint)."""
+        return trial.state == State.CRASHED and trial.crashes <= self.max_resumes
+
+    def started(self, trial: Trial, pgid: int) -> None:
+        self.store.set_process(trial.id, self.agent_id, pgid, socket.gethostname())
+
+    def record_epochs(self, trial: Trial, records: list[dict[str, Any]]) -> None:
+        self.store.add_epochs(trial.id, records, self.agent_id, self.sweep.series_metric)
+        self.engine.recorded(trial, records)
+
+    def should_stop(self, trial: Trial) -> bool:
+        """The engine's verdict on the running trial, over every trial of the sweep as it stands."""
+        if not self.engine.stops:
+            return False
+        stop, attrs = self.engine.should_stop(trial, self.trials.read() if self.engine.reads_trials else [])
+        if attrs is not None:  # the engine's record of the trial changed (a pruner's state): others see it too
+            self.store.set_attrs(trial.id, attrs, self.agent_id)
+        return stop
+
+    def beat(self, trials: list[Trial]) -> list[str]:
+        if self.engine.lost:
+            raise Lost(self.engine.lost)
+        return self.store.heartbeat(self.agent_id, [t.id for t in trials])
+
+    def finish(
+        self,
+        trial: Trial,
+        state: State,
+        exit_code: int | None = None,
+        error: str | None = None,
+        summary: dict[str, Any] | None = None,
+    ) -> None:
+        self.store.end(trial.id, state, self.agent_id, exit_code, error, summary)
+        self._held.discard(trial.id)
+        self.engine.ended(trial, state, exit_code, summary)
+
+    def abandon(self, trial: Trial) -> None:
+        self._held.discard(trial.id)
+        self.engine.abandoned(trial)
+
+    def close(self) -> None:
+        if self.engine.resumes and self.engine.done and not self.engine.lost:
+            self.store.mark_exhausted(self.sweep.id)  # the server said the sweep is done
+        self.engine.close()
+
+
+def controller_for(
+    store: Store,
+    sweep: Sweep,
+    agent_id: str,
+    slots: int = 1,
+    max_resumes: int = MAX_RESUMES,
+    stale_after: float = STALE_AFTER,
+) -> SweepController:
+    """The controller of an agent with `slots` slots on `sweep`, with the engine that decides for it."""
+    return SweepController(store, sweep, agent_id, engine_for(store, sweep, slots), max_resumes, stale_after)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from hpsearch import defaults
 from hpsearch.sweep import slurm
 from hpsearch.sweep.agent import INTERRUPTS, Agent, grace_error
-from hpsearch.sweep.controller import Controller
+from hpsearch.sweep.controller import controller_for
 from hpsearch.sweep.slots import AgentError, choose_gpus, plan_slots
 from hpsearch.sweep.store import Store, Sweep, new_id
 from hpsearch.sweep.trial import trial_process
@@ -40,7 +40,7 @@ def run_agent(
 ) -> int:
     """Run the sweep's trials until it is done; the exit code. `echo` takes the agent's lines, `fail` the one line
     on why it gave up, if it did. Raises AgentError (a usage error: nothing ran) and, for a W&B sweep,
-    wandb_cloud.ServerError (the server refused the agents)."""
+    engines.wandb_server.ServerError (the server refused the agents)."""
     alloc = slurm.allocation()
     if opts.nodes_per_trial > 1 and (alloc is None or alloc.nodes < opts.nodes_per_trial):
         has = f"an allocation of {alloc.nodes}" if alloc else "no SLURM allocation"
@@ -55,7 +55,7 @@ def run_agent(
     slots = plan_slots(choose_gpus(opts.gpus, opts.gpu_ids), opts.gpus_per_trial, opts.cpu_procs, opts.nodes_per_trial)
     # The store and the logs name the agent by host (or SLURM node and job) and process.
     agent_id = f"{alloc.agent_tag if alloc else socket.gethostname()}-{os.getpid()}-{new_id(4)}"
-    controller = _controller(store, sweep, agent_id, len(slots), opts)
+    controller = controller_for(store, sweep, agent_id, len(slots), opts.max_resumes)
     off = sweep.backend == "wandb" or os.environ.get("WANDB_MODE", "").lower() == "disabled"
     wandb_mode = "disabled" if off else "offline"
     launch = functools.partial(trial_process, store, sweep, wandb_mode=wandb_mode)  # W&B: the agent owns the runs
@@ -74,13 +74,3 @@ def run_agent(
         fail(agent.error)
     controller.close()  # (a W&B controller whose server is gone ends the process here)
     return code
-
-
-def _controller(store: Store, sweep: Sweep, agent_id: str, slots: int, opts: AgentOptions) -> Controller:
-    if sweep.backend == "wandb":
-        from hpsearch.sweep.wandb_cloud import WandbController
-
-        return WandbController(store, sweep, agent_id, slots)
-    from hpsearch.sweep.local import LocalController
-
-    return LocalController(store, sweep, agent_id, opts.max_resumes)

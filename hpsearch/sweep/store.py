@@ -59,12 +59,12 @@ URL_FORM = "postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
 
 # The schema as of SCHEMA_VERSION. DOUBLE PRECISION, not REAL: PostgreSQL's REAL is 4 bytes, too coarse for
 # timestamps; SQLite reads both as its 8-byte REAL.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS sweeps (
         id TEXT PRIMARY KEY, name TEXT, backend TEXT NOT NULL, config TEXT NOT NULL,
-        created DOUBLE PRECISION NOT NULL, exhausted INTEGER NOT NULL DEFAULT 0, remote TEXT
+        created DOUBLE PRECISION NOT NULL, exhausted INTEGER NOT NULL DEFAULT 0, remote TEXT, code TEXT
     )""",
     """CREATE TABLE IF NOT EXISTS trials (
         id TEXT PRIMARY KEY, sweep_id TEXT NOT NULL REFERENCES sweeps(id), seq INTEGER NOT NULL,
@@ -72,7 +72,8 @@ SCHEMA = [
         started DOUBLE PRECISION, ended DOUBLE PRECISION, heartbeat DOUBLE PRECISION, pgid INTEGER,
         exit_code INTEGER, error TEXT, summary TEXT NOT NULL DEFAULT '{}', epochs INTEGER NOT NULL DEFAULT 0,
         runtime DOUBLE PRECISION NOT NULL DEFAULT 0, resumes INTEGER NOT NULL DEFAULT 0,
-        crashes INTEGER NOT NULL DEFAULT 0, revision INTEGER NOT NULL DEFAULT 0, host TEXT
+        crashes INTEGER NOT NULL DEFAULT 0, revision INTEGER NOT NULL DEFAULT 0, host TEXT,
+        series TEXT NOT NULL DEFAULT '[]', attrs TEXT NOT NULL DEFAULT '{}'
     )""",
     """CREATE TABLE IF NOT EXISTS history (
         trial_id TEXT NOT NULL REFERENCES trials(id), epoch INTEGER NOT NULL, metrics TEXT NOT NULL,
@@ -92,6 +93,12 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE trials ADD COLUMN host TEXT",
         "ALTER TABLE history ADD COLUMN agent TEXT",
         "ALTER TABLE history ADD COLUMN written DOUBLE PRECISION",
+    ],
+    4: [  # decisions read each trial's sweep metric from one column, not every epoch record; an engine's own
+        # record of each trial (Optuna's); a scheduler's source code, kept with its sweep
+        "ALTER TABLE trials ADD COLUMN series TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE trials ADD COLUMN attrs TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE sweeps ADD COLUMN code TEXT",
     ],
 }
 # The database's clock, in seconds since the epoch.
@@ -126,10 +133,16 @@ class Sweep:
     created: float
     exhausted: bool  # the controller has nothing more to suggest (grid done, run_cap reached)
     remote: str | None  # entity/project/sweep on a W&B server
+    code: dict[str, str] | None = None  # scheduler.source as create-sweep read it: {path, text, sha256}
 
     @property
     def metric(self) -> dict[str, str] | None:
         return self.config.get("metric")
+
+    @property
+    def series_metric(self) -> str | None:
+        """The metric whose per-epoch values each trial keeps in its `series` (a single objective's)."""
+        return (self.config.get("metric") or {}).get("name")
 
 
 @dataclass
@@ -152,8 +165,10 @@ class Trial:
     runtime: float = 0.0  # seconds spent running, summed over resumes
     resumes: int = 0  # times it was taken up again after it was preempted or crashed
     crashes: int = 0  # times its agent died under it
-    revision: int = 0  # grows with every change to its history
+    revision: int = 0  # grows with every change to its history (or to its attrs)
     host: str | None = None  # the machine its process group runs on
+    series: list[list[Any]] = field(default_factory=list)  # [epoch, value] of the sweep's metric, epoch by epoch
+    attrs: dict[str, Any] = field(default_factory=dict)  # the deciding engine's own record of the trial
 
 
 def new_id(n: int = 8) -> str:
@@ -209,6 +224,8 @@ class Store:
         for v in range(version + 1, SCHEMA_VERSION + 1):
             for stmt in MIGRATIONS[v]:
                 self._exec(stmt)
+            if v == 4:
+                self._fill_series()
         for stmt in SCHEMA[4:]:  # indexes, once their columns exist
             self._exec(stmt)
         if row is None or version != SCHEMA_VERSION:
@@ -217,6 +234,23 @@ class Store:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 v=str(SCHEMA_VERSION),
             )
+
+    def _fill_series(self) -> None:
+        """Migration 4: each trial's series of its sweep's metric, from its history."""
+        for sweep_id, config in self._exec("SELECT id, config FROM sweeps").all():
+            metric = (json.loads(config).get("metric") or {}).get("name")
+            series: dict[str, list[list[Any]]] = {}
+            rows = self._exec(
+                "SELECT h.trial_id, h.epoch, h.metrics FROM history h JOIN trials t ON t.id = h.trial_id "
+                "WHERE t.sweep_id = :s ORDER BY h.trial_id, h.epoch",
+                s=sweep_id,
+            )
+            for trial_id, epoch, metrics in rows if metric else ():
+                record = json.loads(metrics)
+                if metric in record:
+                    series.setdefault(trial_id, []).append([epoch, record[metric]])
+            for trial_id, values in series.items():
+                self._exec("UPDATE trials SET series = :v WHERE id = :id", v=json.dumps(values), id=trial_id)
 
     # ---- transactions ----
     def atomic(self, fn: Callable[[], T], lock: str | None = None, write: bool = True) -> T:
@@ -281,19 +315,21 @@ class Store:
         name: str | None = None,
         remote: str | None = None,
         sweep_id: str | None = None,
+        code: dict[str, str] | None = None,
     ) -> Sweep:
         sweep = Sweep(
-            sweep_id or new_id(), name or config.get("name") or "", backend, config, time.time(), False, remote
+            sweep_id or new_id(), name or config.get("name") or "", backend, config, time.time(), False, remote, code
         )
         self._write(
-            "INSERT INTO sweeps (id, name, backend, config, created, remote) "
-            "VALUES (:id, :name, :backend, :config, :created, :remote)",
+            "INSERT INTO sweeps (id, name, backend, config, created, remote, code) "
+            "VALUES (:id, :name, :backend, :config, :created, :remote, :code)",
             id=sweep.id,
             name=sweep.name,
             backend=backend,
             config=json.dumps(config),
             created=sweep.created,
             remote=remote,
+            code=json.dumps(code) if code else None,
         )
         return sweep
 
@@ -311,6 +347,7 @@ class Store:
             row["created"],
             bool(row["exhausted"]),
             row["remote"],
+            json.loads(row["code"]) if row["code"] else None,
         )
 
     def mark_exhausted(self, sweep_id: str) -> None:
@@ -377,10 +414,11 @@ class Store:
         agent: str,
         trial_id: str | None = None,
         after: int | None = None,
+        attrs: dict[str, Any] | None = None,
     ) -> Trial | None:
-        """A new running trial of `agent`. With `after` (the number of trials the suggestion was made from), it
-        is added only if the sweep still has exactly that many, else None: another agent claimed meanwhile and
-        the suggestion must be made again."""
+        """A new running trial of `agent`, with the deciding engine's `attrs`. With `after` (the number of trials
+        the suggestion was made from), it is added only if the sweep still has exactly that many, else None:
+        another agent claimed meanwhile and the suggestion must be made again."""
 
         def add() -> Trial | None:
             if trial_id:  # a W&B run's trial: one this agent added before a commit whose answer was lost is its own
@@ -394,15 +432,17 @@ class Store:
                 return None
             now = self._exec(f"SELECT {self.now}").scalar_one()  # the database's clock, as the heartbeats
             trial = Trial(trial_id or f"{sweep_id}-{seq}", sweep_id, seq, params, State.RUNNING, agent, now, now)
+            trial.attrs = attrs or {}
             self._exec(
-                "INSERT INTO trials (id, sweep_id, seq, params, state, agent, created, started, heartbeat) "
-                "VALUES (:id, :sweep_id, :seq, :params, 'running', :agent, :now, :now, :now)",
+                "INSERT INTO trials (id, sweep_id, seq, params, state, agent, created, started, heartbeat, attrs) "
+                "VALUES (:id, :sweep_id, :seq, :params, 'running', :agent, :now, :now, :now, :attrs)",
                 id=trial.id,
                 sweep_id=sweep_id,
                 seq=seq,
                 params=json.dumps(params),
                 agent=agent,
                 now=now,
+                attrs=json.dumps(trial.attrs),
             )
             return trial
 
@@ -431,7 +471,7 @@ class Store:
                 f"UPDATE trials SET state = 'running', agent = :agent, started = {self.now}, "
                 f"heartbeat = {self.now}, ended = NULL, exit_code = NULL, error = NULL, "  # pgid, host: the old copy's
                 "resumes = resumes + 1"
-                + (", epochs = 0, summary = '{}', revision = revision + 1" if restart else "")
+                + (", epochs = 0, summary = '{}', series = '[]', revision = revision + 1" if restart else "")
                 # (or it is already this agent's: a retry after a commit whose answer was lost)
                 + " WHERE id = :id AND (state = :state OR (state = 'running' AND agent = :agent))",
                 agent=agent,
@@ -489,10 +529,10 @@ class Store:
 
         self.atomic(record)
 
-    def add_epochs(self, trial_id: str, records: list[dict[str, Any]], agent: str) -> None:
-        """Record epochs, in the order the trainer wrote them, written by `agent`, in one transaction. Epochs arrive
-        in order, so later ones on record are stale: a resumed trial runs again the epochs it finished after its
-        last checkpoint (or, restarted, all of them)."""
+    def add_epochs(self, trial_id: str, records: list[dict[str, Any]], agent: str, metric: str | None = None) -> None:
+        """Record epochs, in the order the trainer wrote them, written by `agent`, in one transaction; the trial's
+        `series` keeps `metric`'s values. Epochs arrive in order, so later ones on record are stale: a resumed
+        trial runs again the epochs it finished after its last checkpoint (or, restarted, all of them)."""
         if not records:
             return
         epochs = [int(r["epoch"]) for r in records]
@@ -504,10 +544,9 @@ class Store:
         )
 
         def add() -> None:
+            series = json.loads(self._exec("SELECT series FROM trials WHERE id = :id", id=trial_id).scalar() or "[]")
             for batch, numbers in runs:
-                self._exec(
-                    "DELETE FROM history WHERE trial_id = :id AND epoch >= :epoch", id=trial_id, epoch=numbers[0]
-                )
+                self._exec("DELETE FROM history WHERE trial_id = :id AND epoch >= :e", id=trial_id, e=numbers[0])
                 self._conn().execute(
                     sa.text(
                         f"INSERT INTO history (trial_id, epoch, metrics, agent, written) "
@@ -518,19 +557,35 @@ class Store:
                         for r, e in zip(batch, numbers, strict=True)
                     ],
                 )
+                series = [p for p in series if p[0] < numbers[0]]
+                series += [[e, r[metric]] for r, e in zip(batch, numbers, strict=True) if metric in r]
             # Fenced as `_own` is, in the same statement (a trial this agent no longer holds rolls all of it back).
             held = self._exec(
                 f"UPDATE trials SET heartbeat = {self.now}, epochs = (SELECT COUNT(*) FROM history WHERE trial_id = "
-                ":id), summary = :summary, revision = revision + 1 WHERE id = :id AND agent = :agent AND state = "
-                "'running'",
+                ":id), summary = :summary, series = :series, revision = revision + 1 WHERE id = :id AND agent = "
+                ":agent AND state = 'running'",
                 id=trial_id,
                 agent=agent,
                 summary=json.dumps(records[-1]),
+                series=json.dumps(series),
             ).rowcount
             if held != 1:
                 raise NotOwner(trial_id)
 
         self.atomic(add)
+
+    def set_attrs(self, trial_id: str, attrs: dict[str, Any], agent: str) -> None:
+        """Replace the engine's record of `agent`'s running trial (a pruner's state, say): other agents see it."""
+
+        def write() -> None:
+            self._own(trial_id, agent)
+            self._exec(
+                "UPDATE trials SET attrs = :attrs, revision = revision + 1 WHERE id = :id",
+                attrs=json.dumps(attrs),
+                id=trial_id,
+            )
+
+        self.atomic(write)
 
     def add_epoch(self, trial_id: str, record: dict[str, Any], agent: str) -> None:
         """Record one epoch (see `add_epochs`)."""
@@ -576,6 +631,7 @@ def version(trial: Trial) -> Version:
 def _trial(row: sa.RowMapping) -> Trial:
     d = dict(row)
     d["params"], d["summary"], d["state"] = json.loads(d["params"]), json.loads(d["summary"]), State(d["state"])
+    d["series"], d["attrs"] = json.loads(d["series"]), json.loads(d["attrs"])
     return Trial(**d)
 
 

@@ -1,12 +1,12 @@
-"""The W&B server as a controller: its sweep controller suggests and stops trials; the agent runs them exactly
-like local ones (sweep/agent.py, sweep/trial.py).
+"""A W&B server's sweep controller as the engine: it hands each slot its run and stops it; the agent holds and runs
+the trials exactly like local ones (sweep/controller.py, sweep/agent.py, sweep/trial.py).
 
 Each slot of the agent is its own agent as the server sees it, registered on its own and heartbeating its own
 run's state, exactly as if one `wandb agent` ran per slot with its own CUDA_VISIBLE_DEVICES: the server hands
 each slot its run, and its `stop` reaches the right trial. One hpsearch process owns the slots' W&B runs
 (wandb supports several runs in one process): it logs each epoch the trainer writes to its metrics file and sets
 the summary, so only one process talks to W&B per trial. The local store mirrors every trial, so `status` and
-`report` work the same for both controllers.
+`report` work the same for every engine.
 
 wandb has no public API for an agent's own protocol; the calls here (CreateAgent, Heartbeat) are the ones its
 own agent (`wandb.agents.pyagent`) makes, through the same wandb-core connection and its retries.
@@ -25,11 +25,11 @@ import time
 from typing import Any
 
 from hpsearch.defaults import POLL, WANDB_HEARTBEAT
-from hpsearch.sweep.controller import Claim, Lost
-from hpsearch.sweep.store import State, Store, StoreUnavailable, Sweep, Trial
+from hpsearch.sweep.engine import Engine, Lost, Suggestion
+from hpsearch.sweep.store import State, Store, Sweep, Trial
 from hpsearch.train.metrics import epoch_axis, log_epoch
 
-HEARTBEAT = """
+AGENT_HEARTBEAT = """
 mutation Heartbeat($id: ID!, $metrics: JSONString, $runState: JSONString) {
     agentHeartbeat(input: {id: $id, metrics: $metrics, runState: $runState}) { agent { id } commands }
 }
@@ -69,7 +69,7 @@ class _SlotAgent:
     for a run) only while the agent keeps asking for a trial for it, so the server never hands it a run that
     will not start (after --count, a signal, ...)."""
 
-    def __init__(self, owner: WandbController, agent_id: str):
+    def __init__(self, owner: WandbServer, agent_id: str):
         self.owner, self.id = owner, agent_id
         self.run_id: str | None = None  # the run the server handed to this slot, until it ends
         self.command: dict[str, Any] | None = None  # a `run` or `resume` not yet started
@@ -106,21 +106,23 @@ class _SlotAgent:
             self.owner.done = True
 
 
-class WandbController:
-    def __init__(self, store: Store, sweep: Sweep, agent_id: str, slots: int):
+class WandbServer(Engine):
+    stopper = "the W&B sweep controller"
+    stops = True
+    stops_anytime = True  # the server's stop comes on a slot's heartbeat
+    reads_trials = False
+    resumes = True  # the server hands a preempted run to whichever agent asks next
+
+    def __init__(self, store: Store, sweep: Sweep, slots: int):
         """Registers one W&B agent per slot with the server; raises ServerError (one line) if it refuses."""
         import wandb
         from wandb.apis.public.sweeps import _register_agent
 
-        self.store, self.sweep, self.agent_id = store, sweep, agent_id
         self.entity, self.project, self.sweep_name = (sweep.remote or "//" + sweep.id).split("/")
         self.dir = store.root / sweep.id  # run folders go to the sweep's folder, not ./wandb of the caller
         self.dir.mkdir(parents=True, exist_ok=True)
         self.lock = threading.Lock()
-        self.done = self.closing = False
-        self.lost: str | None = None
-        self.stopper = "the W&B sweep controller"
-        self.stops_anytime = True  # the server's stop comes on a slot's heartbeat
+        self.closing = False
         self.runs: dict[str, Any] = {}  # trial id -> its wandb Run
         try:
             self.api = wandb.Api()
@@ -139,7 +141,7 @@ class WandbController:
 
     def heartbeat(self, agent_id: str, run_state: dict[str, bool]) -> list[dict[str, Any]]:
         data = self.api._service_api.execute_graphql(
-            HEARTBEAT, variables={"id": agent_id, "metrics": "{}", "runState": json.dumps(run_state)}, timeout=60
+            AGENT_HEARTBEAT, variables={"id": agent_id, "metrics": "{}", "runState": json.dumps(run_state)}, timeout=60
         )
         return json.loads(data["agentHeartbeat"]["commands"] or "[]")
 
@@ -150,10 +152,8 @@ class WandbController:
     def _slot_of(self, trial: Trial) -> _SlotAgent | None:
         return next((s for s in self.slots if s.run_id == trial.id), None)
 
-    def next_trial(self, slot: int) -> Claim | None:
-        """The run the server handed to this slot, started as a W&B run of this process; None until one came."""
-        import wandb
-
+    def suggest(self, slot: int, trials: list[Trial]) -> Suggestion | None:
+        """The run the server handed to this slot; None until one came."""
         agent = self.slots[slot]
         with self.lock:
             command, agent.command = agent.command, None
@@ -164,24 +164,24 @@ class WandbController:
             if first_ask:  # a slot that just became free asks at once, then at the heartbeat's pace
                 agent.wake.set()
             return None
-        params = {k: v["value"] for k, v in command["args"].items()}
-        try:  # the mirror first: if the database does not answer, the command waits for the next round
-            known = next((t for t in self.store.trials(self.sweep.id) if t.id == command["run_id"]), None)
-            if known and self.store.take(known, self.agent_id):  # a preempted trial: it goes on from its checkpoint
-                trial, how = self.store.trial(known.id), "resumed"
-            else:
-                trial = self.store.add_trial(self.sweep.id, params, self.agent_id, trial_id=command["run_id"])
-                how = "started"
-        except StoreUnavailable:
-            with self.lock:
-                agent.command = command
-            raise
+        return Suggestion({k: v["value"] for k, v in command["args"].items()}, trial_id=command["run_id"])
+
+    def unclaimed(self, slot: int, suggestion: Suggestion) -> None:
+        with self.lock:
+            self.slots[slot].command = {
+                "run_id": suggestion.trial_id, "args": {k: {"value": v} for k, v in suggestion.params.items()}
+            }  # fmt: skip
+
+    def claimed(self, slot: int, trial: Trial) -> None:
+        """Start the trial's W&B run in this process."""
+        import wandb
+
         try:
             run = wandb.init(
-                id=command["run_id"],
+                id=trial.id,
                 entity=self.entity or None,
                 project=self.project or None,
-                config=params,
+                config=trial.params,
                 dir=self.dir,
                 resume="allow",  # a `resume` hands back a preempted run: its history goes on where it stopped
                 reinit="create_new",
@@ -191,39 +191,21 @@ class WandbController:
             raise Lost(f"lost {server_error(e)}") from None
         epoch_axis(run)
         self.runs[trial.id] = run
-        return Claim(trial, how)
 
-    def started(self, trial: Trial, pgid: int) -> None:
-        self.store.set_process(trial.id, self.agent_id, pgid, socket.gethostname())
-
-    def record_epochs(self, trial: Trial, records: list[dict[str, Any]]) -> None:
-        self.store.add_epochs(trial.id, records, self.agent_id)
+    def recorded(self, trial: Trial, records: list[dict[str, Any]]) -> None:
         run = self.runs[trial.id]
         for record in records:
             if record["epoch"] >= run.step:  # a resumed run already holds the epochs before its checkpoint
                 log_epoch(run, record)
 
-    def should_stop(self, trial: Trial) -> bool:
+    def should_stop(self, trial: Trial, trials: list[Trial]) -> tuple[bool, None]:
         with self.lock:
             slot = self._slot_of(trial)
-            return bool(slot and slot.stop)
+            return bool(slot and slot.stop), None
 
-    def beat(self, trials: list[Trial]) -> list[str]:
-        if self.lost:
-            raise Lost(self.lost)
-        return self.store.heartbeat(self.agent_id, [t.id for t in trials])
-
-    def finish(
-        self,
-        trial: Trial,
-        state: State,
-        exit_code: int | None = None,
-        error: str | None = None,
-        summary: dict[str, Any] | None = None,
-    ) -> None:
-        self.store.end(trial.id, state, self.agent_id, exit_code, error, summary)
+    def ended(self, trial: Trial, state: State, exit_code: int | None, summary: dict[str, Any] | None) -> None:
         run = self.runs.pop(trial.id)
-        self.abandon(trial)
+        self.abandoned(trial)
         if self.lost:  # the run cannot reach the server; close() leaves without waiting on it
             return
         if state == State.PREEMPTED:  # W&B hands a run marked preempting that exits non-zero to the next agent
@@ -233,7 +215,7 @@ class WandbController:
         codes = {State.FINISHED: 0, State.STOPPED: 128 + signal.SIGTERM}
         run.finish(exit_code=codes.get(state, exit_code or 1))
 
-    def abandon(self, trial: Trial) -> None:
+    def abandoned(self, trial: Trial) -> None:
         """Free the trial's slot; its run is another agent's now, or the server's to hand out again."""
         self.runs.pop(trial.id, None)
         with self.lock:
@@ -242,13 +224,11 @@ class WandbController:
                 slot.run_id, slot.stop = None, False
 
     def close(self) -> None:
-        """Stop heartbeating; record that the server said `exit` (the sweep is done). After a lost server, leave
-        at once: wandb would first try to upload the runs (retrying for days) before the process could exit."""
+        """Stop heartbeating. After a lost server, leave at once: wandb would first try to upload the runs (retrying
+        for days) before the process could exit."""
         self.closing = True
         for slot in self.slots:
             slot.wake.set()
-        if self.done and not self.lost:
-            self.store.mark_exhausted(self.sweep.id)
         if self.lost:
             sys.stdout.flush()
             sys.stderr.flush()

@@ -1,0 +1,86 @@
+"""What decides for a sweep: an engine suggests what to run next, says whether a running trial should stop, and
+when the sweep is done. It only decides: the agent holds the trials through the store (sweep/controller.py).
+
+The engines, one module each in sweep/engines/:
+- wandb_sweeps: W&B's open-source `sweeps` engine (grid, random, bayes; hyperband stops), the local default;
+- optuna: an Optuna study (`method: custom`, `scheduler.engine: optuna`), shared by every agent of the sweep;
+- wandb_server: a W&B server's sweep controller, which hands each slot its run and stops it.
+Adding an engine is one more module and one more line in `engine_for`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpsearch.sweep.store import State, Store, Sweep, Trial
+
+
+class Lost(Exception):
+    """The engine cannot go on (a W&B server that stopped answering): the agent ends its trials and exits."""
+
+
+@dataclass
+class Suggestion:
+    """A trial to start: its parameters, the engine's own record of it (kept with the trial in the store, so
+    every agent's engine sees it), and the id a server gave it (a known one resumes)."""
+
+    params: dict[str, Any]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    trial_id: str | None = None
+
+
+class Engine:
+    """The interface, with what most engines leave as it is. An engine sees every trial of the sweep, every
+    agent's, as the store holds them (`trials`, in creation order, each with its metric's `series`)."""
+
+    stopper = "early_terminate"  # who stops trials early, as the agent's lines name it
+    stops = False  # whether should_stop can ever say yes (else it is not asked)
+    stops_anytime = False  # a stop may come at any moment (a server's), not only after a new epoch
+    reads_trials = True  # should_stop needs the sweep's trials
+    resumes = False  # it hands out the trials to resume itself (a server); else preempted and crashed ones go first
+    done = False  # it will suggest nothing more (a grid exhausted, a terminator, a server's exit)
+    lost: str | None = None  # why it cannot go on
+    engine_seconds = 0.0  # time spent deciding, for benchmarks
+
+    def suggest(self, slot: int, trials: list[Trial]) -> Suggestion | None:
+        """A new trial for the free slot `slot`, or None: nothing now (`done` says whether ever)."""
+        raise NotImplementedError
+
+    def should_stop(self, trial: Trial, trials: list[Trial]) -> tuple[bool, dict[str, Any] | None]:
+        """Whether the running trial stops now, and its new attrs if deciding changed them (else None)."""
+        return False, None
+
+    def claimed(self, slot: int, trial: Trial) -> None:
+        """The trial it handed to `slot` is now the agent's (resumes engines only)."""
+
+    def unclaimed(self, slot: int, suggestion: Suggestion) -> None:
+        """The store could not take the trial it handed to `slot`: hand it again next time."""
+
+    def recorded(self, trial: Trial, records: list[dict[str, Any]]) -> None:
+        """The agent recorded these epochs of its trial."""
+
+    def ended(self, trial: Trial, state: State, exit_code: int | None, summary: dict[str, Any] | None) -> None:
+        """The agent's trial ended in `state`."""
+
+    def abandoned(self, trial: Trial) -> None:
+        """The agent ended its trial without recording it."""
+
+    def close(self) -> None:
+        """The agent is done with the sweep."""
+
+
+def engine_for(store: Store, sweep: Sweep, slots: int) -> Engine:
+    """The engine that decides for `sweep`: its server's for a W&B sweep, else the one its scheduler names."""
+    if sweep.backend == "wandb":
+        from hpsearch.sweep.engines.wandb_server import WandbServer
+
+        return WandbServer(store, sweep, slots)
+    kind = (sweep.config.get("scheduler") or {}).get("engine", "wandb")
+    if kind == "optuna":
+        from hpsearch.sweep.engines.optuna import OptunaEngine
+
+        return OptunaEngine(sweep)
+    from hpsearch.sweep.engines.wandb_sweeps import WandbSweeps
+
+    return WandbSweeps(sweep)
