@@ -5,7 +5,8 @@
 Each method is a variant of sweeps/simulate/lcbench.yaml, replayed exactly as `hpsearch simulate` replays it
 (`simulate/replay.py`), with seeds 0..K-1 for every method alike. Every replay is one line of FILE.jsonl, written
 as it ends, so a long run can be stopped and taken up again (lines already there are not run again).
-Methods whose engine is slow (W&B's bayes fits a Gaussian process for every suggestion) get --slow-seeds.
+Methods whose engine is slow (W&B's bayes fits a Gaussian process for every suggestion, hyperband reads every
+trial for every stop) get --slow-seeds, Optuna's GP sampler --slowest-seeds.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from typing import Any
 import yaml
 
 from hpsearch.simulate.curves import YAHPO_DATA
+from hpsearch.sweep.spec import read_code
 
-SPACE = Path(__file__).resolve().parent.parent / "sweeps" / "simulate" / "lcbench.yaml"
+REPO = Path(__file__).resolve().parent.parent
+SPACE = REPO / "sweeps" / "simulate" / "lcbench.yaml"
 TASKS = ("167168", "189873", "189906", "189908")  # the YAHPO Gym paper's LCBench tasks, and Fashion-MNIST
 BUDGET = 6544
 HYPERBAND = {"type": "hyperband", "min_iter": 2, "eta": 3}
@@ -43,13 +46,27 @@ def _variant(method: str, early: dict | None = None, impute: str | None = None) 
     return make
 
 
-# name -> (the sweep config from LCBench's space, slow)
-METHODS: dict[str, tuple[Callable[[dict], dict], bool]] = {
-    "random": (_variant("random"), False),
-    "random + hyperband": (_variant("random", HYPERBAND), True),  # (its stop decisions read every trial)
-    "bayes": (_variant("bayes"), True),
-    "bayes + hyperband": (_variant("bayes", HYPERBAND), True),
-    "bayes + hyperband, impute latest": (_variant("bayes", HYPERBAND, "latest"), True),
+def _study(optimizer: str) -> Callable[[dict], dict]:
+    """An Optuna study of hpsearch/studies.py, as a sweep file names it."""
+
+    def make(space: dict) -> dict:
+        return {**copy.deepcopy(space), "method": "custom",
+                "scheduler": {"engine": "optuna", "source": "hpsearch/studies.py", "optimizer": optimizer}}  # fmt: skip
+
+    return make
+
+
+# name -> (the sweep config from LCBench's space, its cost: 0 fast, 1 slow, 2 slowest), in the order they run
+METHODS: dict[str, tuple[Callable[[dict], dict], int]] = {
+    "random": (_variant("random"), 0),
+    "random + hyperband": (_variant("random", HYPERBAND), 1),  # (its stop decisions read every trial)
+    "bayes": (_variant("bayes"), 1),
+    "optuna tpe": (_study("tpe"), 1),
+    "optuna tpe + hyperband": (_study("tpe_hyperband"), 1),
+    "optuna tpe + asha": (_study("tpe_asha"), 1),
+    "bayes + hyperband": (_variant("bayes", HYPERBAND), 1),
+    "bayes + hyperband, impute latest": (_variant("bayes", HYPERBAND, "latest"), 1),
+    "optuna gp": (_study("gp"), 2),  # (a second or more per suggestion)
 }
 
 _sources: dict[str, Any] = {}  # per worker process: one surrogate per task
@@ -64,7 +81,7 @@ def _run(data: str, task: str, method: str, workers: int, seed: int) -> dict[str
         _sources[task] = LCBench(task, Path(data))
     config = METHODS[method][0](yaml.safe_load(SPACE.read_text()))
     with tempfile.TemporaryDirectory() as tmp:
-        r = replay(Store(tmp), config, _sources[task], workers, BUDGET, seed)
+        r = replay(Store(tmp), config, _sources[task], workers, BUDGET, seed, read_code(config, REPO))
     return {"task": task, "method": method, "workers": workers, "seed": seed, "trials": r.trials,
             "epochs": r.epochs, "distinct": r.distinct, "incumbent": r.incumbent,
             "engine_seconds": round(r.engine_seconds, 2), "seconds": round(r.seconds, 2)}  # fmt: skip
@@ -74,13 +91,14 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     done = {(r["task"], r["method"], r["workers"], r["seed"]) for r in _lines(out)}
     # Seeds first, so a run stopped early holds every method on the same seeds.
+    seeds = (args.seeds, args.slow_seeds, args.slowest_seeds)
     jobs = [
         (task, method, workers, seed)
         for seed in range(args.seeds)
         for workers in args.workers
         for task in args.tasks
         for method in args.methods
-        if seed < (args.slow_seeds if METHODS[method][1] else args.seeds) and (task, method, workers, seed) not in done
+        if seed < seeds[METHODS[method][1]] and (task, method, workers, seed) not in done
     ]
     print(f"{len(jobs)} replays to run, {len(done)} already in {out}", flush=True)
     with ProcessPoolExecutor(args.jobs) as pool, out.open("a") as fh:
@@ -160,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--seeds", type=int, default=30)
     ap.add_argument("--slow-seeds", type=int, default=10, help="seeds for the methods whose engine is slow")
+    ap.add_argument("--slowest-seeds", type=int, default=5, help="seeds for Optuna's GP sampler")
     ap.add_argument("--jobs", type=int, default=2, help="replays run at once (processes)")
     ap.add_argument("--out", default="bench_search.jsonl")
     ap.add_argument("--table", action="store_true", help="print the tables from --out; run nothing")

@@ -89,11 +89,12 @@ def create_sweep(
     db: str | None,
 ) -> None:
     """Register the W&B sweep config FILE; print the agent command and, last, the sweep id."""
-    from hpsearch.sweep.spec import SpecError, load_spec
+    from hpsearch.sweep.spec import SpecError, load_spec, read_code
     from hpsearch.wandb_env import default_mode
 
     try:
         config = load_spec(file)
+        code = read_code(config)  # (relative to here, as `wandb sweep-scheduler` reads it)
     except SpecError as e:
         for problem in e.problems:
             click.echo(f"hpsearch create-sweep: error: {problem}", err=True)
@@ -103,6 +104,17 @@ def create_sweep(
         why = "a W&B login is configured" if backend == "wandb" else "no W&B login (run `wandb login` for a server)"
         click.echo(f"backend: {backend} ({why})")
     project = project or defaults.project(config)
+    if backend == "local":  # what each agent will build, built once here: a bad scheduler fails now, storing nothing
+        from hpsearch.sweep.engine import EngineError, engine_for
+        from hpsearch.sweep.store import Sweep, new_id
+
+        sweep = Sweep(new_id(), name or config.get("name") or "", "local", {**config, "project": project}, 0.0,
+                      False, None, code)  # fmt: skip
+        try:
+            engine_for(None, sweep, 1)  # (a local engine needs no store)
+        except EngineError as e:
+            click.echo(f"hpsearch create-sweep: error: {file}: {e}", err=True)
+            sys.exit(2)
     store = _store("create-sweep", store_dir, db)  # before the W&B server: a bad --db registers nothing
     if backend == "wandb":
         from hpsearch.sweep.engines.wandb_server import ServerError
@@ -117,7 +129,7 @@ def create_sweep(
         click.echo(f"created W&B sweep {remote}")
         sweep_id = remote  # the form the W&B UI and `wandb agent` use; the store knows it by its last part too
     else:
-        sweep_id = store.add_sweep({**config, "project": project}, "local", name).id
+        sweep_id = store.add_sweep(sweep.config, "local", name, sweep_id=sweep.id, code=code).id
         click.echo(f"created local sweep {sweep_id} in {store.where}")
     options = ("" if str(store_dir) == "hpsearch-runs" else f" --dir {store_dir}") + (" --db URL" if db else "")
     click.echo(f"run it with: hpsearch agent {sweep_id}{options}")
@@ -395,7 +407,8 @@ def simulate(
 
     from hpsearch.simulate import replay, results
     from hpsearch.simulate.curves import SourceError, open_source
-    from hpsearch.sweep.spec import SpecError, load_spec
+    from hpsearch.sweep.engine import EngineError
+    from hpsearch.sweep.spec import SpecError, load_spec, read_code
     from hpsearch.sweep.store import Store
 
     def fail(line: str) -> None:
@@ -405,6 +418,7 @@ def simulate(
     try:
         curves = open_source(source, data, lambda sweep_id: _open_sweep("simulate", store_dir, db, sweep_id))
         configs = {str(f): load_spec(f, curves.target()) for f in sweep_files}
+        codes = {name: read_code(config) for name, config in configs.items()}
     except SourceError as e:
         fail(str(e))
     except SpecError as e:
@@ -418,7 +432,10 @@ def simulate(
     sign = 1 if metric.get("goal", "minimize") == "maximize" else -1
     budget = budget or curves.budget()
     with tempfile.TemporaryDirectory() as tmp:  # the replays' own store: nothing of the user's is written
-        found, reference = replay.compare(Store(tmp), configs, curves, workers, budget, seeds)
+        try:
+            found, reference = replay.compare(Store(tmp), configs, curves, workers, budget, seeds, codes)
+        except EngineError as e:
+            fail(str(e))
     if as_json:
         for result in found:
             click.echo(json.dumps(results.to_json(result, source, budget, workers)))

@@ -23,8 +23,8 @@ from plotly.colors import qualitative, sample_colorscale
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from hpsearch.params import DEFAULTS, format_value
-from hpsearch.sweep.status import fmt_duration, fmt_value, status_of
+from hpsearch.params import format_value
+from hpsearch.sweep.status import best_epoch, fmt_duration, fmt_value, objectives, planned_epochs, status_of
 from hpsearch.sweep.store import Store, Sweep
 
 DEFAULT_METRIC = {"name": "best_acc", "goal": "maximize"}  # grid and random sweeps may set no metric
@@ -49,14 +49,14 @@ def report(store: Store, sweep: Sweep, fmt: str = "html") -> str:
 def gather(store: Store, sweep: Sweep) -> dict[str, Any]:
     """`status`'s object with, for each trial, its history, metric value (None if it has none), best epoch,
     planned epochs, wall time and plot colour; plus the best trial and the parameter importance."""
-    metric_set = bool(sweep.metric)
+    metric_set = bool(objectives(sweep))
     if not metric_set:
         sweep = dataclasses.replace(sweep, config={**sweep.config, "metric": DEFAULT_METRIC})
     now = store.clock()  # trials' times are the database's
     stored = store.trials(sweep.id)  # creation order, so a trial keeps its colour as the sweep grows
     data = status_of(sweep, stored, now)
     data["sweep"]["metric_set"] = metric_set
-    metric = data["sweep"]["metric"]["name"]
+    metric = data["sweep"]["metric"]["name"]  # (a multi-objective search's first)
     color = {t.id: TRIAL_COLORS[i % len(TRIAL_COLORS)] for i, t in enumerate(stored)}
     running_for = {t.id: now - t.started for t in stored if t.state == "running" and t.started}
     histories = store.histories(sweep.id)  # one query for the whole sweep
@@ -66,8 +66,9 @@ def gather(store: Store, sweep: Sweep) -> dict[str, Any]:
         t.update(
             history=history,
             value=value if isinstance(value, (int, float)) and math.isfinite(value) else None,
-            best_epoch=max(history, key=lambda r: r["val_acc"])["epoch"] if history else None,
-            planned_epochs=t["params"].get("epochs", DEFAULTS["epochs"]),
+            best_epoch=best_epoch(history, data["sweep"]["metric"]),
+            # (a program that takes no epochs: the epochs it ran)
+            planned_epochs=planned_epochs(sweep.config, t["params"]) or t["epochs"],
             wall_s=t["runtime"] + running_for.get(t["id"], 0.0),
             color=color[t["id"]],
         )
@@ -181,6 +182,9 @@ def render_html(data: dict[str, Any]) -> str:
             section("Trials", _table_html(data)),
             section("Loss history", figure_html(history_figure(data), "loss-history", "No epoch recorded yet.")),
             section("Parameters and " + s["metric"]["name"], _parameters_html(data)),
+            section("Pareto front", figure_html(pareto_figure(data), "pareto", "No finished trial yet."))
+            if "metrics" in s
+            else "",
             _errors_html(data),
             f"<footer>hpsearch report, {time.strftime('%Y-%m-%d %H:%M')}; plots by plotly.js "
             f"{plotly.__version__} (plotly.py), inline.</footer>",
@@ -249,6 +253,34 @@ def history_figure(data: dict[str, Any]) -> dict[str, Any] | None:
         legend={"traceorder": "reversed", "title": {"text": "trial (state)"}},
     )
     return with_traces(fig, traces)
+
+
+def pareto_figure(data: dict[str, Any]) -> dict[str, Any] | None:
+    """A multi-objective search's first two metrics, one point per finished trial with both; the Pareto front (on
+    every metric, not only these two) drawn bold and joined. None if no trial has both."""
+    x, y = (m["name"] for m in data["sweep"]["metrics"][:2])
+    points = [t for t in data["trials"] if all(isinstance(t["summary"].get(k), (int, float)) for k in (x, y))]
+    points = [t for t in points if t["state"] == "finished"]
+    if not points:
+        return None
+    front = sorted((t for t in points if t["pareto"]), key=lambda t: t["summary"][x])
+    others = [t for t in points if not t["pareto"]]
+
+    def trace(trials: list[dict[str, Any]], name: str, mode: str, marker: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "scatter", "mode": mode, "name": name, "marker": marker, "line": {"color": "#d62728", "width": 2},
+            "x": [t["summary"][x] for t in trials], "y": [t["summary"][y] for t in trials],
+            "text": [t["id"] for t in trials],
+            "hovertemplate": f"%{{text}}<br>{esc(x)} %{{x:.4g}}<br>{esc(y)} %{{y:.4g}}<extra></extra>",
+        }  # fmt: skip
+
+    fig = go.Figure()
+    fig.update_layout(template=TEMPLATE, height=440, margin={"t": 20, "b": 50, "l": 60, "r": 20},
+                      xaxis={"title": {"text": x}}, yaxis={"title": {"text": y}})  # fmt: skip
+    return with_traces(fig, [
+        trace(others, "dominated", "markers", {"color": "#999", "size": 8}),
+        trace(front, "Pareto front", "lines+markers", {"color": "#d62728", "size": 11}),
+    ])  # fmt: skip
 
 
 def with_traces(fig: go.Figure, traces: list[dict[str, Any]]) -> dict[str, Any]:

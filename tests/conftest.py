@@ -121,6 +121,18 @@ def stub_sweep(method: str, epochs: int | dict = 2, epoch_s: float = 0.2, **para
     return {"method": method, "program": str(STUB), "parameters": {**fixed, **parameters}}
 
 
+def plotly_figures(page: str) -> dict[str, list[dict]]:
+    """div id -> the traces each `Plotly.newPlot("id", [traces], ...)` call on the page draws."""
+    out = {}
+    decoder = json.JSONDecoder()
+    for chunk in page.split("Plotly.newPlot(")[1:]:
+        chunk = chunk.lstrip()
+        div, end = decoder.raw_decode(chunk)
+        traces, _ = decoder.raw_decode(chunk[end:].lstrip().removeprefix(",").lstrip())
+        out[div] = traces
+    return out
+
+
 def live_in_group(pgid: int) -> list[psutil.Process]:
     """Processes of a trial's process group that still run (zombies awaiting init's reaping hold nothing)."""
     out = []

@@ -137,7 +137,7 @@ class FakeController:
         n = len(self.claims) + 1
         trial = Trial(f"t{n}", "s", n, {"lr": 0.1 * n, "epochs": len(self.scripts[n - 1].epochs)}, State.RUNNING)
         self.claims.append((slot, trial))
-        return Claim(trial, "started")
+        return Claim(trial, "started", trial.params["epochs"])
 
     def started(self, trial: Trial, pgid: int) -> None:
         self._check(trial.id)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import env, fast_params, hpsearch
+from conftest import env, fast_params, hpsearch, plotly_figures
 from PIL import Image
 
 from hpsearch.params import parse_args
@@ -279,18 +279,6 @@ def snapshot(root: Path) -> dict[str, object]:
     with sqlite3.connect(root / "hpsearch.db") as db:
         files["hpsearch.db"] = list(db.iterdump())
     return files
-
-
-def plotly_figures(page: str) -> dict[str, list[dict]]:
-    """div id -> the traces each `Plotly.newPlot("id", [traces], ...)` call on the page draws."""
-    out = {}
-    decoder = json.JSONDecoder()
-    for chunk in page.split("Plotly.newPlot(")[1:]:
-        chunk = chunk.lstrip()
-        div, end = decoder.raw_decode(chunk)
-        traces, _ = decoder.raw_decode(chunk[end:].lstrip().removeprefix(",").lstrip())
-        out[div] = traces
-    return out
 
 
 class Cells(HTMLParser):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import STUB, env, hpsearch, make_sweep, run_agent
+from conftest import STUB, env, hpsearch, make_sweep, plotly_figures, run_agent
 
 from hpsearch.simulate.curves import YAHPO_DATA, CurveTable, LCBench, Scale, scales
 from hpsearch.simulate.replay import replay
@@ -167,8 +167,9 @@ def test_simulate_compares_sweeps_on_the_same_seeds_as_a_table_json_and_a_page(t
     assert head.split()[:4] == ["sweep", "best", "@25%", "best"] and "to reach random @100%" in head
     assert row_random.startswith(str(rnd)) and row_hb.startswith(str(hb))
     assert "(" in row_random.split()[-1] and row_random.split()[-1].endswith("/3)")
-    page = (tmp_path / "page.html").read_text()
-    assert 'id="incumbent"' in page and "Plotly.newPlot" in page and "https://" not in page.split("<script>")[0]
+    lines = plotly_figures((tmp_path / "page.html").read_text())["incumbent"]
+    medians = [tr for tr in lines if tr.get("name")]  # (the quartile bands are unnamed)
+    assert [tr["name"] for tr in medians] == [str(rnd), str(hb)] and all(tr["x"][-1] <= 60 for tr in medians)
     p = simulate(tmp_path, *args, "--json")
     assert p.returncode == 0, p.stderr
     runs = [json.loads(line) for line in p.stdout.splitlines()]

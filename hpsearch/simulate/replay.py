@@ -65,16 +65,24 @@ def epoch_time(record: dict[str, Any]) -> float:
     return float(t) if isinstance(t, (int, float)) and t > 0 else 1.0
 
 
-def replay(store: Store, config: dict[str, Any], source: Source, workers: int, budget: int, seed: int) -> Replay:
-    """Run `config`'s search against `source` with `workers` trials at once until `budget` epochs are spent (each
-    trial charged the epochs it ran) or the search is done. The engine draws from Python's and numpy's global
-    random state, seeded with `seed`."""
+def replay(
+    store: Store,
+    config: dict[str, Any],
+    source: Source,
+    workers: int,
+    budget: int,
+    seed: int,
+    code: dict[str, str] | None = None,
+) -> Replay:
+    """Run `config`'s search (`code`: its scheduler's source, as spec.read_code keeps it) against `source` with
+    `workers` trials at once until `budget` epochs are spent (each trial charged the epochs it ran) or the search is
+    done. The engine draws from Python's and numpy's global random state, seeded with `seed`."""
     began = time.perf_counter()
     random.seed(seed)
     np.random.seed(seed)
-    sweep = store.add_sweep(config, "local", name=f"replay-{seed}")
+    sweep = store.add_sweep(config, "local", name=f"replay-{seed}", code=code)
     # No other agent shares the store, so no trial of it ever counts as crashed.
-    controller = controller_for(store, sweep, AGENT, workers, stale_after=math.inf)
+    controller = controller_for(store, sweep, AGENT, workers, stale_after=math.inf, reseed=False)
     metric = config["metric"]["name"]
     sign = 1 if config["metric"].get("goal", "minimize") == "maximize" else -1
     sweep_scales = scales(config)
@@ -147,15 +155,21 @@ def reference(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def compare(
-    store: Store, configs: dict[str, dict[str, Any]], source: Source, workers: int, budget: int, seeds: int
+    store: Store,
+    configs: dict[str, dict[str, Any]],
+    source: Source,
+    workers: int,
+    budget: int,
+    seeds: int,
+    codes: dict[str, dict[str, str] | None] | None = None,
 ) -> tuple[list[Result], Result]:
-    """Replay each sweep (by name) with seeds 0..seeds-1; and the reference, random search over the first one's
-    space (one of the sweeps, if one is that already)."""
+    """Replay each sweep (by name; `codes`: their schedulers' sources) with seeds 0..seeds-1; and the reference,
+    random search over the first one's space (one of the sweeps, if one is that already)."""
 
-    def runs(config: dict[str, Any]) -> list[Replay]:
-        return [replay(store, config, source, workers, budget, seed) for seed in range(seeds)]
+    def runs(config: dict[str, Any], code: dict[str, str] | None = None) -> list[Replay]:
+        return [replay(store, config, source, workers, budget, seed, code) for seed in range(seeds)]
 
-    results = [Result(name, runs(config)) for name, config in configs.items()]
+    results = [Result(name, runs(config, (codes or {}).get(name))) for name, config in configs.items()]
     for result, config in zip(results, configs.values(), strict=True):
         if config.get("method") == "random" and not set(UNLIKE_RANDOM) & config.keys():
             return results, result

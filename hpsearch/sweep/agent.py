@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpsearch import defaults
-from hpsearch.params import DEFAULTS
-from hpsearch.sweep.controller import Controller, Lost
+from hpsearch.sweep.controller import Claim, Controller, Lost
 from hpsearch.sweep.slots import Slot
 from hpsearch.sweep.spec import leaves
 from hpsearch.sweep.status import fmt_duration
@@ -55,7 +54,7 @@ class Running:
     trial: Trial
     proc: TrialProcess
     slot: Slot
-    epochs: int  # planned
+    planned: int | None  # epochs it is to run (None: a program's own business)
     seen: int  # epochs already on record when it (re)started: not announced again
     last_progress: float  # when it started, or its last new epoch (agent's clock)
     slowest: float = 0.0  # longest wait between two of its epochs, seconds
@@ -79,14 +78,16 @@ class Running:
 
     def progress_line(self, record: dict[str, Any]) -> str:
         """`[TRIAL WHERE] epoch e/N  val_acc ..  best ..  lr ..  N img/s  eta ..`, with what the record holds."""
-        parts = [f"[{self.trial.id} {self.slot.where}] epoch {record['epoch']}/{self.epochs}"]
+        of = f"/{self.planned}" if self.planned else ""
+        parts = [f"[{self.trial.id} {self.slot.where}] epoch {record['epoch']}{of}"]
         for key, label, form in (("val_acc", "val_acc", ".2f"), ("best_acc", "best", ".2f"), ("lr", "lr", ".4g")):
             if isinstance(record.get(key), (int, float)):
                 parts.append(f"{label} {record[key]:{form}}")
         if isinstance(record.get("img_per_sec"), (int, float)):
             parts.append(f"{record['img_per_sec']:,.0f} img/s")
-        left = self.epochs - record["epoch"]
-        parts.append(f"eta {fmt_duration(left * sum(self.epoch_times) / len(self.epoch_times))}")
+        if self.planned:
+            left = self.planned - record["epoch"]
+            parts.append(f"eta {fmt_duration(left * sum(self.epoch_times) / len(self.epoch_times))}")
         return "  ".join(parts)
 
 
@@ -307,9 +308,10 @@ class Agent:
             if claim is None:
                 continue
             self.launched += 1
-            self._start(i, slot, claim.trial, claim.how)
+            self._start(i, slot, claim)
 
-    def _start(self, i: int, slot: Slot, trial: Trial, how: str) -> None:
+    def _start(self, i: int, slot: Slot, claim: Claim) -> None:
+        trial, how = claim.trial, claim.how
         proc = self.launch(trial, slot)
         if how == "restarted":
             self.echo(
@@ -325,8 +327,8 @@ class Agent:
         workers = f" x{slot.nproc}" if slot.gpus is None else ""
         where = slot.where.replace(" (", f"{workers} (") if slot.nodes > 1 else slot.where + workers
         self.echo(f"trial {trial.id} {how} on {where}: " + " ".join(f"{k}={v}" for k, v in params.items()))
-        epochs = params.get("epochs", DEFAULTS["epochs"])
-        self.running[i] = Running(trial, proc, slot, epochs, trial.epochs if how == "resumed" else 0, self.clock())
+        seen = trial.epochs if how == "resumed" else 0
+        self.running[i] = Running(trial, proc, slot, claim.planned, seen, self.clock())
         try:
             self._register(self.running[i])
         except NotOwner:

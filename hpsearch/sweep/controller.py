@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 from hpsearch.defaults import MAX_RESUMES, STALE_AFTER
 from hpsearch.sweep.engine import Engine, Lost, Suggestion, engine_for
+from hpsearch.sweep.spec import leaves
+from hpsearch.sweep.status import planned_epochs
 from hpsearch.sweep.store import State, Store, Sweep, Trial, Version, version
 
 CLAIM_ATTEMPTS = 5  # suggestions made again because another agent claimed first, before trying next round
@@ -24,10 +26,12 @@ __all__ = ["Claim", "Controller", "Lost", "SweepController", "TrialCache", "cont
 @dataclass
 class Claim:
     """A trial handed to one of the agent's slots. how: "started" (new), "resumed" (from its checkpoint) or
-    "restarted" (a preempted trial whose checkpoint this machine cannot see, from epoch 0)."""
+    "restarted" (a preempted trial whose checkpoint this machine cannot see, from epoch 0); planned: the epochs it
+    is to run, where they are known."""
 
     trial: Trial
     how: str
+    planned: int | None = None
 
 
 class Controller(Protocol):
@@ -191,6 +195,7 @@ class SweepController:
 
     def _hold(self, claim: Claim) -> Claim:
         self._held.add(claim.trial.id)
+        claim.planned = planned_epochs(self.sweep.config, leaves(claim.trial.params))
         return claim
 
     def resumable(self, trial: Trial) -> bool:
@@ -247,6 +252,8 @@ def controller_for(
     slots: int = 1,
     max_resumes: int = MAX_RESUMES,
     stale_after: float = STALE_AFTER,
+    reseed: bool = True,
 ) -> SweepController:
     """The controller of an agent with `slots` slots on `sweep`, with the engine that decides for it."""
-    return SweepController(store, sweep, agent_id, engine_for(store, sweep, slots), max_resumes, stale_after)
+    engine = engine_for(store, sweep, slots, reseed)
+    return SweepController(store, sweep, agent_id, engine, max_resumes, stale_after)

@@ -16,6 +16,10 @@ from typing import Any
 from hpsearch.sweep.store import State, Store, Sweep, Trial
 
 
+class EngineError(Exception):
+    """The engine cannot be built for the sweep (a missing package, a bad scheduler source or function); one line."""
+
+
 class Lost(Exception):
     """The engine cannot go on (a W&B server that stopped answering): the agent ends its trials and exits."""
 
@@ -70,9 +74,11 @@ class Engine:
         """The agent is done with the sweep."""
 
 
-def engine_for(store: Store, sweep: Sweep, slots: int) -> Engine:
-    """The engine that decides for `sweep`: its server's for a W&B sweep, else the one its scheduler names."""
+def engine_for(store: Store | None, sweep: Sweep, slots: int, reseed: bool = True) -> Engine:
+    """The engine that decides for `sweep`: its server's for a W&B sweep, else the one its scheduler names.
+    `reseed`: a seeded study draws anew in each agent (see OptunaEngine); a replay keeps its seed."""
     if sweep.backend == "wandb":
+        assert store is not None, "a W&B sweep's engine runs in the store's folder"
         from hpsearch.sweep.engines.wandb_server import WandbServer
 
         return WandbServer(store, sweep, slots)
@@ -80,7 +86,7 @@ def engine_for(store: Store, sweep: Sweep, slots: int) -> Engine:
     if kind == "optuna":
         from hpsearch.sweep.engines.optuna import OptunaEngine
 
-        return OptunaEngine(sweep)
+        return OptunaEngine(sweep, reseed)
     from hpsearch.sweep.engines.wandb_sweeps import WandbSweeps
 
     return WandbSweeps(sweep)

@@ -5,6 +5,8 @@ sweep's own `program` (its flags are its business), or, for `hpsearch simulate`,
 
 from __future__ import annotations
 
+import hashlib
+import re
 import warnings
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -71,19 +73,24 @@ def check_spec(config: Any, target: Target | None = None) -> list[str]:
         return ["the file must hold a mapping (method, metric, parameters, ...)"]
     problems = _schema_problems(config)
     method = config.get("method")
-    if method not in METHODS:
-        problems.append(f"method: {method!r} is not valid; allowed: {' | '.join(METHODS)}")
+    scheduler = config.get("scheduler")
+    if method not in METHODS and not (method == "custom" and isinstance(scheduler, dict)):
+        problems.append(f"method: {method!r} is not valid; allowed: {' | '.join(METHODS)}, or custom with a scheduler")
+    if isinstance(scheduler, dict) and scheduler.get("engine") == "ax":
+        problems.append("scheduler.engine: ax is not supported here; allowed: optuna, wandb")
     program = config.get("program")
     if target is None:
         if program is not None and not (isinstance(program, str) and Path(program).is_file()):
             problems.append(f"program: {program!r} is not a file; allowed: the path of a Python training script")
         target = PROGRAM if program is not None else TRAINER
     metric = config.get("metric")
-    if isinstance(metric, dict) and target.metrics is not None and metric.get("name") not in target.metrics:
-        problems.append(
-            f"metric.name: {metric.get('name')!r} is not a metric {target.name} records; "
-            f"allowed: {', '.join(target.metrics)}"
-        )
+    objectives = [("metric", metric)] + [(f"metrics[{i}]", m) for i, m in enumerate(config.get("metrics") or [])]
+    for where, m in objectives:
+        if isinstance(m, dict) and target.metrics is not None and m.get("name") not in target.metrics:
+            problems.append(
+                f"{where}.name: {m.get('name')!r} is not a metric {target.name} records; "
+                f"allowed: {', '.join(target.metrics)}"
+            )
     if not isinstance(metric, dict) and (method == "bayes" or "early_terminate" in config):
         problems.append("metric: bayes search and early_terminate need a metric {name, goal}")
     params = config.get("parameters")
@@ -106,10 +113,30 @@ def _schema_problems(config: dict[str, Any]) -> list[str]:
             out.append(f"{where}: {err.message}")
     if out:
         return out
-    try:  # the engine's checks beyond the schema: min < max, probabilities summing to 1, ...
-        return list(sweeps.schema_violations_from_proposed_config(config))
+    try:  # the engine's checks beyond the schema: min < max, probabilities summing to 1, what goes with what
+        return [_named(m) for m in sweeps.schema_violations_from_proposed_config(config)]
     except ValueError as e:
         return [str(e)]
+
+
+def _named(message: str) -> str:
+    """The engine's message led by the key it names first, as our own lines are (`early_terminate` cannot be used
+    together with ... -> early_terminate: ...)."""
+    key = re.match(r"`([\w.]+)", message) or re.match(r"([\w.]+) '", message)
+    return f"{key.group(1)}: {message}" if key else message
+
+
+def read_code(config: dict[str, Any], where: Path = Path(".")) -> dict[str, str] | None:
+    """`scheduler.source` as the sweep keeps it, {path, text, sha256}: read once, so every agent builds its study
+    from the same code (None if the sweep names none). Raises SpecError if it cannot be read."""
+    source = (config.get("scheduler") or {}).get("source")
+    if source is None:
+        return None
+    try:
+        text = (where / source).read_text()
+    except OSError as e:
+        raise SpecError([f"scheduler.source: cannot read {source!r}: {e.strerror}; allowed: a Python file"]) from None
+    return {"path": source, "text": text, "sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
 def _parameter_problems(params: dict[str, Any], where: str, seen: set[str], target: Target) -> list[str]:

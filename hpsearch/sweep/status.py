@@ -6,8 +6,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from hpsearch.defaults import STALE_AFTER
-from hpsearch.params import format_value
+from hpsearch.params import DEFAULTS, format_value
 from hpsearch.sweep.spec import leaves, varying
 from hpsearch.sweep.store import ACTIVE, State, Store, Sweep, Trial
 
@@ -19,15 +21,56 @@ def sweep_state(sweep: Sweep, trials: list[Trial]) -> str:
     return "finished" if sweep.exhausted and not any(t.state in active for t in trials) else "running"
 
 
-def sorted_trials(sweep: Sweep, trials: list[Trial]) -> list[Trial]:
-    """Best first by the sweep metric (trials without a value last, in creation order)."""
-    metric = sweep.metric or {}
-    name, sign = metric.get("name"), (-1 if metric.get("goal", "minimize") == "maximize" else 1)
+def objectives(sweep: Sweep) -> list[dict[str, str]]:
+    """The sweep's metrics to optimize, {name, goal} each: its `metrics` (a multi-objective search), else its metric."""
+    chosen = sweep.config.get("metrics") or ([sweep.metric] if sweep.metric else [])
+    return [{"name": m["name"], "goal": m.get("goal", "minimize")} for m in chosen]
 
-    def key(t: Trial) -> tuple[int, float, int]:
+
+def planned_epochs(config: dict[str, Any], params: dict[str, Any]) -> int | None:
+    """The epochs a trial is to run: its `epochs` parameter, else the trainer's default; None for a sweep's own
+    program that takes none (its epochs are its business)."""
+    if isinstance(params.get("epochs"), int):
+        return params["epochs"]
+    return None if config.get("program") else DEFAULTS["epochs"]
+
+
+def best_epoch(history: list[dict[str, Any]], metric: dict[str, str]) -> int | None:
+    """The epoch whose record is best by the metric and its goal (None if no record has a value of it)."""
+    scored = [r for r in history if _number(r.get(metric["name"]))]
+    if not scored:
+        return None
+    pick = max if metric.get("goal", "minimize") == "maximize" else min
+    return pick(scored, key=lambda r: r[metric["name"]])["epoch"]
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def pareto_front(trials: list[Trial], goals: list[dict[str, str]]) -> set[str]:
+    """The finished trials with every objective that no other such trial beats: at least as good on each objective
+    and better on one."""
+    scored = [t for t in trials if t.state == State.FINISHED and all(_number(t.summary.get(g["name"])) for g in goals)]
+    if not scored:
+        return set()
+    signs = np.array([1.0 if g["goal"] == "maximize" else -1.0 for g in goals])
+    values = np.array([[t.summary[g["name"]] for g in goals] for t in scored], dtype=float) * signs  # higher: better
+    beaten = [bool(np.any(np.all(values >= v, axis=1) & np.any(values > v, axis=1))) for v in values]
+    return {t.id for t, b in zip(scored, beaten, strict=True) if not b}
+
+
+def sorted_trials(sweep: Sweep, trials: list[Trial]) -> list[Trial]:
+    """Best first by the sweep metric (trials without a value last, in creation order); a multi-objective sweep's
+    Pareto front first, each part by its first metric."""
+    goals = objectives(sweep)
+    name = goals[0]["name"] if goals else None
+    sign = -1 if goals and goals[0]["goal"] == "maximize" else 1
+    front = pareto_front(trials, goals) if len(goals) > 1 else set()
+
+    def key(t: Trial) -> tuple[int, int, float, int]:
         v = t.summary.get(name) if name else None
-        ok = isinstance(v, (int, float)) and math.isfinite(v)
-        return (0, sign * v, t.seq) if ok else (1, 0.0, t.seq)
+        return (t.id not in front, 0, sign * v, t.seq) if _number(v) else (True, 1, 0.0, t.seq)
 
     return sorted(trials, key=key)
 
@@ -47,14 +90,15 @@ def status_of(sweep: Sweep, stored: list[Trial], now: float) -> dict[str, Any]:
         silent = now - (t.heartbeat or now)
         return round(silent, 1) if t.state == State.RUNNING and silent > STALE_AFTER else None
 
-    metric = sweep.metric or {}
-    return {
+    goals = objectives(sweep)
+    front = pareto_front(stored, goals) if len(goals) > 1 else None
+    data = {
         "sweep": {
             "id": sweep.id,
             "name": sweep.name,
             "backend": sweep.backend,
             "method": sweep.config.get("method"),
-            "metric": {"name": metric.get("name"), "goal": metric.get("goal", "minimize")} if metric else None,
+            "metric": goals[0] if goals else None,  # (the first objective of a multi-objective search)
             "state": sweep_state(sweep, trials),
             "counts": {str(s): n for s in State if (n := sum(t.state == s for t in trials))},
             "varying": varying(sweep.config),
@@ -70,29 +114,37 @@ def status_of(sweep: Sweep, stored: list[Trial], now: float) -> dict[str, Any]:
                 "resumes": t.resumes,
                 "error": t.error,
                 "quiet": quiet(t),
+                **({"pareto": t.id in front} if front is not None else {}),
             }
             for t in trials
         ],
     }
+    if front is not None:
+        data["sweep"]["metrics"] = goals
+    return data
 
 
 def format_status(data: dict[str, Any]) -> str:
     """A terminal table: sweep line, then one row per trial (varying parameters as columns)."""
     s = data["sweep"]
-    metric = (s["metric"] or {}).get("name")
+    goals = s.get("metrics") or ([s["metric"]] if s["metric"] else [])
+    names = [g["name"] for g in goals]
     counts = ", ".join(f"{n} {state}" for state, n in s["counts"].items()) or "no trials yet"
-    goal = f" ({s['metric']['goal']} {metric})" if metric else ""
+    said = ", ".join(f"{g['goal']} {g['name']}" for g in goals)
+    goal = f" ({said})" if goals else ""
     lines = [f"sweep {s['id']}: {s['method']}{goal}, {s['state']}: {counts}"]
     resumed = any(t["resumes"] for t in data["trials"])  # the column only once some trial was resumed
-    cols = ["trial", "state", metric or "metric", "epochs", "runtime"] + ["resumes"] * resumed + s["varying"]
+    front = "metrics" in s  # a multi-objective search marks its Pareto front
+    cols = ["trial", "state", *(names or ["metric"])] + ["pareto"] * front + ["epochs", "runtime"]
+    cols += ["resumes"] * resumed + s["varying"]
     rows = [
         [
             t["id"],
             t["state"] + (f" (agent quiet {fmt_duration(t['quiet'])})" if t["quiet"] else ""),
-            fmt_value(t["summary"].get(metric)),
-            str(t["epochs"]),
-            f"{t['runtime']:.0f}s",
+            *[fmt_value(t["summary"].get(name)) for name in names or [None]],
         ]
+        + ["*" if t.get("pareto") else ""] * front
+        + [str(t["epochs"]), f"{t['runtime']:.0f}s"]
         + [str(t["resumes"])] * resumed
         + [fmt_value(t["params"].get(k)) for k in s["varying"]]
         for t in data["trials"]

@@ -1,0 +1,246 @@
+"""An Optuna study as the engine (`method: custom`, `scheduler: {engine: optuna, ...}`), shared by every agent of
+the sweep, on any machine that shares its database.
+
+The study is built as W&B's own Optuna scheduler builds it (wandb/sdk/sweeps/scheduler/optuna.py, whose functions
+are called here): the sweep's parameters mapped to Optuna's distributions by W&B's mapping, or `search_space`
+(define-by-run); the study and terminator that the `optimizer` function in `source` returns, else hpsearch's
+default study (hpsearch/studies.py). Its sampler suggests, its pruner stops trials (told each epoch's value at
+step = epoch; a pruned trial is recorded stopped), its terminator, or a sampler that runs out (a grid), ends the
+sweep. `source` is the text create-sweep read and kept with the sweep, so every agent builds the same study.
+
+Many agents, one study: the study's trials are the sweep's trials in the store, every agent's, mirrored into an
+in-memory Optuna storage: finished ones with their values, stopped ones as pruned, running ones as running (so
+TPE's constant liar does not suggest them twice), each with its intermediate values and the attrs its sampler and
+pruner set (a grid point's id, a rung's value). The mirror is brought up to date before each decision, trial by
+trial as their versions change; a change Optuna cannot apply in place (a finished trial running again, a claim
+another agent won) rebuilds it. A suggestion is claimed exactly once by the store, as any engine's.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hpsearch.sweep.engine import Engine, EngineError, Suggestion
+from hpsearch.sweep.store import State, Sweep, Trial, version
+
+
+def _optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise EngineError("scheduler.engine: optuna needs the optuna package; allowed: pip install optuna") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # (it announces every study it creates)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def sweep_info(sweep: Sweep, source: Path | None = None) -> Any:
+    """W&B's SweepInfo of the sweep (what an `optimizer` function is given), its `scheduler.source` at `source`."""
+    from wandb.sdk.sweeps.sweep_info import SweepInfo
+
+    config = dict(sweep.config)
+    if source is not None:
+        config["scheduler"] = {**config["scheduler"], "source": str(source)}
+    entity, project = sweep.remote.split("/")[:2] if sweep.remote else ("", config.get("project", ""))
+    return SweepInfo(sweep.id, sweep.name or sweep.id, entity, project, config, "")
+
+
+def build(sweep: Sweep) -> tuple[Any, dict[str, Any] | None, Any, Any]:
+    """(study, distributions or None, search_space function or None, terminator or None), as W&B's scheduler
+    builds them from the sweep config, with `source` from the text kept with the sweep. Raises EngineError."""
+    optuna = _optuna()
+    from wandb.sdk.sweeps.scheduler import optuna as wandb_optuna
+    from wandb.sdk.sweeps.scheduler.client import load_optimizer_config
+
+    from hpsearch import studies
+
+    scheduler = sweep.config.get("scheduler") or {}
+    with tempfile.TemporaryDirectory() as tmp:
+        source = None
+        if sweep.code:  # under its own file name, as W&B imports it
+            source = Path(tmp) / Path(sweep.code["path"]).name
+            source.write_text(sweep.code["text"])
+        info = sweep_info(sweep, source)
+        try:
+            if scheduler.get("search_space"):
+                space, distributions = wandb_optuna.load_trial_constructor(str(source), scheduler["search_space"]), None
+            else:
+                space, distributions = None, wandb_optuna.search_space_from_sweep_config(sweep.config["parameters"])
+            if scheduler.get("optimizer"):
+                study, terminator = load_optimizer_config(str(source), scheduler["optimizer"], optuna.Study, info)
+            else:
+                study, terminator = studies.default(info), None
+            # W&B's own checks of the study against the sweep (directions, metric names)
+            wandb_optuna.make_optimizer(info, wandb_optuna.OptunaOptions(study, distributions, space, terminator))
+        except (ValueError, TypeError) as e:
+            raise EngineError(f"scheduler: {' '.join(str(e).split())}") from None
+        except Exception as e:  # the user's own code failed: say where
+            raise EngineError(f"scheduler.source: {type(e).__name__}: {e}") from None
+    return study, distributions, space, terminator
+
+
+class OptunaEngine(Engine):
+    def __init__(self, sweep: Sweep, reseed: bool = True):
+        """Raises EngineError (one line) if the study cannot be built. With `reseed`, the sampler draws from a
+        random state of its own (Optuna's `reseed_rng`, as Optuna reseeds the sampler of each parallel worker), so
+        agents that build the same seeded study do not draw the same points; a replay (one agent) keeps the seed."""
+        self.optuna = optuna = _optuna()
+        from wandb.sdk.sweeps.scheduler.optuna import sweep_directions
+
+        self.sweep = sweep
+        built, self.distributions, self.space, self.terminator = build(sweep)
+        self.directions = sweep_directions(sweep.config)
+        self.metrics = [m["name"] for m in sweep.config.get("metrics") or [sweep.config.get("metric") or {}]]
+        self.sampler, self.pruner = built.sampler, built.pruner
+        if reseed:
+            self.sampler.reseed_rng()
+        single = len(self.directions) == 1  # Optuna's pruners judge one objective
+        self.stops = single and not isinstance(self.pruner, optuna.pruners.NopPruner)
+        self.stopper = f"Optuna's {type(self.pruner).__name__}"
+        self._asked: tuple[int, str] | None = None  # (number, token) of the suggestion not yet seen claimed
+        self._rebuild()
+
+    # ---- the mirror of the sweep's trials ----
+    def _rebuild(self) -> None:
+        self.storage = self.optuna.storages.InMemoryStorage()
+        # the sweep's id as the study's name: HyperbandPruner assigns brackets by study name and trial number
+        self.study = self.optuna.create_study(
+            storage=self.storage, sampler=self.sampler, pruner=self.pruner, study_name=self.sweep.id,
+            directions=self.directions,
+        )  # fmt: skip
+        self.study_id = self.storage.get_study_id_from_name(self.sweep.id)
+        self._versions: list[Any] = []  # the version of each mirrored trial, by number
+        self._asked = None
+
+    def _sync(self, trials: list[Trial]) -> None:
+        """Bring the mirror up to date with the store's trials (number = the trial's place in the sweep)."""
+        for number, trial in enumerate(trials):
+            v = version(trial)
+            if number < len(self._versions) and self._versions[number] == v:
+                continue
+            if not self._apply(number, trial):
+                self._rebuild()
+                return self._sync(trials)
+            if number == len(self._versions):
+                self._versions.append(v)
+            else:
+                self._versions[number] = v
+        if self._asked and len(trials) <= self._asked[0]:  # a suggestion that was never claimed
+            self._rebuild()
+            self._sync(trials)
+
+    def _apply(self, number: int, trial: Trial) -> bool:
+        """Mirror one trial: a new one, or the changes to one Optuna can still change; False if it cannot."""
+        state, values = self._state(trial)
+        single = len(self.directions) == 1  # (intermediate values are for pruners, which judge one objective)
+        steps = {e: float(v) for e, v in trial.series if isinstance(v, (int, float))} if single else {}
+        system = trial.attrs.get("optuna", {})
+        if number == len(self._versions):
+            if self._asked and self._asked[0] == number:  # our own suggestion: claimed by us, or by another?
+                if system.get("token") != self._asked[1]:
+                    return False
+                self._asked = None
+            else:
+                self.storage.create_new_trial(self.study_id, template_trial=self._frozen(trial, state, values, steps))
+                return True
+        tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        now = self.storage.get_trial(tid)
+        if now.state.is_finished() or any(step not in steps for step in now.intermediate_values):
+            return now.state == state and now.values == values and now.intermediate_values == steps
+        for step, value in steps.items():
+            if now.intermediate_values.get(step) != value:
+                self.storage.set_trial_intermediate_value(tid, step, value)
+        for key, value in system.get("system_attrs", {}).items():
+            if now.system_attrs.get(key) != value:
+                self.storage.set_trial_system_attr(tid, key, value)
+        if state.is_finished():
+            self.storage.set_trial_state_values(tid, state, values)
+        return True
+
+    def _state(self, trial: Trial) -> tuple[Any, list[float] | None]:
+        """The trial's Optuna state and values: finished with every objective (else failed, as W&B's scheduler
+        tells it), stopped as pruned, running or waiting to resume as running, failed or crashed as failed."""
+        ts = self.optuna.trial.TrialState
+        if trial.state in (State.RUNNING, State.PREEMPTED):
+            return ts.RUNNING, None
+        if trial.state == State.STOPPED:
+            return ts.PRUNED, None
+        values = [trial.summary.get(m) for m in self.metrics]
+        if trial.state == State.FINISHED and all(isinstance(v, (int, float)) and v == v for v in values):
+            return ts.COMPLETE, [float(v) for v in values]
+        return ts.FAIL, None
+
+    def _frozen(self, trial: Trial, state: Any, values: list[float] | None, steps: dict[int, float]) -> Any:
+        record = trial.attrs.get("optuna", {})
+        dist = self.optuna.distributions
+        distributions = {k: dist.json_to_distribution(d) for k, d in record.get("distributions", {}).items()}
+        params = {k: v for k, v in record.get("params", {}).items() if k in distributions}
+        now = datetime.now()
+        return self.optuna.trial.FrozenTrial(
+            number=-1, state=state, value=None, values=values, datetime_start=now,
+            datetime_complete=now if state.is_finished() else None, params=params, distributions=distributions,
+            user_attrs=record.get("user_attrs", {}), system_attrs=record.get("system_attrs", {}),
+            intermediate_values=steps, trial_id=-1,
+        )  # fmt: skip
+
+    def _record(self, number: int, params: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
+        """The attrs that carry a trial's Optuna record to every agent."""
+        frozen = self.storage.get_trial(self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number))
+        dist = self.optuna.distributions
+        record = {
+            "params": frozen.params,
+            "distributions": {k: dist.distribution_to_json(d) for k, d in frozen.distributions.items()},
+            "system_attrs": frozen.system_attrs,
+            "user_attrs": frozen.user_attrs,
+        }
+        return {"optuna": {**record, **({"token": token} if token else {})}}
+
+    # ---- decisions ----
+    def suggest(self, slot: int, trials: list[Trial]) -> Suggestion | None:
+        self._sync(trials)
+        began = time.perf_counter()
+        try:
+            if self.terminator is not None and self.terminator(self.study):
+                self.done = True
+            is_exhausted = getattr(self.sampler, "is_exhausted", None)  # (GridSampler's: every point once)
+            if self.done or (is_exhausted is not None and is_exhausted(self.study)):
+                self.done = True
+                return None
+            asked = self.study.ask(self.distributions) if self.distributions is not None else self.study.ask()
+            params = asked.params if self.space is None else dict(self.space(asked))
+        finally:
+            self.engine_seconds += time.perf_counter() - began
+        token = secrets.token_hex(8)  # tells this agent's claim from another's at the same place
+        self._asked = (asked.number, token)
+        if is_exhausted is not None and self._repeats(asked):
+            # Once every point of a finite space has started, Optuna's grid hands out unfinished ones again; here
+            # a point runs once: nothing now, and the sweep is done when the last one ends.
+            return None
+        return Suggestion(params, self._record(asked.number, token=token))
+
+    def _repeats(self, asked: Any) -> bool:
+        """Whether another trial of the study (not a failed one) has the parameters just asked."""
+        failed = self.optuna.trial.TrialState.FAIL
+        trials = self.storage.get_all_trials(self.study_id, deepcopy=False)
+        return any(t.params == asked.params for t in trials if t.number != asked.number and t.state != failed)
+
+    def should_stop(self, trial: Trial, trials: list[Trial]) -> tuple[bool, dict[str, Any] | None]:
+        """The pruner's verdict (Optuna's `Trial.should_prune`); the trial's new attrs if the pruner set any."""
+        self._sync(trials)
+        number = next(i for i, t in enumerate(trials) if t.id == trial.id)
+        tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        before = self.storage.get_trial(tid).system_attrs
+        began = time.perf_counter()
+        stop = self.pruner.prune(self.study, self.storage.get_trial(tid))
+        self.engine_seconds += time.perf_counter() - began
+        after = self.storage.get_trial(tid).system_attrs
+        if after == before:
+            return stop, None
+        record = self._record(number)
+        return stop, {"optuna": {**trial.attrs.get("optuna", {}), "system_attrs": record["optuna"]["system_attrs"]}}
