@@ -1,12 +1,13 @@
 """How a sweep's decisions scale (a benchmark, not a test): `python -m hpsearch.bench_controller [--db URL]
-[--trials 40 1000] [--epochs 250]`.
+[--trials 40 1000 5000] [--epochs 250]`.
 
-For each N, fills a store (SQLite in a temporary folder, or the PostgreSQL database --db names, which gets one
-new sweep per N) with N trials of sweeps/aug.yaml's search space: every trial with E epochs of history but the
-four still running (half-way) and a third stopped early, then times, best of --repeat warm calls, what an agent
-asks of the local controller: `should_stop` (hyperband over every trial's history; once per epoch of every
-running trial) and `next_trial` (a claim: random, grid, and bayes, whose model fit is the engine's own cost),
-each in a fresh agent's controller, whose first (cold) call is reported apart. Then `report` of the sweep.
+For each N, fills a store (SQLite in a temporary folder, or the PostgreSQL database --db names, which gets new
+sweeps) with N trials of sweeps/aug.yaml's search space: every trial with E epochs of history but the four still
+running (half-way) and a third stopped early. Then, for each engine (W&B's random, grid and bayes with hyperband;
+Optuna's default study, and TPE with its Hyperband and ASHA pruners), times what an agent asks: `next_trial` (a
+claim: the engine's suggestion and the store's exactly-once write) and `should_stop` (asked after every epoch of
+every running trial: each timed call follows a new epoch of that trial, as in an agent). The first call is a fresh
+agent's (cold: it reads the whole sweep); the warm figure is the best of --repeat later calls. Then `report`.
 """
 
 from __future__ import annotations
@@ -24,31 +25,60 @@ import sqlalchemy as sa
 import yaml
 
 from hpsearch.sweep.controller import controller_for
-from hpsearch.sweep.spec import sweeps
-from hpsearch.sweep.store import State, Store, Sweep
+from hpsearch.sweep.spec import read_code, sweeps
+from hpsearch.sweep.store import Series, State, Store, Sweep
 
-AUG = Path(__file__).resolve().parent.parent / "sweeps" / "aug.yaml"
+REPO = Path(__file__).resolve().parent.parent
+AUG = REPO / "sweeps" / "aug.yaml"
 RUNNING = 4
+HYPERBAND = {"type": "hyperband", "min_iter": 25, "eta": 2}
+ENGINES = {  # name -> how the sweep's config differs from aug.yaml's space
+    "random": {"method": "random", "early_terminate": HYPERBAND},
+    "grid": {"method": "grid", "early_terminate": HYPERBAND},
+    "bayes": {"method": "bayes", "early_terminate": HYPERBAND},
+    "optuna": {"method": "custom", "scheduler": {"engine": "optuna"}},
+    "optuna hyperband": {
+        "method": "custom",
+        "scheduler": {"engine": "optuna", "source": "hpsearch/studies.py", "optimizer": "tpe_hyperband"},
+    },  # fmt: skip
+    "optuna asha": {
+        "method": "custom",
+        "scheduler": {"engine": "optuna", "source": "hpsearch/studies.py", "optimizer": "tpe_asha"},
+    },  # fmt: skip
+}
 
 
-def space(method: str) -> dict:
+def space(engine: str) -> dict:
     config = yaml.safe_load(AUG.read_text())
-    config.pop("run_cap")
-    config["method"] = method
-    if method == "grid":  # grid needs discrete values: 3 of each continuous one (34,992 points)
+    for key in ("run_cap", "early_terminate"):
+        config.pop(key)
+    config.update(ENGINES[engine])
+    if engine == "grid":  # grid needs discrete values: 3 of each continuous one (34,992 points)
         config["parameters"]["lr"] = {"values": [0.05, 0.15, 0.5]}
         config["parameters"]["weight_decay"] = {"values": [1e-4, 5e-4, 2e-3]}
     return config
 
 
+def _optuna_attrs(config: dict) -> Callable[[dict], dict]:
+    """The attrs an Optuna engine keeps with a trial of these params (its record of the study's trial)."""
+    if config["method"] != "custom":
+        return lambda params: {}
+    from optuna.distributions import distribution_to_json
+    from wandb.sdk.sweeps.scheduler.optuna import search_space_from_sweep_config
+
+    dist = {k: distribution_to_json(d) for k, d in search_space_from_sweep_config(config["parameters"]).items()}
+    return lambda params: {"optuna": {"params": params, "distributions": dist, "system_attrs": {}, "user_attrs": {}}}
+
+
 def fill(store: Store, config: dict, n: int, epochs: int, seed: int = 0) -> Sweep:
-    """A sweep with `n` trials already run: params as the engine draws them, a val_acc curve each."""
+    """A sweep with `n` trials already run: params as W&B's random search draws them, a val_acc curve each."""
     rng = random.Random(seed)
-    sweep = store.add_sweep(config, "local", name=f"bench-{config['method']}-{n}")
-    engine = sweeps.SweepConfig({**config, "method": "random"})
+    sweep = store.add_sweep(config, "local", name=f"bench-{config['method']}-{n}", code=read_code(config, REPO))
+    draw = sweeps.SweepConfig({k: v for k, v in config.items() if k != "scheduler"} | {"method": "random"})
+    attrs = _optuna_attrs(config)
     trials, history = [], []
     for seq in range(1, n + 1):
-        params = {k: v["value"] for k, v in sweeps.next_run(engine, []).config.items()}
+        params = {k: v["value"] for k, v in sweeps.next_run(draw, []).config.items()}
         state = State.RUNNING if seq > n - RUNNING else State.STOPPED if seq % 3 == 0 else State.FINISHED
         done = epochs // 2 if state == State.RUNNING else rng.randint(25, epochs // 2) if seq % 3 == 0 else epochs
         top, acc, records = rng.uniform(40, 85), 1.0, []
@@ -58,14 +88,16 @@ def fill(store: Store, config: dict, n: int, epochs: int, seed: int = 0) -> Swee
         tid = f"{sweep.id}-{seq}"
         trials.append({"id": tid, "sweep_id": sweep.id, "seq": seq, "params": json.dumps(params), "state": state,
                        "agent": "bench", "created": 0.0, "started": 0.0, "heartbeat": time.time() + 3600,
-                       "summary": json.dumps(records[-1]), "epochs": done, "revision": done})  # fmt: skip
+                       "summary": json.dumps(records[-1]), "epochs": done, "revision": done,
+                       "series": Series.of([(r["epoch"], r["val_acc"]) for r in records]).pack(),
+                       "attrs": json.dumps(attrs(params))})  # fmt: skip
         history += [{"t": tid, "e": r["epoch"], "m": json.dumps(r)} for r in records]
     with store.engine.begin() as conn:
         conn.execute(
             sa.text(
                 "INSERT INTO trials (id, sweep_id, seq, params, state, agent, created, started, heartbeat, summary, "
-                "epochs, revision) VALUES (:id, :sweep_id, :seq, :params, :state, :agent, :created, :started, "
-                ":heartbeat, :summary, :epochs, :revision)"
+                "epochs, revision, series, attrs) VALUES (:id, :sweep_id, :seq, :params, :state, :agent, :created, "
+                ":started, :heartbeat, :summary, :epochs, :revision, :series, :attrs)"
             ),
             trials,
         )
@@ -73,42 +105,34 @@ def fill(store: Store, config: dict, n: int, epochs: int, seed: int = 0) -> Swee
     return sweep
 
 
-def timed(fn: Callable[[], object], repeat: int) -> tuple[float, list[float]]:
-    """(the first call's seconds, the later calls' seconds)."""
+def timed(fn: Callable[[], object], repeat: int, before: Callable[[], object] = lambda: None) -> tuple[float, float]:
+    """(the first call's seconds, the best of the `repeat` later ones), `before` run untimed before each call."""
     times = []
     for _ in range(repeat + 1):
+        before()
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return times[0], times[1:]
+    return times[0], min(times[1:])
 
 
-def bench_decisions(store: Store, n: int, epochs: int, repeat: int) -> list[tuple[str, float, float]]:
-    """(what, cold seconds, best warm seconds): should_stop, record_epoch, a random claim, the report."""
-    t0 = time.perf_counter()
-    sweep = fill(store, space("random"), n, epochs)
-    rows = [(f"fill {n} x {epochs}", time.perf_counter() - t0, math.nan)]
-    running = store.trials(sweep.id)[-1]
-    cold, _ = timed(lambda: controller_for(store, sweep, "a").should_stop(running), 0)
-    controller = controller_for(store, sweep, "a")
-    controller.should_stop(running)
-    rows.append(("should_stop", cold, min(timed(lambda: controller.should_stop(running), repeat)[1])))
-    owner = controller_for(store, sweep, "bench")
-    record = {"epoch": epochs // 2 + 1, "val_acc": 50.0, "best_acc": 50.0}
-    rows.append(("record_epoch", math.nan, min(timed(lambda: owner.record_epochs(running, [record]), repeat)[1])))
-    rows.append(bench_claim(store, sweep, repeat))
-    from hpsearch.report import report
+def bench_engine(store: Store, engine: str, n: int, epochs: int, repeat: int) -> list[tuple[str, float, float]]:
+    """(what, cold seconds, warm seconds) of one engine's decisions over `n` trials."""
+    sweep = fill(store, space(engine), n, epochs)
+    rows = []
+    if controller_for(store, sweep, "bench").stops:
+        owner = controller_for(store, sweep, "bench")  # the agent that runs the trial: it records its epochs
+        running = store.trials(sweep.id)[-1]
+        epoch = iter(range(running.epochs + 1, epochs))
 
-    t0 = time.perf_counter()
-    report(store, sweep, "html")
-    rows.append(("report (html)", time.perf_counter() - t0, math.nan))
+        def new_epoch() -> None:
+            e = next(epoch)
+            owner.record_epochs(running, [{"epoch": e, "val_acc": 50.0, "best_acc": 50.0}])
+
+        rows.append((f"should_stop ({engine})", *timed(lambda: owner.should_stop(running), repeat, new_epoch)))
+    claimant = controller_for(store, sweep, "claimant")
+    rows.append((f"next_trial ({engine})", *timed(lambda: claimant.next_trial(0), repeat)))
     return rows
-
-
-def bench_claim(store: Store, sweep: Sweep, repeat: int) -> tuple[str, float, float]:
-    controller = controller_for(store, sweep, "a")
-    cold, warm = timed(lambda: controller.next_trial(0), repeat)
-    return f"next_trial ({sweep.config['method']})", cold, min(warm)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,16 +141,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--trials", type=int, nargs="+", default=[40, 1000])
     ap.add_argument("--epochs", type=int, default=250)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
+    ap.add_argument("--report", action="store_true", help="also time `report` of a filled sweep")
     args = ap.parse_args(argv)
-    print(f"store: {'PostgreSQL' if args.db else 'SQLite'}; times in ms (cold: a fresh controller's first call)")
-    print(f"{'trials':>7}  {'what':<22} {'cold':>9} {'warm':>9}")
+    print(f"store: {'PostgreSQL' if args.db else 'SQLite'}; times in ms (cold: a fresh agent's first call)")
+    print(f"{'trials':>7}  {'what':<30} {'cold':>9} {'warm':>9}")
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(tmp, args.db)
         for n in args.trials:
-            rows = bench_decisions(store, n, args.epochs, args.repeat)
-            rows += [bench_claim(store, fill(store, space(m), n, args.epochs), args.repeat) for m in ("grid", "bayes")]
+            rows = [row for engine in args.engines for row in bench_engine(store, engine, n, args.epochs, args.repeat)]
+            if args.report:
+                from hpsearch.report import report
+
+                t0 = time.perf_counter()
+                report(store, fill(store, space("random"), n, args.epochs), "html")
+                rows.append(("report (html)", time.perf_counter() - t0, math.nan))
             for what, cold, warm in rows:
-                print(f"{n:>7}  {what:<22} {cold * 1000:>9.0f} {warm * 1000:>9.1f}", flush=True)
+                print(f"{n:>7}  {what:<30} {cold * 1000:>9.0f} {warm * 1000:>9.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -254,10 +254,10 @@ def test_a_store_from_before_schema_versions_is_migrated(tmp_path: Path):
     )
     version = sqlite3.connect(tmp_path / "hpsearch.db").execute("SELECT value FROM meta").fetchone()[0]
     assert json.loads(version) == SCHEMA_VERSION == 4
-    assert trial.series == [[1, 30.0], [3, 50.0]]  # (version 4) the sweep metric's values, from its history
+    assert trial.series.pairs() == [(1, 30.0), (3, 50.0)]  # (version 4) the sweep metric's values, from its history
     # ... and it takes the writes of today's agents: epochs carry their writer (a column of version 3)
     assert store.take(trial, "agent-1")
     store.add_epochs(trial.id, [{"epoch": 4, "val_acc": 51.0}], "agent-1", "val_acc")
-    assert store.trial(trial.id).series == [[1, 30.0], [3, 50.0], [4, 51.0]]
+    assert store.trial(trial.id).series.pairs() == [(1, 30.0), (3, 50.0), (4, 51.0)]
     writer = sqlite3.connect(tmp_path / "hpsearch.db").execute("SELECT agent FROM history WHERE epoch = 4").fetchone()
     assert writer == ("agent-1",)

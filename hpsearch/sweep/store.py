@@ -20,7 +20,9 @@ need not agree.
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 import re
 import secrets
 import sqlite3
@@ -33,6 +35,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, make_url
 
@@ -73,7 +76,7 @@ SCHEMA = [
         exit_code INTEGER, error TEXT, summary TEXT NOT NULL DEFAULT '{}', epochs INTEGER NOT NULL DEFAULT 0,
         runtime DOUBLE PRECISION NOT NULL DEFAULT 0, resumes INTEGER NOT NULL DEFAULT 0,
         crashes INTEGER NOT NULL DEFAULT 0, revision INTEGER NOT NULL DEFAULT 0, host TEXT,
-        series TEXT NOT NULL DEFAULT '[]', attrs TEXT NOT NULL DEFAULT '{}'
+        series TEXT NOT NULL DEFAULT '', attrs TEXT NOT NULL DEFAULT '{}'
     )""",
     """CREATE TABLE IF NOT EXISTS history (
         trial_id TEXT NOT NULL REFERENCES trials(id), epoch INTEGER NOT NULL, metrics TEXT NOT NULL,
@@ -96,7 +99,7 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     4: [  # decisions read each trial's sweep metric from one column, not every epoch record; an engine's own
         # record of each trial (Optuna's); a scheduler's source code, kept with its sweep
-        "ALTER TABLE trials ADD COLUMN series TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE trials ADD COLUMN series TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE trials ADD COLUMN attrs TEXT NOT NULL DEFAULT '{}'",
         "ALTER TABLE sweeps ADD COLUMN code TEXT",
     ],
@@ -122,6 +125,44 @@ class NotOwner(Exception):
     def __init__(self, trial_id: str):
         super().__init__(trial_id)
         self.trial_id = trial_id
+
+
+@dataclass(frozen=True)
+class Series:
+    """A trial's values of its sweep's metric, at each epoch a record held it (NaN where it was not a number), as
+    decisions read them. Kept packed (epochs as int32, values as float64, base64 in one text column): a fresh
+    agent's first decision reads every trial's, and JSON would cost it seconds at thousands of trials."""
+
+    epochs: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def of(cls, pairs: list[tuple[int, Any]]) -> Series:
+        numbers = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan for _, v in pairs]
+        return cls(np.array([e for e, _ in pairs], dtype="<i4"), np.array(numbers, dtype="<f8"))
+
+    @classmethod
+    def unpack(cls, text: str) -> Series:
+        raw = base64.b64decode(text)
+        n = len(raw) // 12
+        return cls(np.frombuffer(raw[: 4 * n], dtype="<i4"), np.frombuffer(raw[4 * n :], dtype="<f8"))
+
+    def pack(self) -> str:
+        return base64.b64encode(self.epochs.astype("<i4").tobytes() + self.values.astype("<f8").tobytes()).decode()
+
+    def before(self, epoch: int) -> Series:
+        keep = self.epochs < epoch
+        return Series(self.epochs[keep], self.values[keep])
+
+    def then(self, pairs: list[tuple[int, Any]]) -> Series:
+        more = Series.of(pairs)
+        return Series(np.concatenate([self.epochs, more.epochs]), np.concatenate([self.values, more.values]))
+
+    def pairs(self) -> list[tuple[int, float]]:
+        return list(zip(self.epochs.tolist(), self.values.tolist(), strict=True))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Series) and self.pairs() == other.pairs()
 
 
 @dataclass
@@ -167,7 +208,7 @@ class Trial:
     crashes: int = 0  # times its agent died under it
     revision: int = 0  # grows with every change to its history (or to its attrs)
     host: str | None = None  # the machine its process group runs on
-    series: list[list[Any]] = field(default_factory=list)  # [epoch, value] of the sweep's metric, epoch by epoch
+    series: Series = field(default_factory=lambda: Series.unpack(""))  # the sweep metric, epoch by epoch
     attrs: dict[str, Any] = field(default_factory=dict)  # the deciding engine's own record of the trial
 
 
@@ -239,7 +280,7 @@ class Store:
         """Migration 4: each trial's series of its sweep's metric, from its history."""
         for sweep_id, config in self._exec("SELECT id, config FROM sweeps").all():
             metric = (json.loads(config).get("metric") or {}).get("name")
-            series: dict[str, list[list[Any]]] = {}
+            series: dict[str, list[tuple[int, Any]]] = {}
             rows = self._exec(
                 "SELECT h.trial_id, h.epoch, h.metrics FROM history h JOIN trials t ON t.id = h.trial_id "
                 "WHERE t.sweep_id = :s ORDER BY h.trial_id, h.epoch",
@@ -248,9 +289,10 @@ class Store:
             for trial_id, epoch, metrics in rows if metric else ():
                 record = json.loads(metrics)
                 if metric in record:
-                    series.setdefault(trial_id, []).append([epoch, record[metric]])
-            for trial_id, values in series.items():
-                self._exec("UPDATE trials SET series = :v WHERE id = :id", v=json.dumps(values), id=trial_id)
+                    series.setdefault(trial_id, []).append((epoch, record[metric]))
+            for trial_id, pairs in series.items():
+                packed = Series.of(pairs).pack()
+                self._exec("UPDATE trials SET series = :v WHERE id = :id", v=packed, id=trial_id)
 
     # ---- transactions ----
     def atomic(self, fn: Callable[[], T], lock: str | None = None, write: bool = True) -> T:
@@ -471,7 +513,7 @@ class Store:
                 f"UPDATE trials SET state = 'running', agent = :agent, started = {self.now}, "
                 f"heartbeat = {self.now}, ended = NULL, exit_code = NULL, error = NULL, "  # pgid, host: the old copy's
                 "resumes = resumes + 1"
-                + (", epochs = 0, summary = '{}', series = '[]', revision = revision + 1" if restart else "")
+                + (", epochs = 0, summary = '{}', series = '', revision = revision + 1" if restart else "")
                 # (or it is already this agent's: a retry after a commit whose answer was lost)
                 + " WHERE id = :id AND (state = :state OR (state = 'running' AND agent = :agent))",
                 agent=agent,
@@ -544,7 +586,7 @@ class Store:
         )
 
         def add() -> None:
-            series = json.loads(self._exec("SELECT series FROM trials WHERE id = :id", id=trial_id).scalar() or "[]")
+            series = Series.unpack(self._exec("SELECT series FROM trials WHERE id = :id", id=trial_id).scalar() or "")
             for batch, numbers in runs:
                 self._exec("DELETE FROM history WHERE trial_id = :id AND epoch >= :e", id=trial_id, e=numbers[0])
                 self._conn().execute(
@@ -557,8 +599,8 @@ class Store:
                         for r, e in zip(batch, numbers, strict=True)
                     ],
                 )
-                series = [p for p in series if p[0] < numbers[0]]
-                series += [[e, r[metric]] for r, e in zip(batch, numbers, strict=True) if metric in r]
+                kept = [(e, r[metric]) for r, e in zip(batch, numbers, strict=True) if metric in r]
+                series = series.before(numbers[0]).then(kept)
             # Fenced as `_own` is, in the same statement (a trial this agent no longer holds rolls all of it back).
             held = self._exec(
                 f"UPDATE trials SET heartbeat = {self.now}, epochs = (SELECT COUNT(*) FROM history WHERE trial_id = "
@@ -567,7 +609,7 @@ class Store:
                 id=trial_id,
                 agent=agent,
                 summary=json.dumps(records[-1]),
-                series=json.dumps(series),
+                series=series.pack(),
             ).rowcount
             if held != 1:
                 raise NotOwner(trial_id)
@@ -631,7 +673,7 @@ def version(trial: Trial) -> Version:
 def _trial(row: sa.RowMapping) -> Trial:
     d = dict(row)
     d["params"], d["summary"], d["state"] = json.loads(d["params"]), json.loads(d["summary"]), State(d["state"])
-    d["series"], d["attrs"] = json.loads(d["series"]), json.loads(d["attrs"])
+    d["series"], d["attrs"] = Series.unpack(d["series"]), json.loads(d["attrs"])
     return Trial(**d)
 
 

@@ -18,6 +18,8 @@ another agent won) rebuilds it. A suggestion is claimed exactly once by the stor
 
 from __future__ import annotations
 
+import functools
+import math
 import secrets
 import tempfile
 import time
@@ -85,6 +87,15 @@ def build(sweep: Sweep) -> tuple[Any, dict[str, Any] | None, Any, Any]:
     return study, distributions, space, terminator
 
 
+class _Kept(dict):
+    """A dict of a mirrored trial that Optuna's storage keeps as it is. The storage deep-copies every trial it is
+    given (seconds, for a fresh agent's first decision over thousands of trials with hundreds of epochs each), but
+    it never changes a trial's dicts in place (it copies one before it changes it), and neither does the mirror."""
+
+    def __deepcopy__(self, memo: dict) -> _Kept:
+        return self
+
+
 class OptunaEngine(Engine):
     def __init__(self, sweep: Sweep, reseed: bool = True):
         """Raises EngineError (one line) if the study cannot be built. With `reseed`, the sampler draws from a
@@ -139,7 +150,7 @@ class OptunaEngine(Engine):
         """Mirror one trial: a new one, or the changes to one Optuna can still change; False if it cannot."""
         state, values = self._state(trial)
         single = len(self.directions) == 1  # (intermediate values are for pruners, which judge one objective)
-        steps = {e: float(v) for e, v in trial.series if isinstance(v, (int, float))} if single else {}
+        steps = {e: v for e, v in trial.series.pairs() if not math.isnan(v)} if single else {}
         system = trial.attrs.get("optuna", {})
         if number == len(self._versions):
             if self._asked and self._asked[0] == number:  # our own suggestion: claimed by us, or by another?
@@ -178,16 +189,19 @@ class OptunaEngine(Engine):
 
     def _frozen(self, trial: Trial, state: Any, values: list[float] | None, steps: dict[int, float]) -> Any:
         record = trial.attrs.get("optuna", {})
-        dist = self.optuna.distributions
-        distributions = {k: dist.json_to_distribution(d) for k, d in record.get("distributions", {}).items()}
-        params = {k: v for k, v in record.get("params", {}).items() if k in distributions}
+        distributions = _Kept({k: self._distribution(d) for k, d in record.get("distributions", {}).items()})
+        params = _Kept({k: v for k, v in record.get("params", {}).items() if k in distributions})
         now = datetime.now()
         return self.optuna.trial.FrozenTrial(
             number=-1, state=state, value=None, values=values, datetime_start=now,
             datetime_complete=now if state.is_finished() else None, params=params, distributions=distributions,
-            user_attrs=record.get("user_attrs", {}), system_attrs=record.get("system_attrs", {}),
-            intermediate_values=steps, trial_id=-1,
+            user_attrs=_Kept(record.get("user_attrs", {})), system_attrs=_Kept(record.get("system_attrs", {})),
+            intermediate_values=_Kept(steps), trial_id=-1,
         )  # fmt: skip
+
+    @functools.cache  # noqa: B019 (one per engine, for its life: every trial of a sweep shares its few distributions)
+    def _distribution(self, text: str) -> Any:
+        return self.optuna.distributions.json_to_distribution(text)
 
     def _record(self, number: int, params: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
         """The attrs that carry a trial's Optuna record to every agent."""

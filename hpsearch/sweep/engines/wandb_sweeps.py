@@ -30,16 +30,18 @@ ENGINE_STATE = {
 
 
 class _EngineRun(sweeps.SweepRun):
-    """The engine's run whose sweep-metric history comes filtered: the engine filters it anew on every call
-    (a check per value, most of hyperband's cost at a thousand trials); here it is filtered once per change."""
+    """The engine's run whose sweep-metric history comes ready: the engine reads it through `metric_history` (the
+    only way it reads a run's history) and filters it anew on every call, a check per value, most of hyperband's
+    cost at a thousand trials; here it is kept as the trial's series gave it, and filtered once per change."""
 
     _metric: str | None = PrivateAttr(default=None)
+    _raw: list[Any] = PrivateAttr(default_factory=list)
     _valid: list[float] = PrivateAttr(default_factory=list)
 
     def metric_history(self, metric_name: str, filter_invalid: bool = False) -> list[float]:
         private = self.__pydantic_private__  # (a slot: pydantic's own attribute lookup costs more than the call)
-        if filter_invalid and metric_name == private["_metric"]:
-            return private["_valid"]
+        if metric_name == private["_metric"]:
+            return private["_valid" if filter_invalid else "_raw"]
         return super().metric_history(metric_name, filter_invalid)
 
 
@@ -80,17 +82,17 @@ class WandbSweeps(Engine):
         kept, run = cache.get(t.id, (None, None))
         if kept == key:
             return run
-        history = [{self.metric: v} for _, v in t.series] if self.metric else []
         # model_construct: the engine's pydantic model without re-validating every history on every call
         run = _EngineRun.model_construct(
             name=t.id,
             state=ENGINE_STATE[State(t.state)],
             config={k: {"value": v} for k, v in t.params.items()} if with_params else {},
-            history=history,
+            history=[],  # (see _EngineRun)
             summary_metrics={k: t.summary[k] for k in (self.metric,) if k in t.summary} if with_params else {},
         )
         run._metric = self.metric
-        run._valid = [v for _, v in t.series if sweeps.run.is_number(v)] if self.metric else []
+        values = t.series.values if self.metric else t.series.values[:0]
+        run._raw, run._valid = values.tolist(), values[np.isfinite(values)].tolist()
         cache[t.id] = (key, run)
         return run
 
