@@ -409,7 +409,6 @@ def simulate(
     from hpsearch.simulate.curves import SourceError, open_source
     from hpsearch.sweep.engine import EngineError
     from hpsearch.sweep.spec import SpecError, load_spec, read_code
-    from hpsearch.sweep.store import Store
 
     def fail(line: str) -> None:
         click.echo(f"hpsearch simulate: error: {line}", err=True)
@@ -433,7 +432,7 @@ def simulate(
     budget = budget or curves.budget()
     with tempfile.TemporaryDirectory() as tmp:  # the replays' own store: nothing of the user's is written
         try:
-            found, reference = replay.compare(Store(tmp), configs, curves, workers, budget, seeds, codes)
+            found, reference = replay.compare(Path(tmp), configs, curves, workers, budget, seeds, codes)
         except EngineError as e:
             fail(str(e))
     if as_json:

@@ -15,7 +15,7 @@ from conftest import STUB, env, hpsearch, make_sweep, plotly_figures, run_agent
 
 from hpsearch.simulate.curves import YAHPO_DATA, CurveTable, LCBench, Scale, scales
 from hpsearch.simulate.replay import replay
-from hpsearch.sweep.spec import load_spec
+from hpsearch.sweep.spec import load_spec, read_code
 from hpsearch.sweep.store import State, Store
 
 PROGRAM = Path(__file__).parent / "curve_program.py"
@@ -76,7 +76,8 @@ HYPERBAND = {"type": "hyperband", "min_iter": 2, "eta": 2}
 def run(tmp_path: Path, file: Path, table: Path, workers: int = 1, budget: int = 10_000, seed: int = 0):
     source = CurveTable.from_jsonl(table)
     store = Store(tmp_path / f"sim-{workers}-{budget}-{seed}-{file.stem}")
-    r = replay(store, load_spec(file, source.target()), source, workers, budget, seed)
+    config = load_spec(file, source.target())
+    r = replay(store, config, source, workers, budget, seed, read_code(config))
     return r, store.trials(r.sweep)
 
 
@@ -97,10 +98,19 @@ def test_nearest_configuration_follows_log_scales_and_categories():
                               "wd": Scale("linear", 0.0, 0.1)}  # fmt: skip
 
 
-def test_a_replay_is_deterministic_for_a_seed_and_charges_the_epochs_trials_ran(tmp_path: Path):
+OPTUNA_HYPERBAND = {"engine": "optuna", "source": str(Path(__file__).parents[1] / "hpsearch" / "studies.py"),
+                    "optimizer": "tpe_hyperband"}  # fmt: skip
+
+
+@pytest.mark.parametrize("search", ["W&B hyperband", "Optuna hyperband"])
+def test_a_replay_is_deterministic_for_a_seed_and_charges_the_epochs_trials_ran(tmp_path: Path, search: str):
     table = random_table(tmp_path / "t.jsonl")
-    file = sweep_file(tmp_path / "s.yaml", "random", table, early_terminate=HYPERBAND)
-    (a, trials), (b, again), (_, other) = (run(tmp_path / f"{s}", file, table, budget=60, seed=s) for s in (0, 0, 1))
+    if search == "W&B hyperband":
+        file = sweep_file(tmp_path / "s.yaml", "random", table, early_terminate=HYPERBAND)
+    else:  # (its brackets go by the study's name: a replay's must not vary)
+        file = sweep_file(tmp_path / "s.yaml", "custom", table, scheduler=OPTUNA_HYPERBAND)
+    runs = [run(tmp_path / f"{i}", file, table, budget=60, seed=s) for i, s in enumerate((0, 0, 1))]
+    (a, trials), (b, again), (_, other) = runs
     assert (a.trials, a.epochs, a.incumbent) == (b.trials, b.epochs, b.incumbent)
     assert [t.params for t in trials] == [t.params for t in again] != [t.params for t in other]
     assert a.epochs == 60 == sum(t.epochs for t in trials)  # each trial charged its epochs, no more

@@ -12,10 +12,12 @@ Nothing here decides what to run or when to stop.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,11 +78,12 @@ def replay(
 ) -> Replay:
     """Run `config`'s search (`code`: its scheduler's source, as spec.read_code keeps it) against `source` with
     `workers` trials at once until `budget` epochs are spent (each trial charged the epochs it ran) or the search is
-    done. The engine draws from Python's and numpy's global random state, seeded with `seed`."""
+    done. The engine draws from Python's and numpy's global random state, seeded with `seed`; the sweep's id is
+    the seed's too (Optuna's Hyperband pruner assigns brackets by it), so `store` holds one replay per seed."""
     began = time.perf_counter()
     random.seed(seed)
     np.random.seed(seed)
-    sweep = store.add_sweep(config, "local", name=f"replay-{seed}", code=code)
+    sweep = store.add_sweep(config, "local", name=f"replay-{seed}", sweep_id=f"replay-{seed}", code=code)
     # No other agent shares the store, so no trial of it ever counts as crashed.
     controller = controller_for(store, sweep, AGENT, workers, stale_after=math.inf, reseed=False)
     metric = config["metric"]["name"]
@@ -155,7 +158,7 @@ def reference(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def compare(
-    store: Store,
+    root: Path,
     configs: dict[str, dict[str, Any]],
     source: Source,
     workers: int,
@@ -163,10 +166,13 @@ def compare(
     seeds: int,
     codes: dict[str, dict[str, str] | None] | None = None,
 ) -> tuple[list[Result], Result]:
-    """Replay each sweep (by name; `codes`: their schedulers' sources) with seeds 0..seeds-1; and the reference,
-    random search over the first one's space (one of the sweeps, if one is that already)."""
+    """Replay each sweep (by name; `codes`: their schedulers' sources) with seeds 0..seeds-1, each in a store of
+    its own in folder `root`; and the reference, random search over the first one's space (one of the sweeps, if
+    one is that already)."""
+    stores = (Store(root / str(i)) for i in itertools.count())
 
     def runs(config: dict[str, Any], code: dict[str, str] | None = None) -> list[Replay]:
+        store = next(stores)
         return [replay(store, config, source, workers, budget, seed, code) for seed in range(seeds)]
 
     results = [Result(name, runs(config, (codes or {}).get(name))) for name, config in configs.items()]
