@@ -39,7 +39,13 @@ def store_options(command: Callable) -> Callable:
 
 class _Main(click.Group):
     def invoke(self, ctx: click.Context) -> None:
-        """A database failure in any command (it retried what it could) is one line and exit 1."""
+        """A bad environment knob is one line and exit 2; a database failure in any command (it retried what it
+        could) one line and exit 1."""
+        try:
+            defaults.check()
+        except defaults.SettingError as e:
+            click.echo(f"hpsearch: error: {e}", err=True)
+            sys.exit(2)
         try:
             return super().invoke(ctx)
         except Exception as e:
@@ -179,8 +185,8 @@ def create_sweep(
 def agent(ctx: click.Context, sweep_id: str, store_dir: Path, db: str | None, **options: object) -> None:
     """Run the sweep's trials, one torchrun process group each, until it is done (or --count)."""
     from hpsearch.sweep.engines.wandb_server import ServerError
-    from hpsearch.sweep.runner import AgentOptions, run_agent
-    from hpsearch.sweep.slots import AgentError
+    from hpsearch.sweep.runner import AgentError, AgentOptions, run_agent
+    from hpsearch.sweep.slots import SlotError
 
     store, sweep = _open_sweep("agent", store_dir, db, sweep_id, remote_ok=True)
     given = frozenset(k for k in options if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT)
@@ -192,7 +198,7 @@ def agent(ctx: click.Context, sweep_id: str, store_dir: Path, db: str | None, **
 
     try:
         code = run_agent(store, sweep, AgentOptions(**options, given=given), click.echo, fail)
-    except AgentError as e:
+    except (AgentError, SlotError) as e:
         raise click.UsageError(str(e)) from None
     except ServerError as e:
         click.echo(f"hpsearch agent: error: {e}", err=True)
@@ -216,7 +222,7 @@ def agent(ctx: click.Context, sweep_id: str, store_dir: Path, db: str | None, **
 @click.option(
     "--warning",
     type=click.IntRange(min=10),
-    default=300,
+    default=defaults.SLURM_WARNING,
     show_default=True,
     help="Seconds before the time limit at which the agents preempt their trials and requeue their job.",
 )
@@ -240,13 +246,13 @@ def slurm(
     preemption or at the time limit."""
     from hpsearch.sweep import slurm as slurm_jobs
     from hpsearch.sweep.agent import grace_error
-    from hpsearch.sweep.slots import AgentError, check_spanning
+    from hpsearch.sweep.slots import SlotError, check_spanning
 
     store, sweep = _open_sweep("slurm", store_dir, db, sweep_id, remote_ok=True)
     nodes, per_trial = options["nodes"], options["nodes_per_trial"]
     try:
         check_spanning(per_trial, options["gpus_per_trial"])
-    except AgentError as e:
+    except SlotError as e:
         raise click.UsageError(str(e)) from None
     if nodes % per_trial:
         raise click.UsageError(f"--nodes: {nodes} is not a multiple of --nodes-per-trial {per_trial}")

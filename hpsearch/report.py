@@ -23,8 +23,9 @@ from plotly.colors import qualitative, sample_colorscale
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
+from hpsearch.formats import fmt_duration, fmt_value
 from hpsearch.params import format_value
-from hpsearch.sweep.status import best_epoch, fmt_duration, fmt_value, objectives, planned_epochs, status_of
+from hpsearch.sweep.status import best_epoch, objectives, planned_epochs, status_of
 from hpsearch.sweep.store import Store, Sweep
 
 DEFAULT_METRIC = {"name": "best_acc", "goal": "maximize"}  # grid and random sweeps may set no metric

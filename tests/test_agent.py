@@ -18,7 +18,7 @@ from hpsearch.sweep.agent import Agent, grace_error, lease_for
 from hpsearch.sweep.controller import Claim, Lost
 from hpsearch.sweep.slots import Slot
 from hpsearch.sweep.store import NotOwner, State, StoreError, StoreUnavailable, Trial
-from hpsearch.sweep.trial import terminate_all
+from hpsearch.sweep.trial import end_groups
 
 
 class Clock:
@@ -44,6 +44,7 @@ class Script:
     epochs: list[float]
     exit_at: float | None = None
     code: int = 0
+    deaf: bool = False  # ignores SIGTERM (a stuck worker): only SIGKILL ends it
 
 
 class FakeProc:
@@ -53,6 +54,7 @@ class FakeProc:
         self.checkpoint = self.dir / "checkpoint.pt"
         self.started_at: float | None = None
         self.terminated_at: float | None = None
+        self.signals: list[tuple[int, float]] = []  # (signal, when) as the group received them
         self.read = 0
         self.ended = False
 
@@ -65,11 +67,12 @@ class FakeProc:
         return -1  # never a real group: nothing here sends a real signal
 
     def send(self, sig: int) -> None:
-        if self.terminated_at is None:
+        self.signals.append((sig, self.clock.now))
+        if self.terminated_at is None and (sig == signal.SIGKILL or not self.script.deaf):
             self.terminated_at = self.clock.now
 
     def alive(self) -> bool:
-        return False
+        return self.started_at is not None and self.terminated_at is None
 
     def _elapsed(self) -> float:
         return (self.terminated_at if self.terminated_at is not None else self.clock.now) - self.started_at
@@ -86,9 +89,6 @@ class FakeProc:
         out = [record(i + 1, len(self.script.epochs), t) for i, t in enumerate(done)][self.read :]
         self.read = len(done)
         return out
-
-    def terminate(self, grace: float) -> None:
-        terminate_all([self], grace)
 
     def summary(self) -> dict[str, Any]:
         return {"best_acc": 50.0 + len(self.script.epochs)}
@@ -398,3 +398,55 @@ def test_a_taken_over_trial_frees_its_slot_in_the_controller():
     agent.clock.at[7.0] = lambda: controller.taken.add("t1")
     assert agent.run() == 0
     assert controller.abandoned == ["t1"]
+
+
+def test_a_trial_deaf_to_sigterm_is_killed_after_the_grace_period():
+    agent, controller, procs, lines = make([Script([5.0, 10.0, 15.0], exit_at=15.5, deaf=True)], grace=2.0)
+    controller.stop_after["t1"] = 1
+    assert agent.run() == 0
+    (term, at), (kill, later) = procs["t1"].signals
+    assert (term, kill) == (signal.SIGTERM, signal.SIGKILL) and later - at == pytest.approx(2.0, abs=0.1)
+    assert controller.finished["t1"][0] == State.STOPPED
+
+
+@dataclass
+class Group:
+    pgid: int
+    deaf: bool = False
+    ended: bool = False
+    got: list[tuple[int, float]] = field(default_factory=list)
+    clock: Clock = field(default_factory=Clock)
+
+    def send(self, sig: int) -> None:
+        self.got.append((sig, self.clock.now))
+
+    def alive(self) -> bool:
+        return not self.got or (self.deaf and self.got[-1][0] != signal.SIGKILL)
+
+
+def test_the_terminator_escalates_after_the_grace_and_spares_a_group_it_already_ended():
+    clock = Clock()
+    quick, stuck, done = Group(1, clock=clock), Group(2, deaf=True, clock=clock), Group(3, ended=True, clock=clock)
+    done.got = []  # a group ended before: its number (alive again: another group took it) is not ours
+    end_groups([quick, stuck, done], 10.0, clock, clock.sleep)
+    assert quick.got == [(signal.SIGTERM, 0.0)]  # gone at once: no SIGKILL
+    assert [sig for sig, _ in stuck.got] == [signal.SIGTERM, signal.SIGKILL]
+    assert stuck.got[1][1] == pytest.approx(10.0, abs=0.1)  # after the grace, not before
+    assert done.got == []
+
+
+def test_ending_everything_records_the_epochs_written_meanwhile_or_abandons():
+    """A signal while the database was away: the epochs read since, and the preemption, are recorded once it
+    answers; a trial the store cannot record is abandoned (it counts as crashed once its heartbeats stop)."""
+    agent, controller, procs, lines = make([Script([2.0, 4.0, 6.0, 8.0])], slots=1)
+    controller.unavailable = (3.0, 7.9)  # epochs 2 and 3 wait in memory; epoch 4 comes as the signal does
+    agent.clock.at[7.6] = lambda: setattr(agent, "signum", signal.SIGTERM)
+    assert agent.run() == 128 + signal.SIGTERM
+    assert controller.epochs["t1"] == [1, 2, 3, 4] and controller.finished["t1"][0] == State.PREEMPTED
+    assert controller.abandoned == [] and agent.preempted == ["t1"]
+
+    agent, controller, procs, lines = make([Script([2.0, 4.0, 6.0, 8.0])], slots=1)
+    controller.unavailable = (3.0, 100.0)  # away for good: nothing can be recorded
+    agent.clock.at[5.0] = lambda: setattr(agent, "signum", signal.SIGINT)
+    assert agent.run() == 128 + signal.SIGINT
+    assert controller.epochs["t1"] == [1] and "t1" not in controller.finished and controller.abandoned == ["t1"]

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpsearch import defaults
+from hpsearch.formats import fmt_duration
 from hpsearch.sweep.controller import Claim, Controller, Lost
 from hpsearch.sweep.slots import Slot
 from hpsearch.sweep.spec import leaves
-from hpsearch.sweep.status import fmt_duration
 from hpsearch.sweep.store import NotOwner, State, StoreError, StoreUnavailable, Trial
-from hpsearch.sweep.trial import TrialProcess, end_stale_copy, terminate_all
+from hpsearch.sweep.trial import TrialProcess, end_groups, end_stale_copy
 
 Launch = Callable[[Trial, Slot], TrialProcess]  # the process that runs a trial in a slot (not yet started)
 
@@ -175,15 +175,15 @@ class Agent:
         (SIGSTOP, a suspended machine) it first lets the loop have its round: that is the loop's own case."""
         tick = since = self.clock()  # since: when the fence last saw the loop begin a round, or woke
         seen_round = self.round_began
-        while not done.wait(1.0):
+        while not done.wait(defaults.FENCE_TICK):
             now = self.clock()
-            if now - tick > 3.0 or self.round_began != seen_round:  # woke from a stop, or the loop moved on
+            if now - tick > 3 * defaults.FENCE_TICK or self.round_began != seen_round:  # woke from a stop, or moved on
                 since, seen_round = now, self.round_began
             tick = now
             stuck = now - since > defaults.DB_RETRY + 2 * self.poll + self.grace  # (a round may end trials)
             if self.running and stuck and now - self.last_renewal > self.lease + defaults.DB_RETRY:
                 running = list(self.running.values())
-                terminate_all([rn.proc for rn in running], self.grace)
+                end_groups([rn.proc for rn in running], self.grace)  # (real time: the loop's clock is stuck)
                 ids = f"trial{'s' * (len(running) > 1)} {', '.join(rn.trial.id for rn in running)}"
                 print(f"hpsearch agent: error: the sweep database has not answered for {now - self.last_renewal:.0f} "
                       f"s (a call to it never returned); ended {ids}", file=sys.stderr, flush=True)  # fmt: skip
@@ -196,7 +196,8 @@ class Agent:
         while True:
             self.round_began = self.clock()
             if self.signum is not None:
-                self._preempt_all()
+                why = self.signals.get(self.signum, INTERRUPTED)
+                self._end_all(State.PREEMPTED, why, 128 + self.signum, record=True)
                 return 128 + self.signum
             try:
                 if not self._keep_lease():
@@ -233,7 +234,7 @@ class Agent:
     def reserve(self) -> float:
         """Seconds before the allocation's end after which no new trial starts: a trial that could not reach its
         first checkpoint would only waste the time (the longest such wait seen so far, or 2 minutes)."""
-        return max(120.0, self.first_epoch_wait)
+        return max(defaults.RESERVE, self.first_epoch_wait)
 
     def _claiming(self) -> bool:
         """Whether the agent still takes new trials."""
@@ -256,7 +257,7 @@ class Agent:
                 silent = f"the sweep database did not answer for {self.clock() - self.last_renewal:.0f} s ({e})"
                 self._give_up(silent + ("; this agent's lease on its trials lapsed" if self.running else ""), False)
                 return False
-            self.next_beat = self.clock() + min(1.0, self.heartbeat)
+            self.next_beat = self.clock() + defaults.UNREACHABLE_BEAT
             return True
         self.last_renewal, self.next_beat = now, now + self.heartbeat
         if self.unreachable_since is not None:
@@ -274,9 +275,12 @@ class Agent:
             self.echo(f"agent: the sweep database is unreachable ({e}); trials run on, records wait; "
                       f"this agent ends its trials in {left:.0f} s unless it answers")  # fmt: skip
 
+    def _end(self, procs: list[TrialProcess]) -> None:
+        end_groups(procs, self.grace, self.clock, self.sleep)
+
     def _taken_over(self, i: int) -> None:
         rn = self.running.pop(i)
-        rn.proc.terminate(self.grace)
+        self._end([rn.proc])
         self.controller.abandon(rn.trial)
         self.echo(
             f"trial {rn.trial.id}: another agent took it over while this one could not renew its lease; "
@@ -284,20 +288,42 @@ class Agent:
         )
 
     def _give_up(self, why: str, record: bool) -> None:
-        """End every trial (they resume elsewhere from their checkpoints) and leave `why` for stderr. With `record`
-        (the store still answers) they are recorded crashed, or as they ended if they had."""
-        terminate_all([rn.proc for rn in self.running.values()], self.grace)
-        ids = [rn.trial.id for rn in self.running.values()]
-        for rn in self.running.values() if record else ():
-            out = rn.outcome or Outcome(State.CRASHED, rn.proc.poll(), why, {}, "")
-            try:
-                self.controller.finish(rn.trial, out.state, out.exit_code, out.error, out.summary)
-            except (StoreError, NotOwner):
-                pass
-        for rn in self.running.values():
-            self.controller.abandon(rn.trial)
-        self.running.clear()
+        """End every trial (they resume elsewhere from their checkpoints) and leave `why` for stderr; with `record`
+        (the store still answers), recorded crashed, or as they ended if they had."""
+        ids = self._end_all(State.CRASHED, why, None, record)
         self.error = why + (f"; ended trial{'s' * (len(ids) > 1)} {', '.join(ids)}" if ids else "")
+
+    def _end_all(self, state: State, why: str, exit_code: int | None, record: bool) -> list[str]:
+        """The one way the agent ends all its trials (a signal, a lost server, a database gone for good): ends
+        their processes together, then, with `record`, records each with the epochs it wrote meanwhile and how it
+        ended (as it had, or `state` with `why`); a trial that cannot be recorded is abandoned (it counts as
+        crashed once its heartbeats stop). Returns the trials' ids."""
+        running = list(self.running.values())
+        self.running.clear()
+        self._end([rn.proc for rn in running])
+        for rn in running:
+            recorded = False
+            if record:
+                if rn.outcome is None:
+                    self._read(rn)  # the epochs it finished before it ended
+                out = rn.outcome or Outcome(state, exit_code if exit_code is not None else rn.proc.poll(), why, {}, "")
+                try:
+                    self._record(rn)
+                    self.controller.finish(rn.trial, out.state, out.exit_code, out.error, out.summary)
+                    recorded = True
+                except NotOwner:
+                    pass
+                except StoreError as e:
+                    print(f"hpsearch agent: warning: trial {rn.trial.id} could not be recorded {state} ({e}); it "
+                          "counts as crashed once its heartbeats stop, and resumes then", file=sys.stderr)  # fmt: skip
+            if not recorded:
+                self.controller.abandon(rn.trial)
+            elif rn.outcome:
+                self.echo(rn.outcome.message)
+            elif state == State.PREEMPTED:
+                self.preempted.append(rn.trial.id)
+                self.echo(f"trial {rn.trial.id} preempted; the next agent on this sweep resumes it from its checkpoint")
+        return [rn.trial.id for rn in running]
 
     # ---- trials ----
     def _claim(self) -> None:
@@ -392,7 +418,7 @@ class Agent:
         code = proc.poll()
         asked = new_epochs or self.controller.stops_anytime
         if code is None and asked and self.unreachable_since is None and self.controller.should_stop(trial):
-            proc.terminate(self.grace)
+            self._end([proc])
             self.successes += 1
             message = f"trial {trial.id} stopped early by {self.controller.stopper} after epoch {rn.seen}"
             return Outcome(State.STOPPED, proc.poll(), None, rn.last, message)
@@ -400,14 +426,14 @@ class Agent:
             quiet = self.clock() - rn.last_progress
             if quiet <= rn.hang_limit(self.hang_timeout):
                 return None
-            proc.terminate(self.grace)  # SIGTERM, then SIGKILL: a stopped or deadlocked worker gets the latter
+            self._end([proc])  # SIGTERM, then SIGKILL: a stopped or deadlocked worker gets the latter
             self.failures += 1
             error = f"no progress for {quiet:.0f} s after epoch {rn.seen}"
             return Outcome(
                 State.FAILED, proc.poll(), error, {}, f"trial {trial.id} failed: {error}; ended its processes"
             )
         self._read(rn)  # the last epochs, written just before it exited
-        proc.terminate(self.grace)  # workers torchrun left behind, if any
+        self._end([proc])  # workers torchrun left behind, if any
         if code == 0:
             self.successes += 1
             summary = proc.summary()
@@ -417,28 +443,3 @@ class Agent:
         self.failures += 1
         error = proc.error() or f"exit code {code}"
         return Outcome(State.FAILED, code, error, {}, f"trial {trial.id} failed: {error}")
-
-    def _preempt_all(self) -> None:
-        """Ctrl-C or SIGTERM: end every trial and record it preempted, for the next agent to resume (one that had
-        already ended, its end waiting for the database, is recorded as it ended)."""
-        terminate_all([rn.proc for rn in self.running.values()], self.grace)
-        why = self.signals.get(self.signum or 0, INTERRUPTED)
-        for rn in self.running.values():
-            out = rn.outcome or Outcome(State.PREEMPTED, 128 + (self.signum or 0), why, {}, "")
-            if rn.outcome is None:
-                self._read(rn)
-            try:
-                self._record(rn)
-                self.controller.finish(rn.trial, out.state, out.exit_code, out.error, out.summary)
-            except NotOwner:
-                continue
-            except StoreUnavailable as e:
-                print(f"hpsearch agent: warning: trial {rn.trial.id} could not be recorded preempted ({e}); it "
-                      "counts as crashed once its heartbeats stop, and resumes then", file=sys.stderr)  # fmt: skip
-                continue
-            if rn.outcome:
-                self.echo(rn.outcome.message)
-                continue
-            self.preempted.append(rn.trial.id)
-            self.echo(f"trial {rn.trial.id} preempted; the next agent on this sweep resumes it from its checkpoint")
-        self.running.clear()

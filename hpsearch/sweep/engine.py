@@ -78,7 +78,8 @@ def engine_for(store: Store | None, sweep: Sweep, slots: int, reseed: bool = Tru
     """The engine that decides for `sweep`: its server's for a W&B sweep, else the one its scheduler names.
     `reseed`: a seeded study draws anew in each agent (see OptunaEngine); a replay keeps its seed."""
     if sweep.backend == "wandb":
-        assert store is not None, "a W&B sweep's engine runs in the store's folder"
+        if store is None:
+            raise ValueError("a W&B sweep's engine keeps its runs in the store's folder: give it the store")
         from hpsearch.sweep.engines.wandb_server import WandbServer
 
         return WandbServer(store, sweep, slots)

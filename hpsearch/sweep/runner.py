@@ -14,9 +14,14 @@ from hpsearch import defaults
 from hpsearch.sweep import slurm
 from hpsearch.sweep.agent import INTERRUPTS, Agent, grace_error
 from hpsearch.sweep.controller import controller_for
-from hpsearch.sweep.slots import AgentError, choose_gpus, plan_slots
+from hpsearch.sweep.slots import choose_gpus, plan_slots
 from hpsearch.sweep.store import Store, Sweep, new_id
 from hpsearch.sweep.trial import trial_process
+from hpsearch.wandb_env import default_mode
+
+
+class AgentError(Exception):
+    """The agent cannot start as asked (an option its sweep or allocation cannot honour); says why."""
 
 
 @dataclass
@@ -39,8 +44,8 @@ def run_agent(
     store: Store, sweep: Sweep, opts: AgentOptions, echo: Callable[[str], None], fail: Callable[[str], None]
 ) -> int:
     """Run the sweep's trials until it is done; the exit code. `echo` takes the agent's lines, `fail` the one line
-    on why it gave up, if it did. Raises AgentError (a usage error: nothing ran) and, for a W&B sweep,
-    engines.wandb_server.ServerError (the server refused the agents)."""
+    on why it gave up, if it did. Raises AgentError or slots.SlotError (a usage error: nothing ran) and, for a W&B
+    sweep, engines.wandb_server.ServerError (the server refused the agents)."""
     alloc = slurm.allocation()
     if opts.nodes_per_trial > 1 and (alloc is None or alloc.nodes < opts.nodes_per_trial):
         has = f"an allocation of {alloc.nodes}" if alloc else "no SLURM allocation"
@@ -56,7 +61,7 @@ def run_agent(
     # The store and the logs name the agent by host (or SLURM node and job) and process.
     agent_id = f"{alloc.agent_tag if alloc else socket.gethostname()}-{os.getpid()}-{new_id(4)}"
     controller = controller_for(store, sweep, agent_id, len(slots), opts.max_resumes)
-    off = sweep.backend == "wandb" or os.environ.get("WANDB_MODE", "").lower() == "disabled"
+    off = sweep.backend == "wandb" or default_mode() == "disabled"
     wandb_mode = "disabled" if off else "offline"
     launch = functools.partial(trial_process, store, sweep, wandb_mode=wandb_mode)  # W&B: the agent owns the runs
     ends_at = time.monotonic() + alloc.ends_at - time.time() if alloc and alloc.ends_at else None

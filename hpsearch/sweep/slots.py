@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass
 
 
-class AgentError(Exception):
-    """The agent cannot start as asked (bad GPU list, an option its controller cannot honour); says why."""
+class SlotError(Exception):
+    """The GPUs or slots asked for cannot be had (a bad GPU list, a trial size that does not fit); says why."""
 
 
 @dataclass
@@ -36,9 +36,9 @@ def choose_gpus(gpus: int | None, gpu_ids: str | None) -> list[int]:
         env = os.environ.get("CUDA_VISIBLE_DEVICES", os.environ.get("SLURM_JOB_GPUS"))
         visible = [int(g) for g in env.split(",") if g.strip()] if env is not None else _counted_gpus()
     except ValueError:
-        raise AgentError(f"--gpu-ids: {gpu_ids!r} is not valid; allowed: GPU indices such as 0,1,2,3") from None
+        raise SlotError(f"--gpu-ids: {gpu_ids!r} is not valid; allowed: GPU indices such as 0,1,2,3") from None
     if gpus is not None and gpus > len(visible):
-        raise AgentError(f"--gpus: {gpus} asked for, but {len(visible)} GPUs are visible")
+        raise SlotError(f"--gpus: {gpus} asked for, but {len(visible)} GPUs are visible")
     return visible[:gpus] if gpus is not None else visible
 
 
@@ -52,9 +52,9 @@ def _counted_gpus() -> list[int]:
 
 
 def check_spanning(nodes: int, gpus_per_trial: int | None) -> None:
-    """A trial that spans nodes takes every GPU of each: --gpus-per-trial does not apply (AgentError)."""
+    """A trial that spans nodes takes every GPU of each: --gpus-per-trial does not apply (SlotError)."""
     if nodes > 1 and gpus_per_trial:
-        raise AgentError("--gpus-per-trial: a trial that spans nodes takes every GPU of each; leave it out")
+        raise SlotError("--gpus-per-trial: a trial that spans nodes takes every GPU of each; leave it out")
 
 
 def plan_slots(gpu_ids: list[int], gpus_per_trial: int | None, cpu_procs: int, nodes: int = 1) -> list[Slot]:
@@ -68,7 +68,7 @@ def plan_slots(gpu_ids: list[int], gpus_per_trial: int | None, cpu_procs: int, n
         return [Slot(None, cpu_procs)]
     k = gpus_per_trial or len(gpu_ids)
     if k < 1 or len(gpu_ids) % k:
-        raise AgentError(f"--gpus-per-trial: {k} does not divide the {len(gpu_ids)} GPUs; allowed: a divisor of it")
+        raise SlotError(f"--gpus-per-trial: {k} does not divide the {len(gpu_ids)} GPUs; allowed: a divisor of it")
     groups = [gpu_ids[i : i + k] for i in range(0, len(gpu_ids), k)]
     cores = sorted(os.sched_getaffinity(0))
     per = len(cores) // len(groups)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from hpsearch.defaults import SLURM_TIMEOUT, SLURM_WARNING
+
 # Sent by SLURM `warning` seconds before the time limit (sbatch --signal=B:USR1@SECONDS).
 WARNING_SIGNUM = signal.SIGUSR1
 WARNING_SIGNAL = WARNING_SIGNUM.name.removeprefix("SIG")
@@ -66,7 +68,7 @@ def job_end(job_id: str) -> float | None:
     """When the job's time limit ends (squeue's EndTime), or None (no limit, or squeue cannot say)."""
     try:
         out = subprocess.run(
-            ["squeue", "-h", "-j", job_id, "-o", "%e"], capture_output=True, text=True, timeout=30
+            ["squeue", "-h", "-j", job_id, "-o", "%e"], capture_output=True, text=True, timeout=SLURM_TIMEOUT
         ).stdout.split()
         return datetime.fromisoformat(out[0]).timestamp() if out else None
     except (OSError, subprocess.SubprocessError, ValueError):
@@ -76,7 +78,7 @@ def job_end(job_id: str) -> float | None:
 def requeue(job_id: str) -> str | None:
     """Put the job back in the queue (it keeps its id; its agent resumes the preempted trials); the error, if any."""
     try:
-        p = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+        p = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=SLURM_TIMEOUT)
     except (OSError, subprocess.SubprocessError) as e:
         return str(e)
     return p.stderr.strip() or None if p.returncode else None
@@ -97,7 +99,7 @@ class Job:
     time_limit: str | None = None
     partition: str | None = None
     account: str | None = None
-    warning: int = 300  # seconds before the time limit that the agent hears WARNING_SIGNAL
+    warning: int = SLURM_WARNING  # seconds before the time limit that the agent hears WARNING_SIGNAL
     sbatch_args: tuple[str, ...] = ()
     agent_args: tuple[str, ...] = ()  # --grace, --hang-timeout, ... as the user gave them
 
@@ -154,7 +156,9 @@ class Job:
 def submit(script: Path, env: dict[str, str]) -> str:
     """sbatch the script; its job id."""
     try:
-        p = subprocess.run(["sbatch", "--parsable", str(script)], env=env, capture_output=True, text=True, timeout=120)
+        p = subprocess.run(
+            ["sbatch", "--parsable", str(script)], env=env, capture_output=True, text=True, timeout=SLURM_TIMEOUT
+        )
     except FileNotFoundError:
         raise SlurmError("sbatch: not found; run on a SLURM login node (or --dry-run to see the script)") from None
     if p.returncode:

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from hpsearch.defaults import STALE_AFTER
-from hpsearch.params import DEFAULTS, format_value
+from hpsearch.formats import fmt_duration, fmt_value
+from hpsearch.params import DEFAULTS
 from hpsearch.sweep.spec import leaves, varying
 from hpsearch.sweep.store import ACTIVE, State, Store, Sweep, Trial
 
@@ -153,22 +154,3 @@ def format_status(data: dict[str, Any]) -> str:
     for row in [cols, *rows]:
         lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(lines)
-
-
-def fmt_value(v: Any) -> str:
-    """A table cell: '-' for nothing, 4 significant digits for floats, true/false for booleans."""
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return format_value(v)
-
-
-def fmt_duration(seconds: float) -> str:
-    """As the reference report writes wall times: 42s, 49m45s, 1h01m."""
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"

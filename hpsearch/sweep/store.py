@@ -39,7 +39,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, make_url
 
-from hpsearch.defaults import DB_RETRY
+from hpsearch.defaults import DB_BACKOFF, DB_RETRY, PG_IDLE_TIMEOUT, PG_LOCK_TIMEOUT
 from hpsearch.train import CHECKPOINT
 
 T = TypeVar("T")
@@ -304,7 +304,7 @@ class Store:
         if getattr(self._local, "conn", None) is not None:
             return fn()
         deadline = time.monotonic() + (0.0 if self.down else self.retry_for)
-        delay, attempt = 0.05, 0
+        delay, attempt = DB_BACKOFF[0], 0
         while True:
             attempt += 1
             try:
@@ -327,11 +327,12 @@ class Store:
                     tries = f" (tried {attempt} times in {self.retry_for:.0f} s)" if attempt > 1 else ""
                     raise StoreUnavailable(f"{self.where}: {what}: {_driver_message(e)}{tries}") from None
             time.sleep(delay)
-            delay = min(2 * delay, 1.0)
+            delay = min(2 * delay, DB_BACKOFF[1])
 
     def _conn(self) -> Connection:
         conn = getattr(self._local, "conn", None)
-        assert conn is not None, "store queries run inside atomic()"
+        if conn is None:
+            raise RuntimeError("the store's queries run inside atomic()")
         return conn
 
     def _exec(self, sql: str, **params: Any) -> sa.CursorResult:
@@ -421,7 +422,10 @@ class Store:
                            write=False)  # fmt: skip
 
     def trial(self, trial_id: str) -> Trial:
-        return _trial(self._read("SELECT * FROM trials WHERE id = :id", id=trial_id)[0])
+        rows = self._read("SELECT * FROM trials WHERE id = :id", id=trial_id)
+        if not rows:
+            raise KeyError(f"no trial {trial_id!r} in {self.where}")
+        return _trial(rows[0])
 
     def history(self, trial_id: str) -> list[dict[str, Any]]:
         rows = self._read("SELECT metrics FROM history WHERE trial_id = :id ORDER BY epoch", id=trial_id)
@@ -643,7 +647,8 @@ class Store:
         summary: dict[str, Any] | None = None,
     ) -> None:
         """Record the end of `agent`'s trial; its runtime grows by the time since it (re)started."""
-        assert state in State and state != State.RUNNING, state
+        if state == State.RUNNING:
+            raise ValueError(f"trial {trial_id}: a trial ends in a state other than running")
 
         def end() -> None:
             self._own(trial_id, agent)  # (its heartbeat is now the database's present time)
@@ -736,7 +741,8 @@ def _postgres_engine(db: str) -> sa.Engine:
     # by us), so one stuck agent cannot hold the sweep's lock for the others. A connection whose server vanished
     # from the network without closing it fails within seconds (TCP keepalives; unacknowledged data), not after
     # the kernel's quarter of an hour: an agent must hear of it while its lease holds.
-    options = "-c lock_timeout=5000 -c idle_in_transaction_session_timeout=20000"
+    lock, idle = round(PG_LOCK_TIMEOUT * 1000), round(PG_IDLE_TIMEOUT * 1000)  # (milliseconds)
+    options = f"-c lock_timeout={lock} -c idle_in_transaction_session_timeout={idle}"
     tcp = {"keepalives": 1, "keepalives_idle": 3, "keepalives_interval": 1, "keepalives_count": 3}
     return sa.create_engine(
         url.set(drivername="postgresql+psycopg"),

@@ -20,12 +20,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 
-from hpsearch.defaults import project
+from hpsearch.defaults import KILL_WAIT, TERM_POLL, project
 from hpsearch.params import format_value
 from hpsearch.sweep.slots import Slot
 from hpsearch.sweep.spec import leaves
@@ -78,7 +79,7 @@ class TrialProcess:
         if slot.cpus:
             self.env["HPSEARCH_CPUS"] = ",".join(map(str, slot.cpus))
         self.proc: subprocess.Popen | None = None
-        self.ended = False  # terminated once: its group is gone and its number not ours to signal
+        self.ended = False  # signalled to end once (see end_groups)
         self._offset, self._inode = 0, -1
 
     def start(self) -> int:
@@ -97,12 +98,15 @@ class TrialProcess:
 
     @property
     def pgid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        return self._started().pid
 
     def poll(self) -> int | None:
-        assert self.proc is not None
-        return self.proc.poll()
+        return self._started().poll()
+
+    def _started(self) -> subprocess.Popen:
+        if self.proc is None:
+            raise RuntimeError(f"trial {self.dir.name}: asked about its processes before it started")
+        return self.proc
 
     def new_epochs(self) -> list[dict[str, Any]]:
         """Epoch records appended to the metrics file since the last call (complete lines only). A resumed
@@ -119,10 +123,6 @@ class TrialProcess:
         end = chunk.rfind(b"\n") + 1
         self._offset += end
         return [r for r in map(_record, chunk[:end].splitlines()) if r is not None]
-
-    def terminate(self, grace: float = 10.0) -> None:
-        """End the whole process group: SIGTERM, then SIGKILL after `grace` seconds; reap the leader."""
-        terminate_all([self], grace)
 
     def send(self, sig: int) -> None:
         """Signal every process of the trial."""
@@ -197,23 +197,53 @@ def _launcher(slot: Slot, name: str) -> list[str]:
     return [sys.executable]
 
 
-def terminate_all(procs: list[TrialProcess], grace: float) -> None:
-    """End the trials together: SIGTERM to all, SIGKILL after `grace` seconds to those left, so ending many takes
-    one grace period, not one each. A trial already ended is not signalled again (its process group's number may
-    since belong to another group)."""
-    live = [p for p in procs if not p.ended]
-    for p in live:
-        p.ended = True
-        p.send(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(p.alive() for p in live):
-        time.sleep(0.1)
-    left = [p for p in live if p.alive()]
-    for p in left:
-        p.send(signal.SIGKILL)
-    deadline = time.monotonic() + 30  # SIGKILL cannot be refused; this only bounds a stuck kernel
-    while time.monotonic() < deadline and any(p.alive() for p in left):
-        time.sleep(0.05)
+class Group(Protocol):
+    """A process group to end: a trial's, or a copy of it left by another agent."""
+
+    pgid: int
+    ended: bool  # signalled once: its number is no longer ours to signal (it may belong to another group since)
+
+    def send(self, sig: int) -> None: ...
+
+    def alive(self) -> bool: ...
+
+
+def end_groups(
+    groups: list[Group],
+    grace: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """End process groups together: SIGTERM to all, SIGKILL after `grace` seconds to those still alive (a group
+    whose processes are all gone is never signalled again: its number may be another group's by then), so ending
+    many takes one grace period, not one each. The one way every caller ends processes."""
+    live = [g for g in groups if not g.ended]
+    for g in live:
+        g.ended = True
+        g.send(signal.SIGTERM)
+    deadline = clock() + grace
+    while clock() < deadline and any(g.alive() for g in live):
+        sleep(TERM_POLL)
+    left = [g for g in live if g.alive()]
+    for g in left:
+        g.send(signal.SIGKILL)
+    deadline = clock() + KILL_WAIT  # SIGKILL cannot be refused; this only bounds a stuck kernel
+    while clock() < deadline and any(g.alive() for g in left):
+        sleep(TERM_POLL)
+
+
+@dataclass
+class _Copy:
+    """A process group that another agent started (its copy of a trial): not our child, seen by its members."""
+
+    pgid: int
+    ended: bool = False
+
+    def send(self, sig: int) -> None:
+        _signal_group(self.pgid, sig)
+
+    def alive(self) -> bool:
+        return bool(_members(self.pgid))
 
 
 def end_stale_copy(pgid: int, trial_dir: Path, grace: float) -> bool:
@@ -221,11 +251,7 @@ def end_stale_copy(pgid: int, trial_dir: Path, grace: float) -> bool:
     left by an agent that was frozen past its lease. Whether there was one."""
     if not any(str(trial_dir) in " ".join(p.info["cmdline"] or []) for p in _members(pgid, ["cmdline"])):
         return False
-    _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _members(pgid):
-        time.sleep(0.1)
-    _signal_group(pgid, signal.SIGKILL)
+    end_groups([_Copy(pgid)], grace)
     return True
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hpsearch.defaults import FALLBACK_PROJECT
 from hpsearch.params import TrainConfig
 from hpsearch.wandb_env import default_mode
 
@@ -33,7 +34,7 @@ class TrialLog:
             import wandb  # only when logging: it is slow to import, and absent on some GPU images
 
             self.run = wandb.init(
-                project=os.environ.get("WANDB_PROJECT", "hpsearch"),
+                project=os.environ.get("WANDB_PROJECT", FALLBACK_PROJECT),
                 config=cfg.to_dict(),
                 mode=mode,
                 dir=os.environ.get("WANDB_DIR") or cfg.output_dir,  # a sweep agent gathers its trials' runs

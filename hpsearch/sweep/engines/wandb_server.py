@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any
 
-from hpsearch.defaults import POLL, WANDB_HEARTBEAT
+from hpsearch.defaults import POLL, WANDB_HEARTBEAT, WANDB_TIMEOUT
 from hpsearch.sweep.engine import Engine, Lost, Suggestion
 from hpsearch.sweep.store import State, Store, Sweep, Trial
 from hpsearch.train.metrics import epoch_axis, log_epoch
@@ -141,7 +141,9 @@ class WandbServer(Engine):
 
     def heartbeat(self, agent_id: str, run_state: dict[str, bool]) -> list[dict[str, Any]]:
         data = self.api._service_api.execute_graphql(
-            AGENT_HEARTBEAT, variables={"id": agent_id, "metrics": "{}", "runState": json.dumps(run_state)}, timeout=60
+            AGENT_HEARTBEAT,
+            variables={"id": agent_id, "metrics": "{}", "runState": json.dumps(run_state)},
+            timeout=WANDB_TIMEOUT,
         )
         return json.loads(data["agentHeartbeat"]["commands"] or "[]")
 
