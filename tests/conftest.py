@@ -173,9 +173,7 @@ def agent_in_a_long_trial(tmp_path: Path, config: dict, agent_env: dict, epochs_
     proc = subprocess.Popen(
         cmd, cwd=tmp_path, env=agent_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    deadline = time.time() + 300
-    while time.time() < deadline and not (store.trials(sweep_id) and store.trials(sweep_id)[0].epochs >= epochs_done):
-        time.sleep(0.2)
+    wait_for(lambda: store.trials(sweep_id) and store.trials(sweep_id)[0].epochs >= epochs_done)
     return sweep_id, store, proc
 
 

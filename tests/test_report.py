@@ -174,7 +174,7 @@ def test_report_renders_in_headless_chromium(swept: tuple[Path, str], tmp_path: 
 
 
 @pytest.fixture(params=["one running trial", "one failed trial"])
-def small_sweep(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str]:
+def small_sweep(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str, bool]:
     """A sweep caught early: one trial still running after an epoch, or one that failed before any."""
     store = Store(tmp_path / "store")
     sweep = store.add_sweep(
@@ -190,18 +190,18 @@ def small_sweep(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, s
         store.add_epoch(trial.id, record(1, 30.0), "agent-1")
     else:
         store.end(trial.id, State.FAILED, "agent-1", 1, "hpsearch train: error: training diverged")
-    return tmp_path / "store", sweep.id
+    return tmp_path / "store", sweep.id, request.param == "one running trial"
 
 
-def test_report_of_a_sweep_caught_early_renders(small_sweep: tuple[Path, str], tmp_path: Path):
-    store_dir, sweep_id = small_sweep
+def test_report_of_a_sweep_caught_early_renders(small_sweep: tuple[Path, str, bool], tmp_path: Path):
+    store_dir, sweep_id, running = small_sweep
     p = cli("report", sweep_id, "--dir", str(store_dir), "-o", str(tmp_path / "r.html"), cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     loaded = browse(tmp_path / "r.html", tmp_path)
     assert loaded.errors == []
     rows = {r[0]: r[1:] for r in Cells(page).rows[1:]}
-    running = rows["state"] == ["running"]
+    assert rows["state"] == (["running"] if running else ["failed"])
     assert f"1 trial (1 {rows['state'][0]})" in page
     assert rows["lr"] == ["0.1"]
     assert rows["val_acc"] == (["30"] if running else ["-"])
@@ -465,3 +465,26 @@ class DevTools:
             self._buffer += chunk
         message, _, self._buffer = self._buffer.partition(b"\0")
         return json.loads(message)
+
+
+@pytest.mark.parametrize("metric, goal, best", [("score", "maximize", 2), ("val_loss", "minimize", 3)])
+def test_report_of_a_programs_sweep_follows_its_metric_and_goal(tmp_path: Path, metric: str, goal: str, best: int):
+    """A sweep's own program records its own metric (and no epochs key): the best epoch is the metric's best by
+    its goal, the planned epochs are the ones it ran."""
+    store = Store(tmp_path / "store")
+    config = {"method": "grid", "program": "train.py", "metric": {"name": metric, "goal": goal},
+              "parameters": {"x": {"values": [1, 2]}}}  # fmt: skip
+    sweep = store.add_sweep(config, "local")
+    history = [{"epoch": 1, "score": 10.0, "val_loss": 3.0}, {"epoch": 2, "score": 30.0, "val_loss": 2.0},
+               {"epoch": 3, "score": 20.0, "val_loss": 1.0}]  # fmt: skip
+    for x in (1, 2):
+        trial = store.add_trial(sweep.id, {"x": x}, "agent-1")
+        store.add_epochs(trial.id, history, "agent-1", metric)
+        store.end(trial.id, State.FINISHED, "agent-1", 0)
+    data = gather(store, store.sweep(sweep.id))
+    assert [t["best_epoch"] for t in data["trials"]] == [best, best]
+    assert [t["planned_epochs"] for t in data["trials"]] == [3, 3]
+    p = cli("report", sweep.id, "--dir", str(tmp_path / "store"), "-o", str(tmp_path / "r.html"), cwd=tmp_path)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    rows = {r[0]: r[1:] for r in Cells((tmp_path / "r.html").read_text()).rows[1:]}
+    assert rows["best epoch"] == [str(best)] * 2 and rows["epochs run"] == ["3 of 3"] * 2

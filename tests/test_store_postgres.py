@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
-from conftest import env, fast_params, hpsearch, live_in_group, stub_sweep
+from conftest import env, fast_params, hpsearch, live_in_group, stub_sweep, wait_for
 from postgres import PASSWORD
 
 from hpsearch.sweep.store import Store
@@ -101,9 +101,7 @@ def test_a_killed_agent_s_trial_is_crashed_then_resumed_where_its_checkpoint_is(
     store = Store(tmp_path / "m0", db)
     stale, grace = {"HPSEARCH_STALE_AFTER": "4"}, ("--grace", "1")  # a 4 s window allows at most 1.5 s
     victim = start_agent(tmp_path, db, grid, "m0", *grace, **stale)
-    deadline = time.time() + 120  # killed once its first trial has a checkpoint (an epoch done)
-    while time.time() < deadline and not any(t.epochs >= 1 for t in store.trials(grid)):
-        time.sleep(0.1)
+    wait_for(lambda: any(t.epochs >= 1 for t in store.trials(grid)))  # killed once its first trial has a checkpoint
     (running,) = [t for t in store.trials(grid) if t.state == "running"]  # the victim's, the only one yet
     trial_env = Path(f"/proc/{running.pgid}/environ").read_bytes()  # the trial never sees the database
     assert b"HPSEARCH_DB" not in trial_env and PASSWORD.encode() not in trial_env and b"RANK=0" in trial_env
@@ -111,9 +109,8 @@ def test_a_killed_agent_s_trial_is_crashed_then_resumed_where_its_checkpoint_is(
     victim.kill()
     victim.wait()
     finish(others)
-    deadline = time.time() + 30  # the kernel's SIGTERM (PR_SET_PDEATHSIG) ends the victim's trial
-    while time.time() < deadline and live_in_group(store.trial(running.id).pgid or 0):
-        time.sleep(0.2)
+    # the kernel's SIGTERM (PR_SET_PDEATHSIG) ends the victim's trial
+    wait_for(lambda: not live_in_group(store.trial(running.id).pgid or 0), timeout=30)
     time.sleep(4.5)  # past the heartbeat window
     rows = store.trials(grid)
     p = hpsearch("status", grid, "--json", "--db", db, cwd=tmp_path, env=env(**stale))
@@ -141,9 +138,7 @@ def test_a_preempted_trial_whose_checkpoint_is_on_another_machine_restarts_from_
     sweep = create(tmp_path, db, {"method": "grid", "parameters": {**tiny(cifar_root, 20), "lr": {"value": 0.05}}})
     store = Store(tmp_path / "m0", db)
     first = start_agent(tmp_path, db, sweep, "m1")
-    deadline = time.time() + 120
-    while time.time() < deadline and not (store.trials(sweep) and store.trials(sweep)[0].epochs >= 2):
-        time.sleep(0.2)
+    wait_for(lambda: store.trials(sweep) and store.trials(sweep)[0].epochs >= 2)
     first.send_signal(signal.SIGINT)
     assert first.wait(timeout=60) == 130
     (trial,) = store.trials(sweep)

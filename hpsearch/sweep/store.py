@@ -11,11 +11,9 @@ retried whole for up to `DB_RETRY` seconds before the caller hears `StoreUnavail
 per sweep (SQLite's write lock, or a row lock on the sweep) and kept short, so no two agents claim the same
 trial, grid point or preempted trial, and run_cap holds exactly.
 
-A running trial is held by one agent under a lease: the agent renews its heartbeat, and every write about the
-trial checks in the same transaction that the trial is still running under that agent (`NotOwner` otherwise),
-so a copy whose lease lapsed while another agent took the trial over can never overwrite the new owner's
-records. A trial's times (start, heartbeats, end) and the crash cutoff use the database's clock, so agents' clocks
-need not agree.
+The lease an agent holds on its trials (its rules and their reasons: README, The database as a lease) rests on
+two things here: every write about a trial checks, in its own transaction, that the trial still runs under the
+writing agent (`NotOwner` otherwise); and a trial's times and the crash cutoff are the database's clock.
 """
 
 from __future__ import annotations
