@@ -98,17 +98,19 @@ def create_sweep(
     from hpsearch.sweep.spec import SpecError, load_spec, read_code
     from hpsearch.wandb_env import default_mode
 
-    try:
-        config = load_spec(file)
-        code = read_code(config)  # (relative to here, as `wandb sweep-scheduler` reads it)
-    except SpecError as e:
-        for problem in e.problems:
-            click.echo(f"hpsearch create-sweep: error: {problem}", err=True)
-        sys.exit(2)
     if backend is None:
         backend = "wandb" if default_mode() == "online" else "local"
         why = "a W&B login is configured" if backend == "wandb" else "no W&B login (run `wandb login` for a server)"
         click.echo(f"backend: {backend} ({why})")
+    try:
+        config = load_spec(file)
+        # a local sweep keeps its scheduler's source (relative to here, as `wandb sweep-scheduler` reads it); on a
+        # W&B server the scheduler reads it on its own machine
+        code = read_code(config) if backend == "local" else None
+    except SpecError as e:
+        for problem in e.problems:
+            click.echo(f"hpsearch create-sweep: error: {problem}", err=True)
+        sys.exit(2)
     project = project or defaults.project(config)
     if backend == "local":  # what each agent will build, built once here: a bad scheduler fails now, storing nothing
         from hpsearch.sweep.engine import EngineError, engine_for
@@ -133,6 +135,8 @@ def create_sweep(
             sys.exit(1)
         store.add_sweep(config, "wandb", name, remote=remote, sweep_id=remote.split("/")[-1])
         click.echo(f"created W&B sweep {remote}")
+        if config.get("method") == "custom":  # W&B's rule: one scheduler process per sweep
+            click.echo(f"the search runs in: wandb sweep-scheduler {remote}  (one per sweep; the trials in the agents)")
         sweep_id = remote  # the form the W&B UI and `wandb agent` use; the store knows it by its last part too
     else:
         sweep_id = store.add_sweep(sweep.config, "local", name, sweep_id=sweep.id, code=code).id
@@ -480,9 +484,13 @@ def _open_sweep(
         by_id = store.sweep(sweep_id.rsplit("/", 1)[-1])
         sweep = by_id if by_id and by_id.backend == "wandb" else None
     if sweep is None and mirror:
-        from hpsearch.sweep.engines.wandb_server import mirror_sweep
+        from hpsearch.sweep.engines.wandb_server import ServerError, mirror_sweep
 
-        sweep = mirror_sweep(store, sweep_id)
+        try:
+            sweep = mirror_sweep(store, sweep_id)
+        except ServerError as e:
+            click.echo(f"hpsearch {command}: error: {e}", err=True)
+            sys.exit(1)
     if sweep is None:
         hint = "; a W&B sweep made elsewhere needs its full path ENTITY/PROJECT/ID" if remote_ok else ""
         where = store.where if store else store_dir

@@ -213,7 +213,8 @@ def test_an_unknown_sweep_is_one_line(tmp_path: Path, server: WandbServer):
     p = subprocess.run(cmd, cwd=tmp_path, env=online(server), capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and p.stdout == "" and "Traceback" not in p.stderr
     last = p.stderr.strip().splitlines()[-1]
-    assert last == f"hpsearch agent: error: the W&B server at {server.url}: sweep nosuch not found"
+    said = rf"hpsearch agent: error: the W&B server at {server.url}: Could not find sweep .*nosuch.*"  # wandb's words
+    assert re.fullmatch(said, last), last
 
 
 def test_sync_uploads_a_local_sweeps_runs_grouped_by_sweep(cifar_root: Path, tmp_path: Path, server: WandbServer):
@@ -342,3 +343,78 @@ def test_an_option_of_the_local_controller_is_refused_on_a_w_and_b_sweep(tmp_pat
         "Error: --max-resumes: applies to local sweeps; on a W&B sweep the server decides what runs again"
     )
     assert not server.runs
+
+
+# ---- scheduler-enabled sweeps: `wandb sweep-scheduler` decides, `hpsearch agent` runs ----
+
+PRUNING_STUDY = """
+import optuna
+
+def study(sweep):
+    # hopeless: a = 100 x under 30, whatever the epoch; the first run is one (x = 0.1), so a stop is certain
+    pruner = optuna.pruners.ThresholdPruner(lower=30.0)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1), pruner=pruner)
+    study.enqueue_trial({"x": 0.1})
+    return study
+"""
+
+
+def scheduled(tmp_path: Path) -> dict:
+    """A scheduler-enabled sweep of the toy program (W&B's newest sweep files), its study in tmp_path/study.py."""
+    (tmp_path / "study.py").write_text(PRUNING_STUDY)
+    return {
+        "method": "custom",
+        "metric": {"name": "a", "goal": "maximize"},
+        "run_cap": 4,
+        "program": str(Path(__file__).parent / "toy_program.py"),
+        "scheduler": {"engine": "optuna", "source": "study.py", "optimizer": "study"},
+        # epochs long enough for the scheduler's pruner, which polls the runs, to see a run while it runs
+        "parameters": {"x": {"min": 0.0, "max": 1.0}, "epochs": {"value": 20}, "epoch_s": {"value": 0.4}},
+    }
+
+
+def test_create_sweep_registers_a_scheduler_file_and_says_where_its_search_runs(tmp_path: Path, server: WandbServer):
+    config = scheduled(tmp_path)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(config))
+    p = cli("create-sweep", "s.yaml", "--project", "proj", "--dir", str(tmp_path / "a"), cwd=tmp_path, server=server)
+    path = p.stdout.strip().splitlines()[-1]
+    (sweep,) = server.sweeps.values()
+    got = {k: v for k, v in sweep.config.items() if k != "parameters"}
+    assert got == {k: v for k, v in config.items() if k != "parameters"}  # W&B's schema, as the file has it
+    assert sweep.config["parameters"]["x"]["min"] == 0.0 and sweep.config["parameters"]["epochs"] == {"value": 20}
+    assert f"the search runs in: wandb sweep-scheduler {path}" in p.stdout  # one scheduler per sweep, W&B's rule
+
+
+def test_wandb_sweep_scheduler_decides_and_the_agent_runs_its_queued_runs(tmp_path: Path, server: WandbServer, agents):
+    """A sweep made with `wandb sweep`: a real `wandb sweep-scheduler` (its Optuna study in wandb-core's loop) queues
+    the runs and prunes; two slots of `hpsearch agent` run each queued run once with the sweep's own program (its
+    config read from the server) and end the runs the pruner stops."""
+    config = scheduled(tmp_path)
+    path = made_elsewhere(server, config.pop("parameters"), **config)
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "wandb", "sweep-scheduler", path, "--batch-size", "2", "--poll-interval", "0.5"],
+        cwd=tmp_path, env=online(server), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        code, out, err = finish(agents(path, tmp_path / "a", "--gpu-ids", "0,1", "--gpus-per-trial", "1"))
+        said = scheduler.communicate(timeout=120)[0]
+    finally:
+        scheduler.kill()
+    assert code == 0, out + err
+    assert scheduler.returncode == 0 and "the run cap was hit" in said, said
+    ran = [r for r in server.sweep_runs(path.split("/")[-1]) if r.handed_out]
+    assert len(ran) >= 4 and all(r.handed_out == ["run"] for r in ran)  # each queued run an agent took, once
+    store = Store(tmp_path / "a")
+    for run in ran:
+        x = run.params["x"]["value"]
+        trial = store.trial(run.id)
+        assert trial.params == {k: v["value"] for k, v in run.params.items()}  # the program got the run's config
+        if 100 * x < 30:  # the pruner stopped it: its process group ended, recorded stopped; the server: killed
+            assert (trial.state, run.state) == ("stopped", "killed") and trial.epochs < 20, (run, trial)
+            assert not live_in_group(trial.pgid)
+        else:  # the whole history, one step an epoch
+            assert (trial.state, run.state) == ("finished", "finished") and epochs(run.history) == list(range(1, 21))
+            assert [row["_step"] for row in run.history] == list(range(1, 21))
+    assert ran[0].params["x"]["value"] == 0.1 and ran[0].state == "killed"  # the hopeless first one, surely
+    by_slot = [sorted((r.began, r.ended) for r in ran if r.agent == agent) for agent in server.agents]
+    assert len(by_slot) == 2 and by_slot[0][0][0] < by_slot[1][0][1] and by_slot[1][0][0] < by_slot[0][0][1]

@@ -3,6 +3,21 @@ that the real wandb client (its Python SDK and the Go `wandb-core` service) uses
 W&B's open-source `sweeps` engine deciding suggestions and hyperband stops over the runs it holds, as
 W&B's sweep controller does. It keeps in memory what it received (sweeps; runs with their config, history,
 summary, files and exit), for the tests to check, and can fail on purpose (500s, stalls, gone for good).
+
+What each operation answers, and on what it rests:
+- Every operation's request and answer shape is the wandb client's own: the queries it sends (wandb 0.31, its
+  SDK and wandb-core; found by running the real client against this server and reading its requests), and the
+  fields it reads back. Any operation the client asks for that is not served here fails the test that met it.
+- Modelled on W&B's documented behaviour: sweeps (`wandb sweep`'s UpsertSweep, `wandb.Api().sweep`'s GetSweep);
+  agents (CreateAgent; Heartbeat answering `run`, `resume`, `stop` and `exit` as wandb's agent acts on them);
+  suggestions and hyperband stops decided by W&B's own `sweeps` engine; run_cap as W&B documents it for its
+  controller; runs (UpsertBucket, RunResumeStatus, file_stream, file uploads); a preempted run handed out again.
+- Guesses (W&B documents the scheduler's protocol nowhere; this is how wandb-core's `wandb sweep-scheduler`
+  behaves against it, read from its requests): the SWEEPS_LOCAL_SCHEDULER server feature it requires;
+  EnqueueSweepRun queuing a run that the sweep's agents take in order, while the sweep is RUNNING (the scheduler
+  counts run_cap itself and then finishes the sweep with UpsertSweepState: agents then hear `exit`); StopRun
+  reaching the run's agent as `stop` at its next heartbeat (the run ends `killed`); sampledHistory spreading at
+  most `samples` rows evenly over the run's rows, its last kept.
 """
 
 from __future__ import annotations
@@ -51,6 +66,7 @@ class Run:
     began: float | None = None  # when a client first upserted it (time.time())
     ended: float | None = None  # when its file_stream said complete
     agent: str | None = None  # the agent it was last handed to
+    queued: bool = False  # a scheduler's run, waiting for an agent to take it
 
     def engine_run(self) -> sweeps.SweepRun:
         return sweeps.SweepRun(
@@ -64,6 +80,7 @@ class Sweep:
     entity: str
     project: str
     config: dict[str, Any]
+    state: str = "RUNNING"
 
 
 @dataclass
@@ -144,8 +161,12 @@ class WandbServer:
         viewer = {"id": "u1", "entity": ENTITY, "username": ENTITY, "email": "", "flags": "{}"}
         return {"viewer": {**viewer, "teams": {"edges": []}}}
 
+    def _gql_GetDefaultEntity(self, v: dict) -> dict:
+        return {"viewer": {"id": "u1", "entity": ENTITY}}
+
     def _gql_ServerFeaturesQuery(self, v: dict) -> dict:
-        return {"serverInfo": {"features": []}}
+        # (wandb-core's `wandb sweep-scheduler` starts only on a server that says it supports it)
+        return {"serverInfo": {"features": [{"name": "SWEEPS_LOCAL_SCHEDULER", "isEnabled": True}]}}
 
     def _gql_OrganizationCoreWeaveOrganizationID(self, v: dict) -> dict:
         return {"entity": {"organization": None}}
@@ -163,6 +184,83 @@ class WandbServer:
         )
         project = {"id": "p1", "name": sweep.project, "entity": {"id": "e1", "name": sweep.entity}}
         return {"upsertSweep": {"sweep": {"name": sweep.id, "project": project}, "configValidationWarnings": []}}
+
+    def _sweep(self, v: dict) -> Sweep:
+        sweep = self.sweeps.get(v.get("sweep") or v.get("sweepName") or "")
+        if sweep is None:
+            raise GraphQLError(f"sweep {v.get('sweep')} not found")
+        return sweep
+
+    def _gql_GetSweep(self, v: dict) -> dict:
+        """`wandb.Api().sweep(path)`: the sweep and its config (YAML), as `wandb sweep` registered it."""
+        sweep = self.sweeps.get(v["name"])
+        if sweep is None:
+            return {"project": {"sweep": None}}
+        runs = self.sweep_runs(sweep.id)
+        return {"project": {"sweep": {"__typename": "Sweep", "id": sweep.id, "name": sweep.id, "displayName": sweep.id,
+                                      "method": sweep.config.get("method"), "state": sweep.state, "description": None,
+                                      "bestLoss": None, "config": yaml.safe_dump(sweep.config), "createdAt": None,
+                                      "updatedAt": None, "runCount": len(runs), "runCountExpected": None}}}  # fmt: skip
+
+    def _gql_SweepConfig(self, v: dict) -> dict:
+        sweep = self._sweep(v)
+        config = yaml.safe_dump(sweep.config)
+        scheduler_run = f"{sweep.id}-scheduler"
+        return {"project": {"sweep": {"id": sweep.id, "state": sweep.state, "config": config,
+                                      "displayName": sweep.id, "controllerRunName": scheduler_run}}}  # fmt: skip
+
+    def _poll_runs(self, runs: list[Run], specs: list[str]) -> dict[str, Any]:
+        """Runs as a scheduler polls them, one page: each with the rows of each history spec (the keys it names,
+        in rows that hold one of them besides _step, at most `samples` of them, evenly spread, the last kept)."""
+        specs = [json.loads(spec) for spec in specs]
+
+        def sampled(run: Run) -> list[list[dict[str, Any]]]:
+            out = []
+            for spec in specs:
+                keys = spec.get("keys") or []
+                rows = [row for row in ({k: r[k] for k in keys if k in r} for r in run.history) if set(row) - {"_step"}]
+                n = spec.get("samples") or len(rows)
+                out.append(
+                    [rows[round(i * (len(rows) - 1) / (n - 1))] for i in range(n)] if len(rows) > n > 1 else rows
+                )
+            return out
+
+        edges = [{"node": {"id": r.id, "name": r.id, "state": r.state, "config": json.dumps(r.params),
+                           "summaryMetrics": json.dumps(r.summary), "sampledHistory": sampled(r)}}
+                 for r in runs]  # fmt: skip
+        return {"pageInfo": {"hasNextPage": False, "endCursor": None}, "edges": edges}
+
+    def _gql_SweepRunsWithHistory(self, v: dict) -> dict:
+        sweep = self._sweep(v)
+        runs = self._poll_runs(self.sweep_runs(sweep.id), v.get("historySpecs") or [])
+        return {"project": {"sweep": {"state": sweep.state, "runs": runs}}}
+
+    def _gql_SweepWatchedRuns(self, v: dict) -> dict:
+        """The runs a scheduler watches, by name (the one filter it sends: {"name": {"$in": [...]}})."""
+        sweep = self._sweep(v)
+        names = set(json.loads(v["filters"]).get("name", {}).get("$in", []))
+        watched = [r for r in self.runs.values() if r.id in names]
+        return {"project": {"sweep": {"state": sweep.state}, "runs": self._poll_runs(watched, v["historySpecs"])}}
+
+    def _gql_EnqueueSweepRun(self, v: dict) -> dict:
+        """A scheduler's run for the sweep's agents to take, in the order it came."""
+        sweep = self._sweep({"sweep": v["id"]})
+        run = Run(self._new_id("run"), sweep.entity, sweep.project, sweep.id, json.loads(v["config"]), queued=True)
+        self.runs[run.id] = run
+        return {"enqueueSweepRun": {"id": run.id, "runQueueItemId": self._new_id("rqi")}}
+
+    def _gql_StopRun(self, v: dict) -> dict:
+        """A scheduler's pruner ended the run: its agent hears `stop` at its next heartbeat."""
+        run = self.runs[v["id"]]
+        if run.stop_at is None and run.state in ("pending", "running"):
+            run.stop_at = len(run.history)
+        return {"stopRun": {"success": True}}
+
+    def _gql_UpsertSweepState(self, v: dict) -> dict:
+        """A scheduler that is done finishes the sweep: agents with nothing to run hear `exit`."""
+        sweep = self._sweep({"sweep": v["id"]})
+        sweep.state = v["state"]
+        return {"upsertSweep": {"sweep": {"state": sweep.state}}}
 
     def _gql_CreateAgent(self, v: dict) -> dict:
         if v["sweep"] not in self.sweeps:
@@ -189,6 +287,16 @@ class WandbServer:
         if requeued:
             requeued.agent = agent
             return [self._hand_out(requeued, "resume")]
+        if "scheduler" in sweep.config:
+            # A scheduler decides: its queued runs, in order, while it keeps the sweep running (it counts run_cap
+            # itself, in finished runs, and then finishes the sweep).
+            queued = next((r for r in runs if r.queued), None)
+            if sweep.state != "RUNNING":
+                return [{"type": "exit"}]
+            if queued is None:
+                return []
+            queued.queued, queued.agent = False, agent
+            return [self._hand_out(queued, "run")]
         cap = sweep.config.get("run_cap")
         engine_runs = [r.engine_run() for r in runs]
         suggestion = (

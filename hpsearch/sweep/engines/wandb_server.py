@@ -59,8 +59,15 @@ def create_sweep(config: dict[str, Any], project: str, entity: str | None) -> st
 
 
 def mirror_sweep(store: Store, path: str) -> Sweep:
-    """A local record of a W&B sweep made elsewhere (`wandb sweep`, another machine): the server keeps its config."""
-    return store.add_sweep({}, "wandb", remote=path, sweep_id=path.split("/")[-1])
+    """A local record of a W&B sweep made elsewhere (`wandb sweep`, another machine), with the config the server
+    keeps for it (its program, metric, parameters, scheduler: what the agent runs and how). Raises ServerError."""
+    import wandb
+
+    try:
+        config = wandb.Api().sweep(path).config
+    except Exception as e:  # wandb.errors.Error (an unknown sweep: "Could not find sweep ..."), or wandb-core's own
+        raise ServerError(server_error(e)) from None
+    return store.add_sweep(dict(config), "wandb", remote=path, sweep_id=path.split("/")[-1])
 
 
 class _SlotAgent:
