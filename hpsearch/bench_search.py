@@ -1,6 +1,8 @@
 """How well each search finds good configurations (a benchmark, not a test), at YAHPO Gym's protocol for LCBench:
-`python -m hpsearch.bench_search --data DIR [--tasks ...] [--workers 1 8] [--seeds 30] [--slow-seeds 10]
-[--jobs 2] [--out FILE.jsonl]`, then `--table` prints the README's tables from what FILE.jsonl holds.
+`python -m hpsearch.bench_search [--data DIR] [--tasks ...] [--workers 1 8] [--seeds 30] [--slow-seeds 10]
+[--jobs 2] [--out FILE.jsonl]`, then `--table` prints the README's tables from what FILE.jsonl holds. With
+`--tasks TABLE.jsonl --space SWEEP.yaml` (and `grid` among the methods where the space is discrete), the same on
+a curve table of our own.
 
 Each method is a variant of sweeps/simulate/lcbench.yaml, replayed exactly as `hpsearch simulate` replays it
 (`simulate/replay.py`), with seeds 0..K-1 for every method alike. Every replay is one line of FILE.jsonl, written
@@ -29,7 +31,6 @@ from hpsearch.sweep.spec import read_code
 REPO = Path(__file__).resolve().parent.parent
 SPACE = REPO / "sweeps" / "simulate" / "lcbench.yaml"
 TASKS = ("167168", "189873", "189906", "189908")  # the YAHPO Gym paper's LCBench tasks, and Fashion-MNIST
-BUDGET = 6544
 HYPERBAND = {"type": "hyperband", "min_iter": 2, "eta": 3}
 
 
@@ -59,6 +60,7 @@ def _study(optimizer: str) -> Callable[[dict], dict]:
 # name -> (the sweep config from LCBench's space, its cost: 0 fast, 1 slow, 2 slowest), in the order they run
 METHODS: dict[str, tuple[Callable[[dict], dict], int]] = {
     "random": (_variant("random"), 0),
+    "grid": (_variant("grid"), 0),  # (where the space is discrete: --space of values)
     "random + hyperband": (_variant("random", HYPERBAND), 1),  # (its stop decisions read every trial)
     "bayes": (_variant("bayes"), 1),
     "optuna tpe": (_study("tpe"), 1),
@@ -72,17 +74,19 @@ METHODS: dict[str, tuple[Callable[[dict], dict], int]] = {
 _sources: dict[str, Any] = {}  # per worker process: one surrogate per task
 
 
-def _run(data: str, task: str, method: str, workers: int, seed: int) -> dict[str, Any]:
-    from hpsearch.simulate.curves import LCBench
+def _run(data: str, space: str, task: str, method: str, workers: int, seed: int) -> dict[str, Any]:
+    """One replay; `task` an LCBench task, or a curve table's path."""
+    from hpsearch.simulate.curves import CurveTable, LCBench
     from hpsearch.simulate.replay import replay
     from hpsearch.sweep.store import Store
 
     if task not in _sources:
-        _sources[task] = LCBench(task, Path(data))
-    config = METHODS[method][0](yaml.safe_load(SPACE.read_text()))
+        _sources[task] = CurveTable.from_jsonl(Path(task)) if task.endswith(".jsonl") else LCBench(task, Path(data))
+    config = METHODS[method][0](yaml.safe_load(Path(space).read_text()))
     with tempfile.TemporaryDirectory() as tmp:
-        r = replay(Store(tmp), config, _sources[task], workers, BUDGET, seed, read_code(config, REPO))
-    return {"task": task, "method": method, "workers": workers, "seed": seed, "trials": r.trials,
+        budget = _sources[task].budget()
+        r = replay(Store(tmp), config, _sources[task], workers, budget, seed, read_code(config, REPO))
+    return {"task": task, "method": method, "workers": workers, "seed": seed, "budget": budget, "trials": r.trials,
             "epochs": r.epochs, "distinct": r.distinct, "incumbent": r.incumbent,
             "engine_seconds": round(r.engine_seconds, 2), "seconds": round(r.seconds, 2)}  # fmt: skip
 
@@ -102,7 +106,7 @@ def run(args: argparse.Namespace) -> None:
     ]
     print(f"{len(jobs)} replays to run, {len(done)} already in {out}", flush=True)
     with ProcessPoolExecutor(args.jobs) as pool, out.open("a") as fh:
-        futures = [pool.submit(_run, args.data, *job) for job in jobs]
+        futures = [pool.submit(_run, args.data, args.space, *job) for job in jobs]
         for n, future in enumerate(as_completed(futures), 1):
             line = future.result()
             fh.write(json.dumps(line) + "\n")
@@ -142,8 +146,7 @@ def table(args: argparse.Namespace) -> None:
     lines = _lines(Path(args.out))
     extremes = _extremes(Path(args.data))
     for workers in args.workers:
-        print(f"\n{workers} worker(s), budget {BUDGET:,} epochs; mean best val_accuracy at 25% / 50% / 100% of it "
-              "(seeds):\n")  # fmt: skip
+        print(f"\n{workers} worker(s); the mean best value at 25% / 50% / 100% of the budget (seeds):\n")
         print("| method | " + " | ".join(args.tasks) + " | trials |")
         print("|---|" + "---|" * (len(args.tasks) + 1))
         for method in args.methods:
@@ -154,7 +157,7 @@ def table(args: argparse.Namespace) -> None:
                 if not runs:
                     cells.append("-")
                     continue
-                means = [statistics.fmean(_best_at(r["incumbent"], f * BUDGET) or 0.0 for r in runs)
+                means = [statistics.fmean(_best_at(r["incumbent"], f * r.get("budget", 6544)) or 0.0 for r in runs)
                          for f in (0.25, 0.5, 1.0)]  # fmt: skip
                 cells.append(" / ".join(f"{m:.2f}" for m in means) + f" ({len(runs)})")
             mean_trials = f"{statistics.fmean(trials):.0f}" if trials else "-"
@@ -164,7 +167,7 @@ def table(args: argparse.Namespace) -> None:
     print("| task | mean best | regret |\n|---|---|---|")
     for task in args.tasks:
         runs = [r for r in lines if (r["task"], r["method"], r["workers"]) == (task, "random", 1)]
-        if runs:
+        if runs and task in extremes:
             lo, hi = extremes[task]
             best = statistics.fmean(r["incumbent"][-1][1] for r in runs)
             print(f"| {task} | {best:.2f} | {(hi - best) / (hi - lo):.3f} |")
@@ -173,8 +176,9 @@ def table(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(YAHPO_DATA), help="YAHPO Gym's data folder (holding lcbench/)")
-    ap.add_argument("--tasks", nargs="+", default=list(TASKS))
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), help="LCBench tasks, or curve tables (FILE.jsonl)")
+    ap.add_argument("--space", default=str(SPACE), help="the sweep file whose space the methods search")
+    ap.add_argument("--methods", nargs="+", default=[m for m in METHODS if m != "grid"], choices=list(METHODS))
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--seeds", type=int, default=30)
     ap.add_argument("--slow-seeds", type=int, default=10, help="seeds for the methods whose engine is slow")
