@@ -340,9 +340,6 @@ def test_a_bad_scheduler_is_one_line_and_stores_nothing(tmp_path: Path):
     nested = custom(tmp_path)
     nested["parameters"]["group"] = {"parameters": {"z": {"min": 0.0, "max": 1.0}}}
     assert "Cannot infer an optuna distribution" in one_line(create(tmp_path, nested))
-    assert "scheduler.engine: ax is not supported here" in one_line(
-        create(tmp_path, {**custom(tmp_path), "scheduler": {"engine": "ax"}})
-    )
     # without Optuna (a package of that name that fails to import stands in for its absence)
     shim = tmp_path / "shim" / "optuna"
     shim.mkdir(parents=True)
@@ -350,6 +347,9 @@ def test_a_bad_scheduler_is_one_line_and_stores_nothing(tmp_path: Path):
     e = env(PYTHONPATH=os.pathsep.join([str(shim.parent), *sys.path]))
     line = one_line(create(tmp_path, custom(tmp_path), env=e))
     assert "scheduler.engine: optuna needs the optuna package; allowed: pip install optuna" in line
+    write(shim.parent / "ax.py", "raise ImportError('No module named ax')\n")  # and without Ax
+    line = one_line(create(tmp_path, {**custom(tmp_path), "scheduler": {"engine": "ax"}}, env=e))
+    assert "scheduler.engine: ax needs the ax-platform package; allowed: pip install ax-platform" in line
     assert not (tmp_path / "store" / "hpsearch.db").exists()  # nothing stored, not even an empty database
 
 
@@ -362,3 +362,32 @@ def test_the_source_is_kept_with_the_sweep_so_every_agent_builds_the_same_study(
     sweep = open_store(tmp_path / "store").sweep(sweep_id)
     assert sweep.code["text"] == TPE_SEEDED and len(sweep.code["sha256"]) == 64
     assert [t.state for t in open_store(tmp_path / "store").trials(sweep_id)] == ["finished", "finished"]
+
+
+AX = """
+from ax.api.client import Client
+from ax.api.configs import RangeParameterConfig
+
+def client(sweep):
+    ax = Client(random_seed=0)
+    ax.configure_experiment(parameters=[RangeParameterConfig(name="x", bounds=(0.0, 1.0), parameter_type="float")])
+    ax.configure_optimization(objective="score")
+    return ax
+"""
+
+
+def test_an_ax_experiment_is_shared_by_two_agents_as_w_and_bs_ax_scheduler_drives_it(tmp_path: Path):
+    config = custom(tmp_path, AX, optimizer="client")
+    config["scheduler"]["engine"] = "ax"
+    config["parameters"] = {"x": {"min": 0.0, "max": 1.0}}
+    store = Store(tmp_path)
+    sweep = new_sweep(store, config)
+    a, b = controller_for(store, sweep, "a"), controller_for(store, sweep, "b")
+    first = a.next_trial(0).trial
+    second = b.next_trial(0).trial  # b's experiment holds a's trial, running: another point
+    assert set(first.params) == {"x"} and first.params != second.params
+    for controller, trial in ((a, first), (b, second)):
+        run(controller, trial)
+    third = a.next_trial(0).trial
+    assert third.params not in (first.params, second.params)
+    assert store.trial(first.id).summary["score"] == pytest.approx(score(first.params["x"], 3))

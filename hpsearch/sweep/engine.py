@@ -4,6 +4,7 @@ when the sweep is done. It only decides: the agent holds the trials through the 
 The engines, one module each in sweep/engines/:
 - wandb_sweeps: W&B's open-source `sweeps` engine (grid, random, bayes; hyperband stops), the local default;
 - optuna: an Optuna study (`method: custom`, `scheduler.engine: optuna`), shared by every agent of the sweep;
+- ax: an Ax experiment (`scheduler.engine: ax`), W&B's own Ax optimizer told the sweep's trials;
 - wandb_server: a W&B server's sweep controller, which hands each slot its run and stops it.
 Adding an engine is one more module and one more line in `engine_for`.
 """
@@ -88,6 +89,10 @@ def engine_for(store: Store | None, sweep: Sweep, slots: int, reseed: bool = Tru
         from hpsearch.sweep.engines.optuna import OptunaEngine
 
         return OptunaEngine(sweep, reseed)
+    if kind == "ax":
+        from hpsearch.sweep.engines.ax import AxEngine
+
+        return AxEngine(sweep)
     from hpsearch.sweep.engines.wandb_sweeps import WandbSweeps
 
     return WandbSweeps(sweep)

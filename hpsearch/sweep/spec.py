@@ -76,8 +76,6 @@ def check_spec(config: Any, target: Target | None = None) -> list[str]:
     scheduler = config.get("scheduler")
     if method not in METHODS and not (method == "custom" and isinstance(scheduler, dict)):
         problems.append(f"method: {method!r} is not valid; allowed: {' | '.join(METHODS)}, or custom with a scheduler")
-    if isinstance(scheduler, dict) and scheduler.get("engine") == "ax":
-        problems.append("scheduler.engine: ax is not supported here; allowed: optuna, wandb")
     program = config.get("program")
     if target is None:
         if program is not None and not (isinstance(program, str) and Path(program).is_file()):

@@ -1,0 +1,112 @@
+"""An Ax experiment as the engine (`method: custom`, `scheduler: {engine: ax, ...}`), where ax-platform is installed.
+
+It is W&B's own Ax scheduler's optimizer (wandb/sdk/sweeps/scheduler/ax.py: `build_ax_optimizer`, `AxOptimizer`),
+used as it is, from the sweep's trials in the store: before each decision the optimizer is built anew and told
+every trial as W&B's scheduler tells a sweep it takes up again (a finished or failed trial with
+`tell_existing_finished_run`; a running one adopted with `tell_existing_active_run`, its latest epoch attached),
+so every agent of the sweep asks the same experiment. The rebuild is cheap beside Ax's own model fit on each
+suggestion, and sweeps searched with Ax are small. Ax's early stopping strategy, where the client has one, stops
+trials (recorded stopped); its terminator, or Ax saying the optimization is complete, ends the sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hpsearch.sweep.engine import Engine, EngineError, Suggestion
+from hpsearch.sweep.store import State, Sweep, Trial
+
+# The run states W&B's scheduler tells its optimizer, by ours.
+_RUN_STATE = {
+    State.RUNNING: "RUNNING",
+    State.PREEMPTED: "RUNNING",  # (it resumes)
+    State.FINISHED: "FINISHED",
+    State.STOPPED: "KILLED",
+    State.FAILED: "FAILED",
+    State.CRASHED: "CRASHED",
+}
+
+
+class AxEngine(Engine):
+    def __init__(self, sweep: Sweep):
+        """Raises EngineError (one line) if ax-platform is missing or the experiment cannot be built."""
+        try:
+            import ax  # noqa: F401
+        except ImportError:
+            raise EngineError(
+                "scheduler.engine: ax needs the ax-platform package; allowed: pip install ax-platform"
+            ) from None
+        logging.getLogger("ax").setLevel(logging.WARNING)  # (it announces each trial it makes and completes)
+        self.sweep = sweep
+        self.metrics = [m["name"] for m in sweep.config.get("metrics") or [sweep.config.get("metric") or {}]]
+        optimizer = self._build([])[0]
+        # Only a client given an early stopping strategy stops trials (W&B's own check of it).
+        self.stops = getattr(optimizer.client, "_maybe_early_stopping_strategy", None) is not None
+        self.stopper = "Ax's early stopping strategy"
+
+    def _build(self, trials: list[Trial]) -> tuple[Any, dict[str, Any]]:
+        """W&B's AxOptimizer for the sweep, told the trials; and each running trial's id in it."""
+        import wandb
+        from wandb.sdk.sweeps.run_state import RunState
+        from wandb.sdk.sweeps.scheduler.ax import build_ax_optimizer
+        from wandb.sdk.sweeps.scheduler.optimizer import Run, RunConfig
+
+        from hpsearch.sweep.engines.optuna import sweep_info
+
+        with tempfile.TemporaryDirectory() as tmp:
+            source = None
+            if self.sweep.code:  # the source kept with the sweep, under its own name
+                source = Path(tmp) / Path(self.sweep.code["path"]).name
+                source.write_text(self.sweep.code["text"])
+            try:
+                optimizer = build_ax_optimizer(sweep_info(self.sweep, source))
+            except (wandb.Error, ValueError, TypeError) as e:
+                raise EngineError(f"scheduler: {' '.join(str(e).split())}") from None
+        ids = {}
+        for t in trials:
+            state = RunState[_RUN_STATE[State(t.state)]]
+            config = RunConfig.from_values(t.params)
+            if state.is_alive:
+                ids[t.id] = optimizer.tell_existing_active_run(Run(config, state, t.id))
+                if ids[t.id] is not None:
+                    optimizer.tell_run(ids[t.id], self._with_metrics(t, config, state))
+            else:
+                optimizer.tell_existing_finished_run(self._with_metrics(t, config, state))
+        return optimizer, ids
+
+    def _with_metrics(self, t: Trial, config: Any, state: Any) -> Any:
+        from wandb.sdk.sweeps.scheduler.optimizer import RunWithMetrics
+
+        history = [{"_step": e, self.metrics[0]: v} for e, v in t.series.pairs()] if len(self.metrics) == 1 else []
+        return RunWithMetrics(config, state, t.id, dict(t.summary), history)
+
+    def suggest(self, slot: int, trials: list[Trial]) -> Suggestion | None:
+        optimizer, _ = self._build(trials)
+        began = time.perf_counter()
+        try:
+            if optimizer.has_terminator() and optimizer.should_terminate_sweep():
+                self.done = True
+                return None
+            asked = optimizer.ask_n_runs(1)
+        finally:
+            self.engine_seconds += time.perf_counter() - began
+        if asked is not None and not asked:  # Ax says the optimization is complete
+            self.done = True
+        return Suggestion(asked[0].config.flat_dict()) if asked else None
+
+    def should_stop(self, trial: Trial, trials: list[Trial]) -> tuple[bool, None]:
+        optimizer, ids = self._build(trials)
+        if ids.get(trial.id) is None:
+            return False, None
+        from wandb.sdk.sweeps.run_state import RunState
+        from wandb.sdk.sweeps.scheduler.optimizer import RunConfig
+
+        data = self._with_metrics(trial, RunConfig.from_values(trial.params), RunState.RUNNING)
+        began = time.perf_counter()
+        stop = optimizer.prune_run(ids[trial.id], data)
+        self.engine_seconds += time.perf_counter() - began
+        return stop, None
