@@ -98,10 +98,9 @@ def create_sweep(
     from hpsearch.sweep.spec import SpecError, load_spec, read_code
     from hpsearch.wandb_env import default_mode
 
-    if backend is None:
+    chosen = backend is None
+    if chosen:
         backend = "wandb" if default_mode() == "online" else "local"
-        why = "a W&B login is configured" if backend == "wandb" else "no W&B login (run `wandb login` for a server)"
-        click.echo(f"backend: {backend} ({why})")
     try:
         config = load_spec(file)
         # a local sweep keeps its scheduler's source (relative to here, as `wandb sweep-scheduler` reads it); on a
@@ -111,6 +110,9 @@ def create_sweep(
         for problem in e.problems:
             click.echo(f"hpsearch create-sweep: error: {problem}", err=True)
         sys.exit(2)
+    if chosen:
+        why = "a W&B login is configured" if backend == "wandb" else "no W&B login (run `wandb login` for a server)"
+        click.echo(f"backend: {backend} ({why})")
     project = project or defaults.project(config)
     if backend == "local":  # what each agent will build, built once here: a bad scheduler fails now, storing nothing
         from hpsearch.sweep.engine import EngineError, engine_for
