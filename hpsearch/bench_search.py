@@ -92,8 +92,8 @@ def _run(data: str, space: str, task: str, method: str, workers: int, seed: int)
 
 
 def run(args: argparse.Namespace) -> None:
-    out = Path(args.out)
-    done = {(r["task"], r["method"], r["workers"], r["seed"]) for r in _lines(out)}
+    out = Path(args.out[0])
+    done = {(r["task"], r["method"], r["workers"], r["seed"]) for r in _lines(*map(Path, args.out))}
     # Seeds first, so a run stopped early holds every method on the same seeds.
     seeds = (args.seeds, args.slow_seeds, args.slowest_seeds)
     jobs = [
@@ -116,8 +116,14 @@ def run(args: argparse.Namespace) -> None:
                   f"{line['seconds']:.0f} s", flush=True)  # fmt: skip
 
 
-def _lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+def _lines(*paths: Path) -> list[dict[str, Any]]:
+    """The replays the files hold, each (task, method, workers, seed) once."""
+    out: dict[tuple, dict[str, Any]] = {}
+    for path in paths:
+        for line in path.read_text().splitlines() if path.exists() else []:
+            r = json.loads(line)
+            out.setdefault((r["task"], r["method"], r["workers"], r["seed"]), r)
+    return list(out.values())
 
 
 def _best_at(incumbent: list[list[float]], spent: float) -> float | None:
@@ -143,7 +149,7 @@ def _extremes(data: Path) -> dict[str, tuple[float, float]]:
 def table(args: argparse.Namespace) -> None:
     """Markdown: for each number of workers, mean best val_accuracy at 25 / 50 / 100% of the budget per task and
     method; then random search's normalized regret beside the paper's."""
-    lines = _lines(Path(args.out))
+    lines = _lines(*map(Path, args.out))
     extremes = _extremes(Path(args.data))
     for workers in args.workers:
         print(f"\n{workers} worker(s); the mean best value at 25% / 50% / 100% of the budget (seeds):\n")
@@ -184,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--slow-seeds", type=int, default=10, help="seeds for the methods whose engine is slow")
     ap.add_argument("--slowest-seeds", type=int, default=5, help="seeds for Optuna's GP sampler")
     ap.add_argument("--jobs", type=int, default=2, help="replays run at once (processes)")
-    ap.add_argument("--out", default="bench_search.jsonl")
+    ap.add_argument("--out", nargs="+", default=["bench_search.jsonl"], help="replays go to the first; all are read")
     ap.add_argument("--table", action="store_true", help="print the tables from --out; run nothing")
     args = ap.parse_args(argv)
     table(args) if args.table else run(args)
