@@ -60,6 +60,10 @@ UNREACHABLE_BEAT = min(1.0, HEARTBEAT)  # seconds between heartbeats while the d
 # left open by a frozen agent long before any lease could lapse.
 PG_LOCK_TIMEOUT = DB_RETRY / 2
 PG_IDLE_TIMEOUT = STALE_AFTER / 3
+# A server gone from the network fails a connection within seconds (TCP keepalives: idle, interval, probes),
+# not after the kernel's quarter of an hour; and a connection is given at least this long to open.
+PG_KEEPALIVE = (3, 1, 3)
+PG_CONNECT_TIMEOUT = 2
 
 # ---- W&B ----
 # wandb's own agent heartbeats every 5 s; each slot of ours is one agent as the W&B server sees it.

@@ -37,7 +37,14 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, make_url
 
-from hpsearch.defaults import DB_BACKOFF, DB_RETRY, PG_IDLE_TIMEOUT, PG_LOCK_TIMEOUT
+from hpsearch.defaults import (
+    DB_BACKOFF,
+    DB_RETRY,
+    PG_CONNECT_TIMEOUT,
+    PG_IDLE_TIMEOUT,
+    PG_KEEPALIVE,
+    PG_LOCK_TIMEOUT,
+)
 from hpsearch.train import CHECKPOINT
 
 T = TypeVar("T")
@@ -741,12 +748,13 @@ def _postgres_engine(db: str) -> sa.Engine:
     # the kernel's quarter of an hour: an agent must hear of it while its lease holds.
     lock, idle = round(PG_LOCK_TIMEOUT * 1000), round(PG_IDLE_TIMEOUT * 1000)  # (milliseconds)
     options = f"-c lock_timeout={lock} -c idle_in_transaction_session_timeout={idle}"
-    tcp = {"keepalives": 1, "keepalives_idle": 3, "keepalives_interval": 1, "keepalives_count": 3}
+    idle, interval, count = PG_KEEPALIVE
+    tcp = {"keepalives": 1, "keepalives_idle": idle, "keepalives_interval": interval, "keepalives_count": count}
     return sa.create_engine(
         url.set(drivername="postgresql+psycopg"),
         pool_pre_ping=True,
         connect_args={
-            "connect_timeout": max(2, round(DB_RETRY)),
+            "connect_timeout": max(PG_CONNECT_TIMEOUT, round(DB_RETRY)),
             "options": options,
             "tcp_user_timeout": round(DB_RETRY * 1000),
             **tcp,
