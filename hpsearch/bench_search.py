@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from hpsearch.simulate.curves import YAHPO_DATA
+from hpsearch.simulate.results import best_at
 from hpsearch.sweep.spec import read_code
 
 REPO = Path(__file__).resolve().parent.parent
@@ -126,15 +127,6 @@ def _lines(*paths: Path) -> list[dict[str, Any]]:
     return list(out.values())
 
 
-def _best_at(incumbent: list[list[float]], spent: float) -> float | None:
-    best = None
-    for x, value in incumbent:
-        if x > spent:
-            break
-        best = value
-    return best
-
-
 def _extremes(data: Path) -> dict[str, tuple[float, float]]:
     """YAHPO's min and max of val_accuracy per LCBench task, for normalized regret."""
     out: dict[str, dict[str, float]] = {}
@@ -163,7 +155,7 @@ def table(args: argparse.Namespace) -> None:
                 if not runs:
                     cells.append("-")
                     continue
-                means = [statistics.fmean(_best_at(r["incumbent"], f * r.get("budget", 6544)) or 0.0 for r in runs)
+                means = [statistics.fmean(best_at(r["incumbent"], f * r.get("budget", 6544)) or 0.0 for r in runs)
                          for f in (0.25, 0.5, 1.0)]  # fmt: skip
                 cells.append(" / ".join(f"{m:.2f}" for m in means) + f" ({len(runs)})")
             mean_trials = f"{statistics.fmean(trials):.0f}" if trials else "-"

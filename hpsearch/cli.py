@@ -190,6 +190,7 @@ def create_sweep(
 @click.pass_context
 def agent(ctx: click.Context, sweep_id: str, store_dir: Path, db: str | None, **options: object) -> None:
     """Run the sweep's trials, one torchrun process group each, until it is done (or --count)."""
+    from hpsearch.sweep.engine import EngineError
     from hpsearch.sweep.engines.wandb_server import ServerError
     from hpsearch.sweep.runner import AgentError, AgentOptions, run_agent
     from hpsearch.sweep.slots import SlotError
@@ -206,6 +207,9 @@ def agent(ctx: click.Context, sweep_id: str, store_dir: Path, db: str | None, **
         code = run_agent(store, sweep, AgentOptions(**options, given=given), click.echo, fail)
     except (AgentError, SlotError) as e:
         raise click.UsageError(str(e)) from None
+    except EngineError as e:  # (built on each agent's machine: a package it lacks, a source that fails there)
+        click.echo(f"hpsearch agent: error: {e}", err=True)
+        sys.exit(2)
     except ServerError as e:
         click.echo(f"hpsearch agent: error: {e}", err=True)
         sys.exit(1)
@@ -436,10 +440,14 @@ def simulate(
         for problem in e.problems[:-1]:
             click.echo(f"hpsearch simulate: error: {problem}", err=True)
         fail(e.problems[-1])
+    first, metric = None, None
     for name, config in configs.items():
         if not isinstance(config.get("metric"), dict):
             fail(f"{name}: metric: a replay needs the metric {{name, goal}} it compares searches by")
-    metric = next(iter(configs.values()))["metric"]
+        given = {"name": config["metric"]["name"], "goal": config["metric"].get("goal", "minimize")}
+        if metric and given != metric:
+            fail(f"{name}: metric: {given} is not {first}'s {metric}; allowed: searches compared by one metric")
+        first, metric = first or name, metric or given
     sign = 1 if metric.get("goal", "minimize") == "maximize" else -1
     budget = budget or curves.budget()
     with tempfile.TemporaryDirectory() as tmp:  # the replays' own store: nothing of the user's is written

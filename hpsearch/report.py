@@ -25,7 +25,7 @@ from plotly.subplots import make_subplots
 
 from hpsearch.formats import fmt_duration, fmt_value
 from hpsearch.params import format_value
-from hpsearch.sweep.status import best_epoch, objectives, planned_epochs, status_of
+from hpsearch.sweep.status import best_epoch, finite, objectives, planned_epochs, status_of
 from hpsearch.sweep.store import Store, Sweep
 
 DEFAULT_METRIC = {"name": "best_acc", "goal": "maximize"}  # grid and random sweeps may set no metric
@@ -260,8 +260,9 @@ def pareto_figure(data: dict[str, Any]) -> dict[str, Any] | None:
     """A multi-objective search's first two metrics, one point per finished trial with both; the Pareto front (on
     every metric, not only these two) drawn bold and joined. None if no trial has both."""
     x, y = (m["name"] for m in data["sweep"]["metrics"][:2])
-    points = [t for t in data["trials"] if all(isinstance(t["summary"].get(k), (int, float)) for k in (x, y))]
-    points = [t for t in points if t["state"] == "finished"]
+    points = [
+        t for t in data["trials"] if t["state"] == "finished" and all(finite(t["summary"].get(k)) for k in (x, y))
+    ]
     if not points:
         return None
     front = sorted((t for t in points if t["pareto"]), key=lambda t: t["summary"][x])

@@ -165,8 +165,8 @@ def test_a_pruners_state_set_in_one_agent_reaches_the_others(tmp_path: Path):
     trial = a.next_trial(0).trial
     a.record_epochs(trial, [{"epoch": 1, "score": 50.0}])
     a.should_stop(trial)
-    rungs = store.trial(trial.id).attrs["optuna"]["system_attrs"]
-    assert rungs["completed_rung_0"] == 50.0
+    rungs = store.trial(trial.id).attrs["optuna"]["pruner"]
+    assert rungs == {"epochs": 1, "system_attrs": {"completed_rung_0": 50.0}}
     other = b.next_trial(0).trial
     (mirrored,) = [t for t in b.engine.study.get_trials() if t.number == 0]
     assert mirrored.system_attrs["completed_rung_0"] == 50.0
@@ -391,3 +391,19 @@ def test_an_ax_experiment_is_shared_by_two_agents_as_w_and_bs_ax_scheduler_drive
     third = a.next_trial(0).trial
     assert third.params not in (first.params, second.params)
     assert store.trial(first.id).summary["score"] == pytest.approx(score(first.params["x"], 3))
+
+
+def test_a_trial_restarted_from_epoch_0_has_not_passed_its_rungs(tmp_path: Path):
+    """Its pruner's state (a rung's value) counts only once it has run as far again."""
+    store = Store(tmp_path)
+    sweep = new_sweep(store, custom(tmp_path, ASHA, optimizer="study"))
+    a = controller_for(store, sweep, "a")
+    trial = a.next_trial(0).trial
+    a.record_epochs(trial, [{"epoch": 1, "score": 50.0}])
+    a.should_stop(trial)  # rung 0 passed, at epoch 1
+    a.finish(trial, State.PREEMPTED)
+    assert store.take(store.trial(trial.id), "b", restart=True)  # its checkpoint out of reach: from epoch 0
+    b = controller_for(store, sweep, "b")
+    assert not b.should_stop(store.trial(trial.id))  # (b's study mirrors the sweep as it asks)
+    (mirrored,) = [t for t in b.engine.study.get_trials() if t.number == 0]
+    assert "completed_rung_0" not in mirrored.system_attrs and mirrored.intermediate_values == {}

@@ -187,7 +187,7 @@ def small_sweep(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, s
     )
     trial = store.add_trial(sweep.id, {"lr": 0.1, "epochs": 5}, "agent-1")
     if request.param == "one running trial":
-        store.add_epoch(trial.id, record(1, 30.0), "agent-1")
+        store.add_epochs(trial.id, [record(1, 30.0)], "agent-1", "val_acc")
     else:
         store.end(trial.id, State.FAILED, "agent-1", 1, "hpsearch train: error: training diverged")
     return tmp_path / "store", sweep.id, request.param == "one running trial"
@@ -220,7 +220,7 @@ def test_importance_ranks_the_parameter_that_drives_the_metric(tmp_path: Path):
     sweep = store.add_sweep({"method": "grid", "parameters": {"lr": {"values": [1]}, "aa": {"values": ["a"]}}}, "local")
     for i, (lr, aa) in enumerate([(0.1, "none"), (0.2, "cifar10"), (0.3, "none"), (0.4, "cifar10"), (0.5, "none")]):
         trial = store.add_trial(sweep.id, {"lr": lr, "aa": aa}, "agent-1")
-        store.add_epoch(trial.id, record(1, 10.0 * (i + 1)), "agent-1")
+        store.add_epochs(trial.id, [record(1, 10.0 * (i + 1))], "agent-1", "val_acc")
         store.end(trial.id, State.FINISHED, "agent-1")
     data = gather(store, sweep)
     assert data["sweep"]["metric"] == {"name": "best_acc", "goal": "maximize"}

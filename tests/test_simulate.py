@@ -269,3 +269,23 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path):
     e = env(PYTHONPATH=os.pathsep.join([str(shim.parent), *sys.path]))
     line = one_line_error(simulate(tmp_path, str(lcbench), "--curves", "lcbench:189906", env=e))
     assert "needs the yahpo-gym package; allowed: pip install 'hpsearch[simulate]'" in line
+
+
+def test_sweeps_are_compared_by_one_metric(tmp_path: Path):
+    table = random_table(tmp_path / "t.jsonl")
+    up = sweep_file(tmp_path / "up.yaml", "random", table)
+    down = yaml.safe_load(up.read_text())
+    down["metric"]["goal"] = "minimize"
+    (tmp_path / "down.yaml").write_text(yaml.safe_dump(down))
+    line = one_line_error(simulate(tmp_path, str(up), "down.yaml", "--curves", str(table)))
+    assert "down.yaml: metric: {'name': 'val_acc', 'goal': 'minimize'} is not" in line
+
+
+def test_a_trial_runs_the_curve_to_its_own_epochs(tmp_path: Path):
+    rows = [({"lr": 0.1, "epochs": 6}, curve(80, epochs=6))]
+    table = CurveTable("t", rows)
+    assert len(table.curve({"lr": 0.1}, {}).records) == 6  # the configuration's epochs
+    short = table.curve({"lr": 0.1, "epochs": 4}, {})
+    assert (short.planned, len(short.records)) == (4, 4)  # a sweep that fixes fewer: charged those only
+    long = table.curve({"lr": 0.1, "epochs": 8}, {})
+    assert (long.planned, len(long.records)) == (8, 6)  # more than were recorded: a run that failed at 6

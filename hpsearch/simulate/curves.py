@@ -99,6 +99,10 @@ def scales(config: dict[str, Any]) -> dict[str, Scale]:
     return out
 
 
+def _integer(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -191,10 +195,11 @@ class CurveTable:
         return int(np.lexsort((np.arange(n), distance, mismatches))[0])
 
     def curve(self, config: dict[str, Any], scales: dict[str, Scale]) -> Curve:
+        """The nearest configuration's curve, run to the trial's own `epochs` where it sets them, else the
+        configuration's (else the longest curve's): a curve shorter than that is a run that failed there."""
         i = self.nearest(config, scales)
         row_config, history = self.rows[i]
-        planned = row_config.get("epochs")
-        planned = planned if isinstance(planned, int) else self.longest
+        planned = next((e for e in (config.get("epochs"), row_config.get("epochs")) if _integer(e)), self.longest)
         return Curve(history[:planned], planned, str(i))
 
 

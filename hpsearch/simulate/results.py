@@ -20,10 +20,10 @@ FRACTIONS = (0.25, 0.5, 1.0)
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
 
 
-def best_at(run: Replay, spent: float) -> float | None:
-    """The best value the replay had found once `spent` epochs were spent."""
+def best_at(incumbent: list[list[float]], spent: float) -> float | None:
+    """The best value a replay had found, by its incumbent history, once `spent` epochs were spent."""
     best = None
-    for x, value in run.incumbent:
+    for x, value in incumbent:
         if x > spent:
             break
         best = value
@@ -47,7 +47,7 @@ def _mean_sd(values: list[float | None]) -> str:
 
 def target_of(reference: Result, budget: int) -> float | None:
     """What random search reaches with the whole budget, mean over seeds."""
-    values = [v for v in (best_at(r, budget) for r in reference.runs) if v is not None]
+    values = [v for v in (best_at(r.incumbent, budget) for r in reference.runs) if v is not None]
     return statistics.fmean(values) if values else None
 
 
@@ -71,7 +71,7 @@ def table(results: list[Result], reference: Result, budget: int, sign: int) -> s
     rows = [
         [
             r.name,
-            *(_mean_sd([best_at(run, f * budget) for run in r.runs]) for f in FRACTIONS),
+            *(_mean_sd([best_at(run.incumbent, f * budget) for run in r.runs]) for f in FRACTIONS),
             f"{statistics.fmean(run.trials for run in r.runs):.0f}",
             f"{statistics.fmean(run.distinct for run in r.runs):.0f}",
             to_reach(r, target, sign),
@@ -103,7 +103,7 @@ def incumbent_figure(results: list[Result], budget: int, metric: str) -> dict[st
     traces: list[dict[str, Any]] = []
     for i, res in enumerate(results):
         color = COLORS[i % len(COLORS)]
-        ys = np.array([[_or_nan(best_at(run, x)) for x in xs] for run in res.runs])
+        ys = np.array([[_or_nan(best_at(run.incumbent, x)) for x in xs] for run in res.runs])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: before any trial of a seed ended
             q1, median, q3 = (np.nanpercentile(ys, q, axis=0) for q in (25, 50, 75))

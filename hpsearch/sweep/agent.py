@@ -309,7 +309,7 @@ class Agent:
                 except NotOwner:
                     pass
                 except StoreError as e:
-                    print(f"hpsearch agent: warning: trial {rn.trial.id} could not be recorded {state} ({e}); it "
+                    print(f"hpsearch agent: warning: trial {rn.trial.id} could not be recorded {out.state} ({e}); it "
                           "counts as crashed once its heartbeats stop, and resumes then", file=sys.stderr)  # fmt: skip
             if not recorded:
                 self.controller.abandon(rn.trial)

@@ -87,7 +87,9 @@ class TrialCache:
     def read(self) -> list[Trial]:
         versions = self.store.trial_versions(self.sweep_id)
         stale = [trial_id for trial_id, v in versions if self._known.get(trial_id, (None,))[0] != v]
-        for trial in self.store.trials_by_id(stale):
+        # (most of them, as for a fresh agent: the whole sweep in one plain query, not a list of every id)
+        fresh = self.store.trials(self.sweep_id) if 2 * len(stale) > len(versions) else self.store.trials_by_id(stale)
+        for trial in fresh:
             self._known[trial.id] = (version(trial), trial)
         return [self._known[trial_id][1] for trial_id, _ in versions]
 

@@ -6,12 +6,16 @@ The engines, one module each in sweep/engines/:
 - optuna: an Optuna study (`method: custom`, `scheduler.engine: optuna`), shared by every agent of the sweep;
 - ax: an Ax experiment (`scheduler.engine: ax`), W&B's own Ax optimizer told the sweep's trials;
 - wandb_server: a W&B server's sweep controller, which hands each slot its run and stops it.
-Adding an engine is one more module and one more line in `engine_for`.
+Adding an engine is one more module and its case in `engine_for`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hpsearch.sweep.store import State, Store, Sweep, Trial
@@ -73,6 +77,19 @@ class Engine:
 
     def close(self) -> None:
         """The agent is done with the sweep."""
+
+
+@contextlib.contextmanager
+def source_file(sweep: Sweep) -> Iterator[Path | None]:
+    """The scheduler source kept with the sweep, as a file under its own name (W&B's schedulers import it by path,
+    and name it in their errors); None if the sweep keeps none."""
+    if not sweep.code:
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(sweep.code["path"]).name
+        path.write_text(sweep.code["text"])
+        yield path
 
 
 def engine_for(store: Store | None, sweep: Sweep, slots: int, reseed: bool = True) -> Engine:

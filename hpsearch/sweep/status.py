@@ -38,21 +38,22 @@ def planned_epochs(config: dict[str, Any], params: dict[str, Any]) -> int | None
 
 def best_epoch(history: list[dict[str, Any]], metric: dict[str, str]) -> int | None:
     """The epoch whose record is best by the metric and its goal (None if no record has a value of it)."""
-    scored = [r for r in history if _number(r.get(metric["name"]))]
+    scored = [r for r in history if finite(r.get(metric["name"]))]
     if not scored:
         return None
     pick = max if metric.get("goal", "minimize") == "maximize" else min
     return pick(scored, key=lambda r: r[metric["name"]])["epoch"]
 
 
-def _number(v: Any) -> bool:
+def finite(v: Any) -> bool:
+    """A finite number (not a bool): a metric value that ranks."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def pareto_front(trials: list[Trial], goals: list[dict[str, str]]) -> set[str]:
     """The finished trials with every objective that no other such trial beats: at least as good on each objective
     and better on one."""
-    scored = [t for t in trials if t.state == State.FINISHED and all(_number(t.summary.get(g["name"])) for g in goals)]
+    scored = [t for t in trials if t.state == State.FINISHED and all(finite(t.summary.get(g["name"])) for g in goals)]
     if not scored:
         return set()
     signs = np.array([1.0 if g["goal"] == "maximize" else -1.0 for g in goals])
@@ -61,17 +62,17 @@ def pareto_front(trials: list[Trial], goals: list[dict[str, str]]) -> set[str]:
     return {t.id for t, b in zip(scored, beaten, strict=True) if not b}
 
 
-def sorted_trials(sweep: Sweep, trials: list[Trial]) -> list[Trial]:
+def sorted_trials(sweep: Sweep, trials: list[Trial], front: set[str] | None = None) -> list[Trial]:
     """Best first by the sweep metric (trials without a value last, in creation order); a multi-objective sweep's
-    Pareto front first, each part by its first metric."""
+    Pareto front (`front`) first, each part by its first metric."""
     goals = objectives(sweep)
     name = goals[0]["name"] if goals else None
     sign = -1 if goals and goals[0]["goal"] == "maximize" else 1
-    front = pareto_front(trials, goals) if len(goals) > 1 else set()
+    front = front or set()
 
     def key(t: Trial) -> tuple[int, int, float, int]:
         v = t.summary.get(name) if name else None
-        return (t.id not in front, 0, sign * v, t.seq) if _number(v) else (True, 1, 0.0, t.seq)
+        return (t.id not in front, 0, sign * v, t.seq) if finite(v) else (True, 1, 0.0, t.seq)
 
     return sorted(trials, key=key)
 
@@ -85,14 +86,14 @@ def status(store: Store, sweep: Sweep) -> dict[str, Any]:
 
 def status_of(sweep: Sweep, stored: list[Trial], now: float) -> dict[str, Any]:
     """`status` of the sweep's trials as read at `now` (the database's clock)."""
-    trials = sorted_trials(sweep, stored)
+    goals = objectives(sweep)
+    front = pareto_front(stored, goals) if len(goals) > 1 else None
+    trials = sorted_trials(sweep, stored, front)
 
     def quiet(t: Trial) -> float | None:
         silent = now - (t.heartbeat or now)
         return round(silent, 1) if t.state == State.RUNNING and silent > STALE_AFTER else None
 
-    goals = objectives(sweep)
-    front = pareto_front(stored, goals) if len(goals) > 1 else None
     data = {
         "sweep": {
             "id": sweep.id,

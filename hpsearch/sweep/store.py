@@ -132,7 +132,7 @@ class NotOwner(Exception):
         self.trial_id = trial_id
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Series:
     """A trial's values of its sweep's metric, at each epoch a record held it (NaN where it was not a number), as
     decisions read them. Kept packed (epochs as int32, values as float64, base64 in one text column): a fresh
@@ -167,7 +167,11 @@ class Series:
         return list(zip(self.epochs.tolist(), self.values.tolist(), strict=True))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Series) and self.pairs() == other.pairs()
+        return (
+            isinstance(other, Series)
+            and np.array_equal(self.epochs, other.epochs)
+            and np.array_equal(self.values, other.values, equal_nan=True)
+        )
 
 
 @dataclass
@@ -638,10 +642,6 @@ class Store:
 
         self.atomic(write)
 
-    def add_epoch(self, trial_id: str, record: dict[str, Any], agent: str) -> None:
-        """Record one epoch (see `add_epochs`)."""
-        self.add_epochs(trial_id, [record], agent)
-
     def end(
         self,
         trial_id: str,
@@ -748,8 +748,8 @@ def _postgres_engine(db: str) -> sa.Engine:
     # the kernel's quarter of an hour: an agent must hear of it while its lease holds.
     lock, idle = round(PG_LOCK_TIMEOUT * 1000), round(PG_IDLE_TIMEOUT * 1000)  # (milliseconds)
     options = f"-c lock_timeout={lock} -c idle_in_transaction_session_timeout={idle}"
-    idle, interval, count = PG_KEEPALIVE
-    tcp = {"keepalives": 1, "keepalives_idle": idle, "keepalives_interval": interval, "keepalives_count": count}
+    quiet, interval, probes = PG_KEEPALIVE
+    tcp = {"keepalives": 1, "keepalives_idle": quiet, "keepalives_interval": interval, "keepalives_count": probes}
     return sa.create_engine(
         url.set(drivername="postgresql+psycopg"),
         pool_pre_ping=True,

@@ -12,12 +12,11 @@ trials (recorded stopped); its terminator, or Ax saying the optimization is comp
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from hpsearch.sweep.engine import Engine, EngineError, Suggestion
+from hpsearch.sweep.engine import Engine, EngineError, Suggestion, source_file
+from hpsearch.sweep.status import objectives
 from hpsearch.sweep.store import State, Sweep, Trial
 
 # The run states W&B's scheduler tells its optimizer, by ours.
@@ -42,7 +41,7 @@ class AxEngine(Engine):
             ) from None
         logging.getLogger("ax").setLevel(logging.WARNING)  # (it announces each trial it makes and completes)
         self.sweep = sweep
-        self.metrics = [m["name"] for m in sweep.config.get("metrics") or [sweep.config.get("metric") or {}]]
+        self.metrics = [m["name"] for m in objectives(sweep)]
         optimizer = self._build([])[0]
         # Only a client given an early stopping strategy stops trials (W&B's own check of it).
         self.stops = getattr(optimizer.client, "_maybe_early_stopping_strategy", None) is not None
@@ -57,11 +56,7 @@ class AxEngine(Engine):
 
         from hpsearch.sweep.engines.optuna import sweep_info
 
-        with tempfile.TemporaryDirectory() as tmp:
-            source = None
-            if self.sweep.code:  # the source kept with the sweep, under its own name
-                source = Path(tmp) / Path(self.sweep.code["path"]).name
-                source.write_text(self.sweep.code["text"])
+        with source_file(self.sweep) as source:
             try:
                 optimizer = build_ax_optimizer(sweep_info(self.sweep, source))
             except (wandb.Error, ValueError, TypeError) as e:
@@ -99,13 +94,14 @@ class AxEngine(Engine):
         return Suggestion(asked[0].config.flat_dict()) if asked else None
 
     def should_stop(self, trial: Trial, trials: list[Trial]) -> tuple[bool, None]:
-        optimizer, ids = self._build(trials)
+        optimizer, ids = self._build(trials)  # (its latest epoch attached: what Ax's strategy judges)
         if ids.get(trial.id) is None:
             return False, None
         from wandb.sdk.sweeps.run_state import RunState
         from wandb.sdk.sweeps.scheduler.optimizer import RunConfig
 
-        data = self._with_metrics(trial, RunConfig.from_values(trial.params), RunState.RUNNING)
+        fresh = next(t for t in trials if t.id == trial.id)  # (the agent's object is the one it claimed)
+        data = self._with_metrics(fresh, RunConfig.from_values(fresh.params), RunState.RUNNING)
         began = time.perf_counter()
         stop = optimizer.prune_run(ids[trial.id], data)
         self.engine_seconds += time.perf_counter() - began

@@ -21,14 +21,14 @@ from __future__ import annotations
 import functools
 import math
 import secrets
-import tempfile
 import time
 import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hpsearch.sweep.engine import Engine, EngineError, Suggestion
+from hpsearch.sweep.engine import Engine, EngineError, Suggestion, source_file
+from hpsearch.sweep.status import objectives
 from hpsearch.sweep.store import State, Sweep, Trial, version
 
 
@@ -63,11 +63,7 @@ def build(sweep: Sweep) -> tuple[Any, dict[str, Any] | None, Any, Any]:
     from hpsearch import studies
 
     scheduler = sweep.config.get("scheduler") or {}
-    with tempfile.TemporaryDirectory() as tmp:
-        source = None
-        if sweep.code:  # under its own file name, as W&B imports it
-            source = Path(tmp) / Path(sweep.code["path"]).name
-            source.write_text(sweep.code["text"])
+    with source_file(sweep) as source:
         info = sweep_info(sweep, source)
         try:
             if scheduler.get("search_space"):
@@ -85,6 +81,16 @@ def build(sweep: Sweep) -> tuple[Any, dict[str, Any] | None, Any, Any]:
         except Exception as e:  # the user's own code failed: say where
             raise EngineError(f"scheduler.source: {type(e).__name__}: {e}") from None
     return study, distributions, space, terminator
+
+
+def _system_attrs(trial: Trial) -> dict[str, Any]:
+    """A trial's Optuna system attrs: its sampler's, set when it was suggested, and its pruner's (a rung's value),
+    kept apart with the epochs the trial had then: a trial restarted from epoch 0 has not passed those rungs yet,
+    so its pruner's state counts only once it has run as far again (by then the pruner has set it anew)."""
+    record = trial.attrs.get("optuna", {})
+    pruner = record.get("pruner", {})
+    current = pruner.get("system_attrs", {}) if len(trial.series.epochs) >= pruner.get("epochs", 0) else {}
+    return {**record.get("system_attrs", {}), **current}
 
 
 class _Kept(dict):
@@ -107,7 +113,7 @@ class OptunaEngine(Engine):
         self.sweep = sweep
         built, self.distributions, self.space, self.terminator = build(sweep)
         self.directions = sweep_directions(sweep.config)
-        self.metrics = [m["name"] for m in sweep.config.get("metrics") or [sweep.config.get("metric") or {}]]
+        self.metrics = [m["name"] for m in objectives(sweep)]
         self.sampler, self.pruner = built.sampler, built.pruner
         if reseed:
             self.sampler.reseed_rng()
@@ -167,7 +173,7 @@ class OptunaEngine(Engine):
         for step, value in steps.items():
             if now.intermediate_values.get(step) != value:
                 self.storage.set_trial_intermediate_value(tid, step, value)
-        for key, value in system.get("system_attrs", {}).items():
+        for key, value in _system_attrs(trial).items():
             if now.system_attrs.get(key) != value:
                 self.storage.set_trial_system_attr(tid, key, value)
         if state.is_finished():
@@ -195,7 +201,7 @@ class OptunaEngine(Engine):
         return self.optuna.trial.FrozenTrial(
             number=-1, state=state, value=None, values=values, datetime_start=now,
             datetime_complete=now if state.is_finished() else None, params=params, distributions=distributions,
-            user_attrs=_Kept(record.get("user_attrs", {})), system_attrs=_Kept(record.get("system_attrs", {})),
+            user_attrs=_Kept(record.get("user_attrs", {})), system_attrs=_Kept(_system_attrs(trial)),
             intermediate_values=_Kept(steps), trial_id=-1,
         )  # fmt: skip
 
@@ -256,5 +262,11 @@ class OptunaEngine(Engine):
         after = self.storage.get_trial(tid).system_attrs
         if after == before:
             return stop, None
-        record = self._record(number)
-        return stop, {"optuna": {**trial.attrs.get("optuna", {}), "system_attrs": record["optuna"]["system_attrs"]}}
+        fresh = trials[number]  # (the agent's trial object is the one it claimed: its attrs may be older)
+        record = fresh.attrs.get("optuna", {})
+        claimed = record.get("system_attrs", {})
+        pruner = {
+            "epochs": len(fresh.series.epochs),
+            "system_attrs": {k: v for k, v in after.items() if claimed.get(k) != v},
+        }
+        return stop, {"optuna": {**record, "pruner": pruner}}
