@@ -51,6 +51,13 @@ class WandbSweeps(Engine):
         self.metric: str | None = sweep.series_metric
         self.stops = "early_terminate" in self.config
         self.stopper = (self.config.get("early_terminate") or {}).get("type", "early_terminate")
+        # Hyperband negates every run's whole history on every call to maximize a metric (a third of a decision's
+        # cost at thousands of trials): its stop runs hold the values negated once, and it is told to minimize
+        # them, which decides exactly the same.
+        self._negate = (self.config.get("metric") or {}).get("goal") == "maximize"
+        self._stop_config = self.config
+        if self.stops and self._negate:
+            self._stop_config = {**self.config, "metric": {**self.config["metric"], "goal": "minimize"}}
         # trial -> (what it was built from, the engine run): as the suggestions, and hyperband, last saw it
         self._suggest_runs: dict[str, tuple[Any, sweeps.SweepRun]] = {}
         self._stop_runs: dict[str, tuple[Any, sweeps.SweepRun]] = {}  # (hyperband reads no parameters)
@@ -71,7 +78,7 @@ class WandbSweeps(Engine):
         runs = [self._run(self._stop_runs, t, with_params=False) for t in trials]
         longest = max((len(r.__pydantic_private__["_valid"]) for r in runs), default=0)
         began = time.perf_counter()
-        stop = sweeps.stop_runs(_bands_reached(self.config, longest), runs)
+        stop = sweeps.stop_runs(_bands_reached(self._stop_config, longest), runs)
         self.engine_seconds += time.perf_counter() - began
         return any(r.name == trial.id for r in stop), None
 
@@ -92,6 +99,8 @@ class WandbSweeps(Engine):
         )
         run._metric = self.metric
         values = t.series.values if self.metric else t.series.values[:0]
+        if not with_params and self._negate:  # (see _stop_config)
+            values = -values
         run._raw, run._valid = values.tolist(), values[np.isfinite(values)].tolist()
         cache[t.id] = (key, run)
         return run
