@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import (
     agent_in_a_long_trial,
     env,
@@ -194,6 +195,23 @@ def test_bad_sweep_files_exit_2_and_store_nothing(tmp_path: Path, text: str, exp
     assert f"hpsearch create-sweep: error: {f}: {expected}" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
     assert not (tmp_path / "store").exists()
+
+
+REPO = Path(__file__).parents[1]
+SHIPPED = [*sorted((REPO / "sweeps").glob("*.yaml")), REPO / "sweeps" / "simulate" / "digits-grid.yaml"]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_sweep_file_registers_from_the_repository_root(tmp_path: Path, path: Path):
+    """The README's commands run them from the repository root, where their scheduler `source` paths resolve."""
+    p = hpsearch("create-sweep", str(path.relative_to(REPO)), "--dir", str(tmp_path / "store"), cwd=REPO)
+    assert p.returncode == 0, p.stderr
+    sweep = open_store(tmp_path / "store").sweep(p.stdout.strip().splitlines()[-1])
+    spec = yaml.safe_load(path.read_text())
+    assert (sweep.config["method"], sweep.config.get("scheduler")) == (spec["method"], spec.get("scheduler"))
+    assert sweep.config["parameters"].keys() == spec["parameters"].keys()
+    if "source" in spec.get("scheduler", {}):
+        assert sweep.code["text"] == (REPO / spec["scheduler"]["source"]).read_text()
 
 
 def test_a_grace_longer_than_the_heartbeat_window_allows_is_refused_before_anything_runs(tmp_path: Path):
