@@ -4,10 +4,11 @@
 For each N, fills a store (SQLite in a temporary folder, or the PostgreSQL database --db names, which gets new
 sweeps) with N trials of sweeps/aug.yaml's search space: every trial with E epochs of history but the four still
 running (half-way) and a third stopped early. Then, for each engine (W&B's random, grid and bayes with hyperband;
-Optuna's default study, and TPE with its Hyperband and ASHA pruners), times what an agent asks: `next_trial` (a
-claim: the engine's suggestion and the store's exactly-once write) and `should_stop` (asked after every epoch of
-every running trial: each timed call follows a new epoch of that trial, as in an agent). The first call is a fresh
-agent's (cold: it reads the whole sweep); the warm figure is the best of --repeat later calls. Then `report`.
+Optuna's default study, and TPE alone and with its Hyperband and ASHA pruners), times what an agent asks:
+`next_trial` (a claim: the engine's suggestion and the store's exactly-once write) and `should_stop` (asked after
+every epoch of every running trial: each timed call follows a new epoch of that trial, as in an agent). The first
+call is a fresh agent's (cold: it reads the whole sweep); the warm figure is the best of --repeat later calls.
+Then `report`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ ENGINES = {  # name -> how the sweep's config differs from aug.yaml's space
     "random": {"method": "random", "early_terminate": HYPERBAND},
     "grid": {"method": "grid", "early_terminate": HYPERBAND},
     "bayes": {"method": "bayes", "early_terminate": HYPERBAND},
-    "optuna": {"method": "custom", "scheduler": {"engine": "optuna"}},
+    "optuna": {"method": "custom", "scheduler": {"engine": "optuna"}},  # the default study
+    "optuna tpe": {
+        "method": "custom",
+        "scheduler": {"engine": "optuna", "source": "hpsearch/studies.py", "optimizer": "tpe"},
+    },  # fmt: skip
     "optuna hyperband": {
         "method": "custom",
         "scheduler": {"engine": "optuna", "source": "hpsearch/studies.py", "optimizer": "tpe_hyperband"},
@@ -50,8 +55,8 @@ ENGINES = {  # name -> how the sweep's config differs from aug.yaml's space
 
 def space(engine: str) -> dict:
     config = yaml.safe_load(AUG.read_text())
-    for key in ("run_cap", "early_terminate"):
-        config.pop(key)
+    for key in ("run_cap", "early_terminate", "scheduler"):  # its search is each engine's below
+        config.pop(key, None)
     config.update(ENGINES[engine])
     if engine == "grid":  # grid needs discrete values: 3 of each continuous one (34,992 points)
         config["parameters"]["lr"] = {"values": [0.05, 0.15, 0.5]}
