@@ -202,8 +202,9 @@ SHIPPED = [*sorted((REPO / "sweeps").glob("*.yaml")), REPO / "sweeps" / "simulat
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
-def test_every_shipped_sweep_file_registers_from_the_repository_root(tmp_path: Path, path: Path):
-    """The README's commands run them from the repository root, where their scheduler `source` paths resolve."""
+def test_every_shipped_training_sweep_registers_from_the_repository_root(tmp_path: Path, path: Path):
+    """The sweeps of hpsearch's trainer (simulate/'s others are LCBench's and a curve table's), registered from the
+    repository root as the README runs them, where their scheduler `source` paths resolve."""
     p = hpsearch("create-sweep", str(path.relative_to(REPO)), "--dir", str(tmp_path / "store"), cwd=REPO)
     assert p.returncode == 0, p.stderr
     sweep = open_store(tmp_path / "store").sweep(p.stdout.strip().splitlines()[-1])
