@@ -125,8 +125,8 @@ def bench_engine(store: Store, engine: str, n: int, epochs: int, repeat: int) ->
     """(what, cold seconds, warm seconds) of one engine's decisions over `n` trials."""
     sweep = fill(store, space(engine), n, epochs)
     rows = []
-    if controller_for(store, sweep, "bench").stops:
-        owner = controller_for(store, sweep, "bench")  # the agent that runs the trial: it records its epochs
+    owner = controller_for(store, sweep, "bench")  # the agent that runs the trial: it records its epochs
+    if owner.stops:
         running = store.trials(sweep.id)[-1]
         epoch = iter(range(running.epochs + 1, epochs))
 

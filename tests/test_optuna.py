@@ -18,7 +18,7 @@ from conftest import env, hpsearch, make_sweep, open_store, plotly_figures, run_
 
 from hpsearch.sweep.controller import controller_for
 from hpsearch.sweep.spec import read_code
-from hpsearch.sweep.store import State, Store
+from hpsearch.sweep.store import State, Store, Sweep, Trial
 
 TOY = Path(__file__).parent / "toy_program.py"
 
@@ -174,13 +174,21 @@ def test_a_pruners_state_set_in_one_agent_reaches_the_others(tmp_path: Path):
     assert b.should_stop(other)  # below the other agent's trial at the rung: halved away
 
 
-def test_a_resumed_trial_is_the_same_study_trial(tmp_path: Path):
+def preempted_after_epoch_1(tmp_path: Path, source: str, score: float) -> tuple[Store, Sweep, Trial]:
+    """Agent a's first trial of a sweep of `source`'s study: one epoch recorded, asked whether to stop (as an agent
+    asks after every epoch), then preempted."""
     store = Store(tmp_path)
-    sweep = new_sweep(store, custom(tmp_path, PRUNED, optimizer="study"))
+    sweep = new_sweep(store, custom(tmp_path, source, optimizer="study"))
     a = controller_for(store, sweep, "a")
     trial = a.next_trial(0).trial
-    a.record_epochs(trial, [{"epoch": 1, "score": 20.0}])
+    a.record_epochs(trial, [{"epoch": 1, "score": score}])
+    a.should_stop(trial)
     a.finish(trial, State.PREEMPTED)
+    return store, sweep, trial
+
+
+def test_a_resumed_trial_is_the_same_study_trial(tmp_path: Path):
+    store, sweep, trial = preempted_after_epoch_1(tmp_path, PRUNED, 20.0)
     store.checkpoint(trial).parent.mkdir(parents=True)
     store.checkpoint(trial).write_text("its checkpoint")  # (seen from b's machine: b resumes it)
     b = controller_for(store, sweep, "b")
@@ -395,13 +403,7 @@ def test_an_ax_experiment_is_shared_by_two_agents_as_w_and_bs_ax_scheduler_drive
 
 def test_a_trial_restarted_from_epoch_0_has_not_passed_its_rungs(tmp_path: Path):
     """Its pruner's state (a rung's value) counts only once it has run as far again."""
-    store = Store(tmp_path)
-    sweep = new_sweep(store, custom(tmp_path, ASHA, optimizer="study"))
-    a = controller_for(store, sweep, "a")
-    trial = a.next_trial(0).trial
-    a.record_epochs(trial, [{"epoch": 1, "score": 50.0}])
-    a.should_stop(trial)  # rung 0 passed, at epoch 1
-    a.finish(trial, State.PREEMPTED)
+    store, sweep, trial = preempted_after_epoch_1(tmp_path, ASHA, 50.0)  # rung 0 passed, at epoch 1
     assert store.take(store.trial(trial.id), "b", restart=True)  # its checkpoint out of reach: from epoch 0
     b = controller_for(store, sweep, "b")
     assert not b.should_stop(store.trial(trial.id))  # (b's study mirrors the sweep as it asks)

@@ -263,8 +263,7 @@ class WandbServer:
         return {"upsertSweep": {"sweep": {"state": sweep.state}}}
 
     def _gql_CreateAgent(self, v: dict) -> dict:
-        if v["sweep"] not in self.sweeps:
-            raise GraphQLError(f"sweep {v['sweep']} not found")
+        self._sweep(v)  # (one that exists)
         agent = self._new_id("ag")
         self.agents[agent] = v["sweep"]
         return {"createAgent": {"agent": {"id": agent}}}

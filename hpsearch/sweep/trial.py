@@ -200,7 +200,6 @@ def _launcher(slot: Slot, name: str) -> list[str]:
 class Group(Protocol):
     """A process group to end: a trial's, or a copy of it left by another agent."""
 
-    pgid: int
     ended: bool  # signalled once: its number is no longer ours to signal (it may belong to another group since)
 
     def send(self, sig: int) -> None: ...

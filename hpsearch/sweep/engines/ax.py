@@ -47,8 +47,9 @@ class AxEngine(Engine):
         self.stops = getattr(optimizer.client, "_maybe_early_stopping_strategy", None) is not None
         self.stopper = "Ax's early stopping strategy"
 
-    def _build(self, trials: list[Trial]) -> tuple[Any, dict[str, Any]]:
-        """W&B's AxOptimizer for the sweep, told the trials; and each running trial's id in it."""
+    def _build(self, trials: list[Trial]) -> tuple[Any, dict[str, tuple[Any, Any]]]:
+        """W&B's AxOptimizer for the sweep, told the trials; and each running trial's id in it with what it was
+        told of that trial (its latest epoch: what Ax's strategy judges)."""
         import wandb
         from wandb.sdk.sweeps.run_state import RunState
         from wandb.sdk.sweeps.scheduler.ax import build_ax_optimizer
@@ -61,17 +62,16 @@ class AxEngine(Engine):
                 optimizer = build_ax_optimizer(sweep_info(self.sweep, source))
             except (wandb.Error, ValueError, TypeError) as e:
                 raise EngineError(f"scheduler: {' '.join(str(e).split())}") from None
-        ids = {}
+        live = {}
         for t in trials:
             state = RunState[_RUN_STATE[State(t.state)]]
             config = RunConfig.from_values(t.params)
-            if state.is_alive:
-                ids[t.id] = optimizer.tell_existing_active_run(Run(config, state, t.id))
-                if ids[t.id] is not None:
-                    optimizer.tell_run(ids[t.id], self._with_metrics(t, config, state))
-            else:
+            if not state.is_alive:
                 optimizer.tell_existing_finished_run(self._with_metrics(t, config, state))
-        return optimizer, ids
+            elif (run_id := optimizer.tell_existing_active_run(Run(config, state, t.id))) is not None:
+                live[t.id] = run_id, self._with_metrics(t, config, state)
+                optimizer.tell_run(*live[t.id])
+        return optimizer, live
 
     def _with_metrics(self, t: Trial, config: Any, state: Any) -> Any:
         from wandb.sdk.sweeps.scheduler.optimizer import RunWithMetrics
@@ -94,15 +94,10 @@ class AxEngine(Engine):
         return Suggestion(asked[0].config.flat_dict()) if asked else None
 
     def should_stop(self, trial: Trial, trials: list[Trial]) -> tuple[bool, None]:
-        optimizer, ids = self._build(trials)  # (its latest epoch attached: what Ax's strategy judges)
-        if ids.get(trial.id) is None:
+        optimizer, live = self._build(trials)
+        if trial.id not in live:
             return False, None
-        from wandb.sdk.sweeps.run_state import RunState
-        from wandb.sdk.sweeps.scheduler.optimizer import RunConfig
-
-        fresh = next(t for t in trials if t.id == trial.id)  # (the agent's object is the one it claimed)
-        data = self._with_metrics(fresh, RunConfig.from_values(fresh.params), RunState.RUNNING)
         began = time.perf_counter()
-        stop = optimizer.prune_run(ids[trial.id], data)
+        stop = optimizer.prune_run(*live[trial.id])
         self.engine_seconds += time.perf_counter() - began
         return stop, None

@@ -209,7 +209,7 @@ class OptunaEngine(Engine):
     def _distribution(self, text: str) -> Any:
         return self.optuna.distributions.json_to_distribution(text)
 
-    def _record(self, number: int, params: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
+    def _record(self, number: int, token: str | None = None) -> dict[str, Any]:
         """The attrs that carry a trial's Optuna record to every agent."""
         frozen = self.storage.get_trial(self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number))
         dist = self.optuna.distributions
