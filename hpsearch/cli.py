@@ -380,8 +380,8 @@ def sync_cmd(sweep_id: str, project: str | None, entity: str | None, store_dir: 
     "--data",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="HPSEARCH_YAHPO_DATA",
-    help="YAHPO Gym's data folder, for lcbench:TASK (env HPSEARCH_YAHPO_DATA; default: the copy of its LCBench "
-    "files in hpsearch's benchmarks/ folder).",
+    help="YAHPO Gym's data folder, for lcbench:TASK (env HPSEARCH_YAHPO_DATA; default, in a checkout: the copy of "
+    "its LCBench files in benchmarks/yahpo_data).",
 )
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Trials run at once.")
 @click.option(

@@ -28,7 +28,8 @@ import numpy as np
 from hpsearch.sweep.spec import BOUNDED, DISCRETE, HP, Target, leaves, named_values
 from hpsearch.sweep.store import State, Store, Sweep
 
-YAHPO_DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "yahpo_data"  # its LCBench files (Apache-2.0)
+# A checkout's copy of its LCBench files (Apache-2.0); an installed hpsearch has none, so --data names one there.
+YAHPO_DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "yahpo_data"
 FORMAT = '{"config": {NAME: VALUE, ...}, "history": [{"epoch": 1, METRIC: VALUE, ...}, ...]}'
 _LOG = {HP.LOG_UNIFORM_V1, HP.LOG_UNIFORM_V2, HP.Q_LOG_UNIFORM_V1, HP.Q_LOG_UNIFORM_V2, HP.LOG_NORMAL, HP.Q_LOG_NORMAL}
 _LOG |= {HP.INV_LOG_UNIFORM_V1, HP.INV_LOG_UNIFORM_V2}
@@ -225,6 +226,7 @@ class LCBench:
 
     EPOCHS = 50
     FIRST = 2  # YAHPO's epoch of our epoch 1
+    BUDGET = 6544  # YAHPO Gym's multi-fidelity protocol for LCBench (the paper's budget, in summed epochs)
 
     def __init__(self, task: str, data: Path):
         self.name = f"lcbench:{task}"
@@ -272,7 +274,7 @@ class LCBench:
         ]
 
     def budget(self) -> int:
-        return 6544  # YAHPO Gym's multi-fidelity protocol for LCBench (the paper's budget, in summed epochs)
+        return self.BUDGET
 
     def curve(self, config: dict[str, Any], scales: dict[str, Scale]) -> Curve:
         full = dict(self.defaults)
@@ -296,9 +298,14 @@ class LCBench:
 
 def open_source(source: str, data: Path | None, sweep_store: Callable[[str], tuple[Store, Sweep]]) -> Source:
     """The source a `--curves` value names: LCBench's from YAHPO Gym's data folder `data` (default: the copy in
-    the repository's benchmarks/); `sweep_store(SWEEP_ID)` opens the store of a `sweep:` source."""
+    a checkout's benchmarks/); `sweep_store(SWEEP_ID)` opens the store of a `sweep:` source."""
     kind, _, rest = source.partition(":")
     if kind == "lcbench" and rest:
+        if data is None and not YAHPO_DATA.is_dir():
+            raise SourceError(
+                f"--curves {source}: needs YAHPO Gym's data folder; allowed: --data DIR or HPSEARCH_YAHPO_DATA=DIR, "
+                "a folder holding lcbench/ (github.com/slds-lmu/yahpo_data)"
+            )
         return LCBench(rest, data or YAHPO_DATA)
     if kind == "sweep" and rest:
         return CurveTable.from_lines(source, export_lines(*sweep_store(rest)))
