@@ -3,9 +3,9 @@ sweep's SweepInfo and returns an `optuna.Study`. A sweep file names one with `sc
 hpsearch/studies.py, optimizer: NAME}`, so the same file runs under `hpsearch agent` and `wandb sweep-scheduler`;
 one that names none gets `default` from hpsearch (W&B's scheduler would make a plain TPE study instead).
 
-`python -m hpsearch.bench_search` measures them on LCBench (README: Search); `default` is the one that measured
-best. Samplers are seeded from Python's random state, which `hpsearch simulate` seeds for each replay (elsewhere
-it is unseeded, as Optuna's own default is).
+`python -m benchmarks.bench_search` (in a checkout) measures them on LCBench (docs/search.md); `default` is the one
+that measured best. Samplers are seeded from Python's random state, which `hpsearch simulate` seeds for each replay
+(elsewhere it is unseeded, as Optuna's own default is).
 """
 
 from __future__ import annotations

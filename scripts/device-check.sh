@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GPU check, for any machine with a CUDA GPU and hpsearch installed: bash scripts/device-check.sh
-#  1. the throughput benchmark (python -m hpsearch.bench): the training step alone, the trainer on the PIL
+# GPU check, for any machine with a CUDA GPU and hpsearch installed: bash scripts/device-check.sh (from the
+# checkout's root, which holds benchmarks/)
+#  1. the throughput benchmark (python -m benchmarks.bench): the training step alone, the trainer on the PIL
 #     path and on the batched path, and the batched path pinned to 2 cores;
 #  2. the batched augmentation under torch.cuda.set_sync_debug_mode("error"): a step that reads a value back
 #     from the GPU fails here;
@@ -21,7 +22,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -c "import os, torch, timm, torchvision, kornia; print('torch', torch.__version__, 'timm', timm.__version__, 'torchvision', torchvision.__version__, 'kornia', kornia.__version__, 'cores', len(os.sched_getaffinity(0)))" | tee -a "$OUT/gpu.txt"
 
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags
-timeout "${BENCH_TIMEOUT:-900}" python3 -m hpsearch.bench ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
+timeout "${BENCH_TIMEOUT:-900}" python3 -m benchmarks.bench ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
 timeout 600 python3 - <<'EOF' 2>&1 | tee "$OUT/sync-check.log"

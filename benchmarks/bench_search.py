@@ -1,12 +1,12 @@
 """How well each search finds good configurations (a benchmark, not a test), at YAHPO Gym's protocol for LCBench:
-`python -m hpsearch.bench_search [--data DIR] [--tasks ...] [--workers 1 8] [--seeds 30] [--slow-seeds 10]
+`python -m benchmarks.bench_search [--data DIR] [--tasks ...] [--workers 1 8] [--seeds 30] [--slow-seeds 10]
 [--jobs 2] [--out FILE.jsonl]`, then `--table` prints the README's tables from what FILE.jsonl holds. With
 `--tasks TABLE.jsonl --space SWEEP.yaml` (and `grid` among the methods where the space is discrete), the same on
 a curve table of our own.
 
 Each method is a variant of sweeps/simulate/lcbench.yaml, replayed exactly as `hpsearch simulate` replays it
-(`simulate/replay.py`), with seeds 0..K-1 for every method alike. Every replay is one line of FILE.jsonl, written
-as it ends, so a long run can be stopped and taken up again (lines already there are not run again).
+(`hpsearch/simulate/replay.py`), with seeds 0..K-1 for every method alike. Every replay is one line of FILE.jsonl,
+written as it ends, so a long run can be stopped and taken up again (lines already there are not run again).
 Methods whose engine is slow (W&B's bayes fits a Gaussian process for every suggestion, hyperband reads every
 trial for every stop) get --slow-seeds, Optuna's GP sampler --slowest-seeds.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import statistics
 import tempfile
 from collections.abc import Callable
@@ -25,11 +26,12 @@ from typing import Any
 
 import yaml
 
-from hpsearch.simulate.curves import YAHPO_DATA
+from hpsearch.simulate.curves import CurveTable, LCBench
 from hpsearch.simulate.results import best_at
 from hpsearch.sweep.spec import read_code
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[1]  # the checkout this file lives in: data and sweeps are read from it
+DATA = REPO / "benchmarks" / "yahpo_data"
 SPACE = REPO / "sweeps" / "simulate" / "lcbench.yaml"
 TASKS = ("167168", "189873", "189906", "189908")  # the YAHPO Gym paper's LCBench tasks, and Fashion-MNIST
 HYPERBAND = {"type": "hyperband", "min_iter": 2, "eta": 3}
@@ -77,7 +79,6 @@ _sources: dict[str, Any] = {}  # per worker process: one surrogate per task
 
 def _run(data: str, space: str, task: str, method: str, workers: int, seed: int) -> dict[str, Any]:
     """One replay; `task` an LCBench task, or a curve table's path."""
-    from hpsearch.simulate.curves import CurveTable, LCBench
     from hpsearch.simulate.replay import replay
     from hpsearch.sweep.store import Store
 
@@ -140,9 +141,12 @@ def _extremes(data: Path) -> dict[str, tuple[float, float]]:
 
 def table(args: argparse.Namespace) -> None:
     """Markdown: for each number of workers, mean best val_accuracy at 25 / 50 / 100% of the budget per task and
-    method; then random search's normalized regret beside the paper's."""
+    method (a seed that had found nothing yet counts as the worst value for the metric's goal, so the mean
+    shows -inf or inf); then random search's normalized regret beside the paper's."""
     lines = _lines(*map(Path, args.out))
     extremes = _extremes(Path(args.data))
+    goal = yaml.safe_load(Path(args.space).read_text())["metric"].get("goal", "minimize")
+    worst = -math.inf if goal == "maximize" else math.inf
     for workers in args.workers:
         print(f"\n{workers} worker(s); the mean best value at 25% / 50% / 100% of the budget (seeds):\n")
         print("| method | " + " | ".join(args.tasks) + " | trials |")
@@ -155,8 +159,10 @@ def table(args: argparse.Namespace) -> None:
                 if not runs:
                     cells.append("-")
                     continue
-                means = [statistics.fmean(best_at(r["incumbent"], f * r.get("budget", 6544)) or 0.0 for r in runs)
+                # (the first LCBench lines were written before replays recorded their budget)
+                bests = [[best_at(r["incumbent"], f * r.get("budget", LCBench.BUDGET)) for r in runs]
                          for f in (0.25, 0.5, 1.0)]  # fmt: skip
+                means = [statistics.fmean(worst if b is None else b for b in at) for at in bests]
                 cells.append(" / ".join(f"{m:.2f}" for m in means) + f" ({len(runs)})")
             mean_trials = f"{statistics.fmean(trials):.0f}" if trials else "-"
             print(f"| {method} | " + " | ".join(cells) + f" | {mean_trials} |")
@@ -175,9 +181,13 @@ def table(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=str(YAHPO_DATA), help="YAHPO Gym's data folder (holding lcbench/)")
+    ap.add_argument("--data", default=str(DATA), help="YAHPO Gym's data folder (holding lcbench/)")
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), help="LCBench tasks, or curve tables (FILE.jsonl)")
-    ap.add_argument("--space", default=str(SPACE), help="the sweep file whose space the methods search")
+    ap.add_argument(
+        "--space",
+        default=str(SPACE),
+        help="the sweep file whose space the methods search (--table: whose metric's goal)",
+    )
     ap.add_argument("--methods", nargs="+", default=[m for m in METHODS if m != "grid"], choices=list(METHODS))
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--seeds", type=int, default=30)

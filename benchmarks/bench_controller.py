@@ -1,4 +1,4 @@
-"""How a sweep's decisions scale (a benchmark, not a test): `python -m hpsearch.bench_controller [--db URL]
+"""How a sweep's decisions scale (a benchmark, not a test): `python -m benchmarks.bench_controller [--db URL]
 [--trials 40 1000 5000] [--epochs 250]`.
 
 For each N, fills a store (SQLite in a temporary folder, or the PostgreSQL database --db names, which gets new
@@ -29,7 +29,7 @@ from hpsearch.sweep.controller import controller_for
 from hpsearch.sweep.spec import read_code, sweeps
 from hpsearch.sweep.store import Series, State, Store, Sweep
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[1]  # the checkout this file lives in: sweeps/ and studies are read from it
 AUG = REPO / "sweeps" / "aug.yaml"
 RUNNING = 4
 HYPERBAND = {"type": "hyperband", "min_iter": 25, "eta": 2}
@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
     ap.add_argument("--report", action="store_true", help="also time `report` of a filled sweep")
     args = ap.parse_args(argv)
+    if args.epochs < 50:  # stopped trials end between hyperband's first rung (25) and half-way
+        ap.error(f"--epochs {args.epochs}: too few; allowed: 50 or more")
     print(f"store: {'PostgreSQL' if args.db else 'SQLite'}; times in ms (cold: a fresh agent's first call)")
     print(f"{'trials':>7}  {'what':<30} {'cold':>9} {'warm':>9}")
     with tempfile.TemporaryDirectory() as tmp:

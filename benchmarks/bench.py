@@ -1,9 +1,10 @@
-"""Throughput benchmark (not a test): `python -m hpsearch.bench [--epochs 4] [--model resnet50] ...`
+"""Throughput benchmark (not a test): `python -m benchmarks.bench [--epochs 4] [--model resnet50] ...`
 
 (a) the training step alone: forward, soft-target loss, backward and SGD step on random tensors that
     already sit on the device, as the trainer configures them (bf16 autocast, channels_last, compile);
-(a-ref) the step as `../shared/gpu/baseline.py` times it (torch SGD over one parameter group, hard-label
-    cross-entropy), same model and settings: the difference between the two is the step's own cost;
+(a-ref) the step as `../shared/gpu/baseline.py` (from the checkout's root) times it (torch SGD over one
+    parameter group, hard-label cross-entropy), same model and settings: the difference between the two is the
+    step's own cost;
 (b) the whole trainer (`hpsearch.train.loop.run`) on the synthetic dataset with the reference recipe's
     augmentation (AutoAugment `original`, hflip, CutMix 1.0), once per data path in --paths:
     `pil` (DataLoader workers), `batched` (augmentation on the device, no workers), and `PATH@N`, the same
@@ -12,8 +13,9 @@
     compiles and starts workers): the train phase, and (b') the whole epoch with evaluation and checkpoint.
 Prints a table and each row's ratio to (a): how much of the GPU the data path leaves unused.
 
-A CPU smoke run: python -m hpsearch.bench --device cpu --model test_resnet --batch-size 32 --steps 2
---warmup 1 --epochs 2 --train-images 256 --val-images 64 --no-compile --paths pil batched batched@2
+A CPU smoke run (tests/test_benchmarks.py runs one): python -m benchmarks.bench --device cpu --model test_resnet
+--batch-size 32 --steps 2 --warmup 1 --epochs 2 --train-images 256 --val-images 64 --no-compile --paths pil batched
+batched@2
 """
 
 from __future__ import annotations
@@ -29,18 +31,21 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-import torch.nn as nn
-from timm.loss import SoftTargetCrossEntropy
+from hpsearch.params import TrainConfig  # (torch, timm and the trainer are imported where used: --help needs none)
 
-from hpsearch.params import TrainConfig
-from hpsearch.train.loop import make_optimizer, run
-from hpsearch.train.model import build_model
+REPO = Path(__file__).resolve().parents[1]  # the checkout: the pinned child runs this module from there
 
 
 def bench_step(cfg: TrainConfig, steps: int, warmup: int, reference: bool = False) -> float:
     """Images/s of the bare training step on device-resident random batches: the trainer's step, or with
     `reference` baseline.py's (torch SGD on all parameters alike, integer labels)."""
+    import torch
+    import torch.nn as nn
+    from timm.loss import SoftTargetCrossEntropy
+
+    from hpsearch.train.loop import make_optimizer
+    from hpsearch.train.model import build_model
+
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu")
     cuda = device.type == "cuda"
     if cuda:  # as the trainer (and baseline.py) set them
@@ -91,6 +96,8 @@ def bench_step(cfg: TrainConfig, steps: int, warmup: int, reference: bool = Fals
 
 def bench_trainer(cfg: TrainConfig) -> dict[str, float]:
     """Median images/s of the trainer's epochs after the first (train phase, and whole epoch)."""
+    from hpsearch.train.loop import run
+
     with tempfile.TemporaryDirectory() as tmp:
         metrics = Path(tmp) / "metrics.jsonl"
         run(dataclasses.replace(cfg, output_dir=tmp, metrics_file=str(metrics)))
@@ -106,12 +113,17 @@ def bench_pinned(args: argparse.Namespace, path: str, cores: int) -> dict[str, f
     """bench_trainer for `path` in a child process that may use only the first `cores` of ours. The child
     starts pinned, so torch's thread pool and the PIL path's default worker count see those cores only."""
     allowed = sorted(os.sched_getaffinity(0))[:cores]
-    child = [sys.executable, "-m", "hpsearch.bench", "--trainer-json", "--paths", path]
+    child = [sys.executable, "-m", "benchmarks.bench", "--trainer-json", "--paths", path]
     for flag in ("model", "batch_size", "epochs", "train_images", "val_images", "workers", "aa", "device"):
         child += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     child += ["--no-compile"] if args.no_compile else []
     p = subprocess.run(
-        child, stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.sched_setaffinity(0, allowed), check=True
+        child,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, allowed),
+        check=True,
     )
     return json.loads(p.stdout.strip().splitlines()[-1])
 
@@ -135,6 +147,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--trainer-json", action="store_true", help=argparse.SUPPRESS)  # bench_pinned's child
     args = ap.parse_args(argv)
+    if args.epochs < 2:
+        ap.error(f"--epochs {args.epochs}: too few; allowed: 2 or more (the first, which compiles, is not counted)")
+    import torch
+
     cfg = TrainConfig(
         model=args.model,
         dataset="synthetic",
