@@ -1,0 +1,129 @@
+"""The benchmarks in benchmarks/, each run once as a user runs it (from the checkout's root, tiny settings, one seed),
+so that a change cannot break one silently; and that their data is the checkout's, not the installed package's."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from conftest import env, hpsearch
+
+REPO = Path(__file__).resolve().parents[1]
+ROW = re.compile(r"^(\(.+?\)) (.+?)\s+([\d,]+)\s+([\d.]+)%$")  # bench.py's table: label, img/s, vs (a)
+
+
+def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    p = subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    return p
+
+
+def test_bench_measures_the_step_and_each_data_path_pinned_or_not():
+    p = run("benchmarks/bench.py", "--device", "cpu", "--model", "test_resnet", "--batch-size", "16", "--steps", "2",
+            "--warmup", "1", "--epochs", "2", "--train-images", "32", "--val-images", "16", "--workers", "0",
+            "--aa", "none", "--no-compile", "--paths", "batched", "pil@1")  # fmt: skip
+    rows = [m.groups() for line in p.stdout.splitlines() if (m := ROW.match(line))]
+    assert [(what, label.split(",")[0]) for what, label, _, _ in rows] == [
+        ("(a)", "training step alone"),
+        ("(a-ref)", "baseline.py's step"),
+        ("(b)", "trainer"),
+        ("(b')", "the same"),
+        ("(b)", "trainer"),
+        ("(b')", "the same"),
+    ], p.stdout
+    assert "batched path, 0 workers, train phase" in rows[2][1]
+    assert "pil path" in rows[4][1] and "pinned to 1 cores" in rows[4][1]  # the pinned child ran and reported
+    assert all(int(ips.replace(",", "")) > 0 for _, _, ips, _ in rows)
+    assert rows[0][3] == "100.0"
+
+
+def test_bench_controller_times_every_engine_and_report():
+    p = run("-m", "benchmarks.bench_controller", "--trials", "8", "--epochs", "50", "--repeat", "1", "--report")
+    times = {}
+    for line in p.stdout.splitlines()[2:]:
+        n, what, cold, warm = re.fullmatch(r"\s*(\d+)  (.+?)\s+(\d+)\s+([\d.]+|nan)", line).groups()
+        assert n == "8"
+        times[what] = float(cold), float(warm)
+    engines = ["random", "grid", "bayes", "optuna", "optuna tpe", "optuna hyperband", "optuna asha"]
+    stopping = ["random", "grid", "bayes", "optuna hyperband", "optuna asha"]  # those with an early stop
+    assert set(times) == {f"next_trial ({e})" for e in engines} | {f"should_stop ({e})" for e in stopping} | {
+        "report (html)"
+    }, p.stdout
+    assert all(warm >= 0 for what, (_, warm) in times.items() if what != "report (html)")
+
+
+def test_bench_search_replays_lcbench_and_prints_the_tables(tmp_path: Path):
+    out = tmp_path / "replays.jsonl"
+    args = ["--tasks", "189906", "--methods", "random", "optuna tpe", "--workers", "1", "--out", str(out)]
+    p = run("-m", "benchmarks.bench_search", *args, "--seeds", "1", "--slow-seeds", "1", "--jobs", "1")
+    assert "2 replays to run, 0 already in" in p.stdout
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted((r["task"], r["method"], r["seed"], r["budget"]) for r in lines) == [
+        ("189906", "optuna tpe", 0, 6544),
+        ("189906", "random", 0, 6544),
+    ]
+    for r in lines:  # the incumbent: epochs spent, best val_accuracy so far; better as the budget is spent
+        assert 0 < r["incumbent"][0][0] <= r["incumbent"][-1][0] <= 6544
+        assert 0 < r["incumbent"][0][1] <= r["incumbent"][-1][1] <= 100
+    again = run("-m", "benchmarks.bench_search", *args, "--seeds", "1", "--slow-seeds", "1")
+    assert "0 replays to run, 2 already in" in again.stdout  # taken up again, nothing run twice
+    table = run("-m", "benchmarks.bench_search", *args, "--table").stdout
+    random = next(r for r in lines if r["method"] == "random")
+    assert re.search(r"^\| random \| [\d.]+ / [\d.]+ / " + f"{random['incumbent'][-1][1]:.2f}" + r" \(1\) \| \d+ \|$",
+                     table, re.M), table  # fmt: skip
+    assert re.search(r"^\| optuna tpe \| [\d.]+ / [\d.]+ / [\d.]+ \(1\) \| \d+ \|$", table, re.M), table
+    assert re.search(r"^\| 189906 \| " + f"{random['incumbent'][-1][1]:.2f}" + r" \| 0\.\d{3} \|$", table, re.M)
+
+
+def test_bench_search_runs_as_a_script_on_a_curve_table(tmp_path: Path):
+    out = tmp_path / "replays.jsonl"
+    curves, space = REPO / "sweeps" / "simulate" / "digits-grid.jsonl", REPO / "sweeps" / "simulate" / "digits.yaml"
+    args = ["--tasks", str(curves), "--space", str(space), "--methods", "grid", "--workers", "1", "--out", str(out)]
+    run("benchmarks/bench_search.py", *args, "--seeds", "1", "--jobs", "1")
+    (line,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (line["task"], line["method"], line["trials"]) == (str(curves), "grid", 40)  # every point of the grid once
+    table = run("benchmarks/bench_search.py", *args, "--table").stdout
+    assert re.search(r"^\| grid \| [\d.]+ / [\d.]+ / [\d.]+ \(1\) \| 40 \|$", table, re.M), table
+    assert "regret" not in table  # a curve table of our own has no YAHPO statistics
+
+
+def test_bench_search_table_ranks_a_seed_that_found_nothing_yet_last_for_either_goal(tmp_path: Path):
+    """At 25% of a budget of 100, seed 1 had no finished trial: it counts as the worst value, not as 0.0."""
+    out = tmp_path / "replays.jsonl"
+    seeds = [[[10, 0.5], [60, 0.25]], [[40, 0.75]]]
+    out.write_text("".join(json.dumps({"task": "mine.jsonl", "method": "random", "workers": 1, "seed": seed,
+                                       "budget": 100, "trials": 3, "incumbent": incumbent}) + "\n"
+                           for seed, incumbent in enumerate(seeds)))  # fmt: skip
+    for goal, at_25 in (("minimize", "inf"), ("maximize", "-inf")):
+        space = tmp_path / f"{goal}.yaml"
+        space.write_text(yaml.safe_dump({"method": "random", "metric": {"name": "loss", "goal": goal}}))
+        args = ["--table", "--tasks", "mine.jsonl", "--space", str(space), "--methods", "random", "--workers", "1"]
+        table = run("-m", "benchmarks.bench_search", *args, "--out", str(out)).stdout
+        assert f"| random | {at_25} / 0.62 / 0.50 (2) | 3 |" in table, table
+
+
+def test_simulate_outside_a_checkout_asks_for_yahpo_s_data(tmp_path: Path):
+    """An installed hpsearch (here the package copied outside the checkout) has no benchmarks/yahpo_data beside it:
+    lcbench:TASK without --data fails with one line naming what to pass, and runs with --data."""
+    site = tmp_path / "site"
+    shutil.copytree(REPO / "hpsearch", site / "hpsearch", ignore=shutil.ignore_patterns("__pycache__"))
+    e = env(PYTHONPATH=str(site))
+    e.pop("HPSEARCH_YAHPO_DATA", None)
+    lcbench = REPO / "sweeps" / "simulate" / "lcbench.yaml"
+    args = ["simulate", str(lcbench), "--curves", "lcbench:189906", "--seeds", "1", "--budget", "200"]
+    p = hpsearch(*args, cwd=tmp_path, env=e)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert p.stderr.strip() == (
+        "hpsearch simulate: error: --curves lcbench:189906: needs YAHPO Gym's data folder; allowed: --data DIR or "
+        "HPSEARCH_YAHPO_DATA=DIR, a folder holding lcbench/ (github.com/slds-lmu/yahpo_data)"
+    )
+    p = hpsearch(*args, "--data", str(REPO / "benchmarks" / "yahpo_data"), "--json", cwd=tmp_path, env=e)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["budget"] == 200
