@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import sqlalchemy as sa
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -175,6 +176,15 @@ def agent_in_a_long_trial(tmp_path: Path, config: dict, agent_env: dict, epochs_
     )
     wait_for(lambda: store.trials(sweep_id) and store.trials(sweep_id)[0].epochs >= epochs_done)
     return sweep_id, store, proc
+
+
+def lapse(store: Store, trial_id: str, seconds: float = 3600.0) -> None:
+    """Move a running trial's start and last heartbeat `seconds` back, as if its agent, which the test killed, had
+    died that long ago: past any heartbeat window, so that the test waits on the kill and not on the window, and
+    every agent can keep the default window, which no stall of a loaded machine comes near."""
+    sql = "UPDATE trials SET started = started - :s, heartbeat = heartbeat - :s WHERE id = :id AND state = 'running'"
+    with store.engine.begin() as conn:
+        assert conn.execute(sa.text(sql), {"s": seconds, "id": trial_id}).rowcount == 1
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

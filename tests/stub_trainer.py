@@ -7,6 +7,10 @@ The contract, as hpsearch.train keeps it: `--key=value` flags; one JSON line per
 (a resumed run first drops the lines after its checkpoint); a checkpoint in --output_dir written atomically every
 epoch and resumed from with --resume=true; the summary as the last stdout line; `hpsearch train: error: ...` lines
 on stderr. Each epoch takes --epoch_s seconds; val_acc grows with lr; --fail_at=N exits 1 in epoch N.
+
+--hold=PATH holds a trial at a recorded epoch for as long as the test needs: after each epoch from --hold_from
+(default 1) but the last, the trainer waits while PATH exists. A trial that must still run when a decision reaches
+it (a stop, a signal, a kill) waits on the test's event instead of on the machine being fast enough.
 """
 
 import json
@@ -33,6 +37,7 @@ if primary and metrics.exists():
     metrics.with_suffix(".tmp").write_text("".join(kept))
     os.replace(metrics.with_suffix(".tmp"), metrics)
 
+hold, hold_from = flags.get("hold"), int(flags.get("hold_from", 1))
 best = 0.0
 for epoch in range(start + 1, epochs + 1):
     t0 = time.time()
@@ -49,6 +54,8 @@ for epoch in range(start + 1, epochs + 1):
             fh.write(json.dumps(record) + "\n")
         ckpt.with_suffix(".tmp").write_text(json.dumps({"epoch": epoch}))
         os.replace(ckpt.with_suffix(".tmp"), ckpt)
+    while hold and hold_from <= epoch < epochs and os.path.exists(hold):
+        time.sleep(0.05)
 if primary:
     summary = {"best_acc": best, "epochs": epochs, "world_size": int(os.environ.get("WORLD_SIZE", "1")),
                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}  # fmt: skip

@@ -110,8 +110,10 @@ def epochs(history: list[dict]) -> list[int]:
 
 def test_a_grid_with_hyperband_runs_to_exhaustion(tmp_path: Path, server: WandbServer, agents):
     # A good learning rate sets hyperband's bar at epoch 1 (eta 3: the best third go on); the second barely
-    # learns. Its epochs take four times longer, so its stop lands in its epoch 2, unless epoch 1 came one late.
-    recipes = [{"lr": 0.9, "epochs": 2, "epoch_s": 0.2}, {"lr": 0.001, "epochs": 30, "epoch_s": 1.5}]
+    # learns, and waits after its epoch 1 until the stop that travels back on the agent's next heartbeat ends it.
+    hold = tmp_path / "hold"
+    hold.touch()
+    recipes = [{"lr": 0.9, "epochs": 2}, {"lr": 0.001, "epochs": 30, "hold": str(hold)}]
     hyperband = {"type": "hyperband", "min_iter": 1, "eta": 3}
     config = {"method": "grid", "program": str(STUB), "metric": METRIC, "early_terminate": hyperband}
     f = tmp_path / "sweep.yaml"
@@ -137,9 +139,7 @@ def test_a_grid_with_hyperband_runs_to_exhaustion(tmp_path: Path, server: WandbS
 
     assert hopeless.stop_at == 1 and hopeless.state == "killed"  # decided as soon as epoch 1 arrived
     trial = Store(a).trial(hopeless.id)
-    # The stop travels back on the agent's next heartbeat, so on a fast machine one more epoch may finish first.
-    assert trial.state == "stopped" and trial.epochs in (1, 2)
-    assert epochs(hopeless.history) == list(range(1, trial.epochs + 1))
+    assert trial.state == "stopped" and trial.epochs == 1 and epochs(hopeless.history) == [1]
     assert not live_in_group(trial.pgid)
     assert f"trial {trial.id} stopped early by the W&B sweep controller after epoch" in out
 
@@ -271,29 +271,37 @@ def test_each_gpu_slot_is_its_own_w_and_b_agent_with_its_own_run(tmp_path: Path,
 
 
 def test_a_stop_for_one_of_two_runs_ends_that_trial_only(tmp_path: Path, server: WandbServer, agents):
+    hold = tmp_path / "hold"  # both runs wait after epoch 2 until the test has seen the stop
+    hold.touch()
     config = {
-        **stub_sweep("grid", epochs=10, epoch_s=0.5, lr={"values": [0.9, 0.01]}),
+        **stub_sweep("grid", epochs=10, lr={"values": [0.9, 0.01]}, hold={"value": str(hold)}, hold_from={"value": 2}),
         "metric": METRIC,
         "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 3},
     }
     path = stub_wandb_sweep(tmp_path, server, config)
-    # The good run sets the bar at epoch 2 (the two start together); the weak one falls under it.
-    code, out, err = finish(agents(path, tmp_path / "a", "--gpu-ids", "0,1", "--gpus-per-trial", "1"))
-    assert code == 0, out + err
-    good, weak = sorted(server.sweep_runs(path.split("/")[-1]), key=lambda r: -r.config["lr"])
+    # The good run sets the bar at epoch 2; the weak one falls under it, whichever got there first.
+    agent = agents(path, tmp_path / "a", "--gpu-ids", "0,1", "--gpus-per-trial", "1")
+    wait_for(lambda: len(server.runs) == 2)
+    good, weak = sorted(server.runs.values(), key=lambda r: -r.params["lr"]["value"])
     store = Store(tmp_path / "a")
-    assert weak.state == "killed" and store.trial(weak.id).state == "stopped"
+    wait_for(lambda: weak.state == "killed")
+    assert good.state == "running" and store.trial(good.id).state == "running"  # the stop was for the weak run only
+    hold.unlink()
+    code, out, err = finish(agent)
+    assert code == 0, out + err
+    assert store.trial(weak.id).state == "stopped" and store.trial(weak.id).epochs == 2
     assert not live_in_group(store.trial(weak.id).pgid)
     assert good.state == "finished" and epochs(good.history) == list(range(1, 11))  # ran on to its end
-    assert store.trial(weak.id).ended < store.trial(good.id).ended
-    assert f"trial {weak.id} stopped early by the W&B sweep controller after epoch" in out
+    assert f"trial {weak.id} stopped early by the W&B sweep controller after epoch 2" in out
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_preempts_both_runs_and_the_next_agent_resumes_each(
     tmp_path: Path, server: WandbServer, agents, sig: int
 ):
-    config = stub_sweep("grid", epochs=8, epoch_s=0.5, lr={"values": [0.1, 0.2]})
+    hold = tmp_path / "hold"  # both runs wait after epoch 1 until the signal has preempted them
+    hold.touch()
+    config = stub_sweep("grid", epochs=8, lr={"values": [0.1, 0.2]}, hold={"value": str(hold)})
     path = stub_wandb_sweep(tmp_path, server, config)
     first = agents(path, tmp_path / "a", "--gpu-ids", "0,1", "--gpus-per-trial", "1")
     store = Store(tmp_path / "a")
@@ -304,7 +312,8 @@ def test_a_signal_preempts_both_runs_and_the_next_agent_resumes_each(
     for run in server.runs.values():
         assert run.preempting and run.state == "preempted" and run.exitcode == 128 + sig
         trial = store.trial(run.id)
-        assert trial.state == "preempted" and 1 <= trial.epochs < 8 and not live_in_group(trial.pgid)
+        assert trial.state == "preempted" and trial.epochs == 1 and not live_in_group(trial.pgid)
+    hold.unlink()
 
     code, out, err = finish(agents(path, tmp_path / "a", "--gpu-ids", "0,1", "--gpus-per-trial", "1"))
     assert code == 0, out + err
