@@ -11,7 +11,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from conftest import (
     agent_in_a_long_trial,
     env,
     fast_params,
+    lapse,
     live_in_group,
     make_sweep,
     metrics,
@@ -72,45 +72,44 @@ def test_progress_lines_and_the_watchdog_ending_a_hung_trial(tmp_path: Path):
 
 def _kill_when(store: Store, sweep_id: str, agent: subprocess.Popen, epochs: int) -> None:
     """SIGKILL the agent once the trial has recorded `epochs` epochs; wait until the trial's processes are gone
-    (the kernel SIGTERMs them when their agent dies)."""
+    (the kernel SIGTERMs them when their agent dies), then age its last heartbeat past the window."""
     wait_for(lambda: store.trials(sweep_id)[0].epochs >= epochs)
     agent.kill()
     agent.wait()
-    pgid = store.trials(sweep_id)[0].pgid
-    wait_for(lambda: not live_in_group(pgid), timeout=30)
+    (trial,) = store.trials(sweep_id)
+    wait_for(lambda: not live_in_group(trial.pgid), timeout=30)
+    lapse(store, trial.id)
 
 
 def test_a_crashed_trial_resumes_from_its_checkpoint_until_the_retry_limit(tmp_path: Path):
-    e = env(HPSEARCH_STALE_AFTER="3")
-    grace = ("--grace", "0.5")  # the most a 3 s window allows
-    config = stub_sweep("grid", epochs=12, epoch_s=0.4, lr={"value": 0.05})
-    sweep_id, store, first = agent_in_a_long_trial(tmp_path, config, e, 2, *grace)
+    hold = tmp_path / "hold"  # each copy of the trial waits after an epoch from the second on, until killed
+    hold.touch()
+    config = stub_sweep("grid", epochs=12, lr={"value": 0.05}, hold={"value": str(hold)}, hold_from={"value": 2})
+    sweep_id, store, first = agent_in_a_long_trial(tmp_path, config, env(), 2)
     _kill_when(store, sweep_id, first, 2)
-    time.sleep(3.5)  # past the heartbeat window: the trial counts as crashed
 
     # `status` only reads: it says the trial's agent went quiet and leaves marking it crashed to the next agent.
     db = tmp_path / "store" / "hpsearch.db"
     rows = sqlite3.connect(db).execute("SELECT * FROM trials").fetchall()
-    p = run_status(tmp_path, sweep_id, e)
+    p = run_status(tmp_path, sweep_id)
     assert sqlite3.connect(db).execute("SELECT * FROM trials").fetchall() == rows
-    assert re.search(rf"^{sweep_id}-1\s+running \(agent quiet \d+s\)\s", p, re.M), p
+    assert re.search(rf"^{sweep_id}-1\s+running \(agent quiet 1h\d\dm\)\s", p, re.M), p
 
     # The next agent resumes it after its last checkpoint; killed again, it has crashed twice.
-    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store"), *grace]
-    second = subprocess.Popen(cmd, cwd=tmp_path, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    before = store.trials(sweep_id)[0].epochs
-    _kill_when(store, sweep_id, second, before + 2)
+    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
+    second = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _kill_when(store, sweep_id, second, 3)
     assert f"trial {sweep_id}-1 resumed on CPU" in second.stdout.read()
-    time.sleep(3.5)
+    hold.unlink()
 
     # Past a limit of one resume it stays crashed: the agent finds nothing to run.
-    p = run_agent(tmp_path, sweep_id, "--max-resumes", "1", *grace, env=e)
+    p = run_agent(tmp_path, sweep_id, "--max-resumes", "1")
     assert p.returncode == 0 and "resumed" not in p.stdout, p.stdout
     (trial,) = sweep_status(tmp_path, sweep_id)["trials"]
     assert trial["state"] == "crashed" and trial["resumes"] == 1
 
     # Within the default limit (2) it resumes again, from its checkpoint, and runs to its full epoch count.
-    p = run_agent(tmp_path, sweep_id, *grace, env=e)
+    p = run_agent(tmp_path, sweep_id)
     assert p.returncode == 0, p.stdout + p.stderr
     assert f"trial {sweep_id}-1 resumed on CPU" in p.stdout
     (trial,) = store.trials(sweep_id)
@@ -118,15 +117,15 @@ def test_a_crashed_trial_resumes_from_its_checkpoint_until_the_retry_limit(tmp_p
     assert [r["epoch"] for r in store.history(trial.id)] == list(range(1, 13))
     log = (tmp_path / "store" / sweep_id / trial.id / "stdout.log").read_text()
     resumed_after = [int(n) for n in re.findall(r"resumed from \S+ after epoch (\d+)", log)]
-    assert len(resumed_after) == 2 and all(n >= 2 for n in resumed_after), log
+    assert resumed_after == [2, 3], log
     assert log.count("no checkpoint at") == 1  # at its first start only: never started over
-    text = run_status(tmp_path, sweep_id, e)
+    text = run_status(tmp_path, sweep_id)
     assert re.search(rf"^{trial.id}\s+finished\s+\S+\s+12\s+\S+\s+2\b", text, re.M), text  # the resumes column
 
 
-def run_status(tmp_path: Path, sweep_id: str, e: dict) -> str:
+def run_status(tmp_path: Path, sweep_id: str) -> str:
     cmd = [sys.executable, "-m", "hpsearch.cli", "status", sweep_id, "--dir", str(tmp_path / "store")]
-    return subprocess.run(cmd, env=e, capture_output=True, text=True, cwd=tmp_path).stdout
+    return subprocess.run(cmd, env=env(), capture_output=True, text=True, cwd=tmp_path).stdout
 
 
 def _checkpointed(cifar_root: Path, tmp_path: Path, *extra: str) -> Path:
