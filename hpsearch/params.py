@@ -25,6 +25,7 @@ SCHEDULERS = ("cosine", "tanh", "step", "poly", "constant")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 DEVICES = ("auto", "cuda", "cpu")
 AUGMENT_PATHS = ("auto", "pil", "batched")
+DEFAULT_DATA_DIR = "~/.cache/hpsearch/data"  # one place per user, whichever folder a sweep is started from
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -119,8 +120,17 @@ class TrainConfig:
     pretrained: bool = _p(False, "load timm's pretrained weights (needs them cached or a network)")
     cifar_stem: bool = _p(True, "3x3 stride-1 first conv and no max-pool, for 32x32 inputs")
     dataset: str = _p("cifar100", "dataset", choices=DATASETS)
-    data_dir: str = _p("data", "dataset root (CIFAR: the folder holding cifar-100-python/)")
-    download: bool = _p(False, "fetch the dataset if it is missing")
+    data_dir: str = _p(
+        DEFAULT_DATA_DIR, "dataset root, one per user by default (CIFAR-100: the folder holding cifar-100-python/)"
+    )
+    download: bool = _p(True, "fetch a missing dataset (torchvision's download, once per data_dir)")
+    val_split: int = _p(
+        -1,
+        "training images held out to validate on (val_acc, the sweep metric), stratified; -1 = a tenth, at most "
+        "5,000; 0 = validate on the test set every epoch, as papers report",
+        check=_range(-1),
+    )
+    val_seed: int = _p(0, "seed of the held-out split: the same images for every trial, whatever its seed")
     train_subset: int = _p(0, "use only the first N training images (0 = all)", check=_range(0))
     val_subset: int = _p(0, "use only the first N validation images (0 = all)", check=_range(0))
     epochs: int = _p(250, "epochs", check=_range(1))

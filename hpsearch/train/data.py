@@ -23,13 +23,11 @@ from torch.utils.data.distributed import DistributedSampler
 from torchvision import transforms as T
 
 from hpsearch.params import TrainConfig
+from hpsearch.train import fetch
+from hpsearch.train.fetch import DataError
 from hpsearch.train.policy import augment_policy
 
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-
-class DataError(Exception):
-    """The dataset is missing or malformed; the message names the file and what to do."""
+VAL_SPLIT_MAX = 5000  # the default held-out split: a tenth of the training set, at most this many (CIFAR: 5,000)
 
 
 @dataclass
@@ -43,11 +41,15 @@ class Split:
     def head(self, n: int) -> Split:
         return Split(self.images[:n], self.labels[:n]) if n else self
 
+    def take(self, index: np.ndarray) -> Split:
+        return Split(self.images[index], self.labels[index])
+
 
 @dataclass
 class Data:
     train: Split
-    val: Split
+    val: Split  # evaluated every epoch: val_acc, the sweep metric
+    test: Split  # measured once, at the end (the same images as val when val_split is 0)
     num_classes: int
     mean: tuple[float, float, float]  # per channel, in 0..1
     std: tuple[float, float, float]
@@ -57,22 +59,16 @@ class Data:
         return self.train.images.shape[1]
 
 
-# name -> (folder torchvision extracts to, train files, test files, label key, classes, torchvision class)
+# name -> (train files, test files, label key, classes)
 _CIFAR = {
-    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", 100, "CIFAR100"),
-    "cifar10": (
-        "cifar-10-batches-py",
-        [f"data_batch_{i}" for i in range(1, 6)],
-        ["test_batch"],
-        "labels",
-        10,
-        "CIFAR10",
-    ),
+    "cifar100": (["train"], ["test"], "fine_labels", 100),
+    "cifar10": ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels", 10),
 }
 
 
 def load_dataset(cfg: TrainConfig) -> Data:
-    """Load `cfg.dataset` (first train_subset / val_subset images) or raise DataError."""
+    """Load `cfg.dataset`, fetched first if need be, with `val_split` training images held out for validation
+    (the first train_subset / val_subset images of each), or raise DataError."""
     loader = {
         "cifar100": _load_cifar,
         "cifar10": _load_cifar,
@@ -80,32 +76,43 @@ def load_dataset(cfg: TrainConfig) -> Data:
         "digits": _load_digits,
         "synthetic": _load_synthetic,
     }[cfg.dataset]
-    train, val, num_classes = loader(cfg)
-    train, val = train.head(cfg.train_subset), val.head(cfg.val_subset)
+    fetch.ensure(cfg.dataset, cfg.data_dir, cfg.download)
+    train, test, num_classes = loader(cfg)
+    train, held = hold_out(train, val_split(cfg, len(train)), cfg.val_seed)
+    val = (test if held is None else held).head(cfg.val_subset)
+    train = train.head(cfg.train_subset)
     sample = train.images[:10000].astype(np.float32) / 255.0
     mean = tuple(float(m) for m in sample.mean(axis=(0, 1, 2)))
     std = tuple(max(float(s), 1e-3) for s in sample.std(axis=(0, 1, 2)))
-    return Data(train, val, num_classes, mean, std)
+    return Data(train, val, val if held is None else test, num_classes, mean, std)
 
 
-def _cifar_dir(cfg: TrainConfig) -> Path:
-    folder, train_files, *_ = _CIFAR[cfg.dataset]
-    root = Path(cfg.data_dir)
-    for candidate in (root / folder, root):  # data_dir may be the parent or the folder itself
-        if (candidate / train_files[0]).exists():
-            return candidate
-    if cfg.download:
-        import torchvision.datasets
+def val_split(cfg: TrainConfig, n_train: int) -> int:
+    """How many training images `cfg` holds out: `val_split`, or by default a tenth, at most VAL_SPLIT_MAX (none of
+    synthetic's random labels: there is nothing to tune on)."""
+    if cfg.val_split >= 0:
+        return cfg.val_split
+    return 0 if cfg.dataset == "synthetic" else min(n_train // 10, VAL_SPLIT_MAX)
 
-        try:
-            getattr(torchvision.datasets, _CIFAR[cfg.dataset][5])(str(root), download=True)
-        except Exception as e:  # network errors come in many types
-            raise DataError(f"{cfg.dataset}: download into {root} failed: {e}") from None
-        return root / folder
-    raise DataError(
-        f"{cfg.dataset}: {root / folder / train_files[0]} not found; set --data_dir to the folder holding "
-        f"{folder}/, or --download=true to fetch it"
-    )
+
+def hold_out(train: Split, n: int, seed: int) -> tuple[Split, Split | None]:
+    """(the rest, n images held out) of `train`, stratified by class and drawn with `seed` alone, so that every
+    trial of a sweep validates on the same images whatever its own seed; (train, None) for n = 0."""
+    if n == 0:
+        return train, None
+    from sklearn.model_selection import train_test_split
+
+    classes = len(np.unique(train.labels))
+    if not classes <= n <= len(train) - classes:
+        raise DataError(
+            f"val_split: {n} images cannot be held out of {len(train)} training images of {classes} classes; "
+            f"allowed: 0 (validate on the test set), or {classes} to {len(train) - classes}"
+        )
+    try:
+        rest, held = train_test_split(np.arange(len(train)), test_size=n, stratify=train.labels, random_state=seed)
+    except ValueError as e:  # a class too small to stratify
+        raise DataError(f"val_split: {' '.join(str(e).split())}") from None
+    return train.take(np.sort(rest)), train.take(np.sort(held))
 
 
 def _read_cifar_file(path: Path, label_key: str, num_classes: int) -> Split:
@@ -139,33 +146,22 @@ def _concat(splits: list[Split]) -> Split:
 
 
 def _load_cifar(cfg: TrainConfig) -> tuple[Split, Split, int]:
-    _, train_files, test_files, label_key, num_classes, _ = _CIFAR[cfg.dataset]
-    folder = _cifar_dir(cfg)
+    train_files, test_files, label_key, num_classes = _CIFAR[cfg.dataset]
+    folder = fetch.folder(cfg.dataset, cfg.data_dir)
     train = _concat([_read_cifar_file(folder / f, label_key, num_classes) for f in train_files])
-    val = _concat([_read_cifar_file(folder / f, label_key, num_classes) for f in test_files])
-    return train, val, num_classes
+    test = _concat([_read_cifar_file(folder / f, label_key, num_classes) for f in test_files])
+    return train, test, num_classes
 
 
 def _load_fashion_mnist(cfg: TrainConfig) -> tuple[Split, Split, int]:
     from torchvision.datasets import FashionMNIST
-    from torchvision.datasets.utils import extract_archive
 
-    raw = Path(cfg.data_dir) / "FashionMNIST" / "raw"
-    debian = sorted(DEBIAN_FASHION_MNIST.glob("*-ubyte.gz"))
-    if not (raw / "train-images-idx3-ubyte").exists() and debian and not cfg.download:
-        # Debian's dataset-fashion-mnist ships the gzipped originals: unpack them where torchvision looks.
-        raw.mkdir(parents=True, exist_ok=True)
-        for gz in debian:
-            extract_archive(str(gz), str(raw))
     try:
-        sets = [FashionMNIST(cfg.data_dir, train=t, download=cfg.download) for t in (True, False)]
+        sets = [FashionMNIST(str(fetch.root(cfg.data_dir)), train=t) for t in (True, False)]
     except RuntimeError as e:
-        raise DataError(
-            f"fashion_mnist: {e} (looked in {raw} and {DEBIAN_FASHION_MNIST}; install Debian's "
-            "dataset-fashion-mnist or set --download=true)"
-        ) from None
-    train, val = (Split(np.repeat(s.data.numpy()[..., None], 3, axis=3), s.targets.numpy()) for s in sets)
-    return train, val, 10
+        raise DataError(f"fashion_mnist: {e} (in {fetch.root(cfg.data_dir)})") from None
+    train, test = (Split(np.repeat(s.data.numpy()[..., None], 3, axis=3), s.targets.numpy()) for s in sets)
+    return train, test, 10
 
 
 def _load_digits(cfg: TrainConfig) -> tuple[Split, Split, int]:

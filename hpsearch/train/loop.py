@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from hpsearch.params import ParamError, TrainConfig, parse_args
 from hpsearch.train import CHECKPOINT
 from hpsearch.train.augment import train_batches
-from hpsearch.train.data import DataError, ToDevice, load_dataset
+from hpsearch.train.data import DataError, Split, ToDevice, load_dataset
 from hpsearch.train.metrics import TrialLog, WriteError, error
 from hpsearch.train.model import ModelError, build_model
 
@@ -82,6 +82,7 @@ class Training:
     prepare: ToDevice
     val_x: torch.Tensor  # this rank's shard of the validation set, on the device
     val_y: torch.Tensor
+    test: Split  # the test set, measured once at the end (the validation set itself when val_split is 0)
     mixup: Mixup | None
     eraser: RandomErasing | None
     loss_fn: nn.Module
@@ -140,6 +141,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             progress.last = {k: record[k] for k in ("val_acc", "val_acc5", "val_loss", "train_loss")}
         if writer:
             writer.wait()
+        test = dict(zip(("test_loss", "test_acc", "test_acc5"), evaluate_test(trial), strict=True))
         summary = {
             "best_acc": progress.best_acc,
             "best_epoch": progress.best_epoch,
@@ -148,6 +150,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             "img_per_sec": progress.train_images / progress.train_time if progress.train_time else 0.0,
             "wall_s": time.time() - t_start,
             **progress.last,
+            **test,
         }
         if log:
             log.finish(summary)
@@ -215,8 +218,7 @@ def setup(cfg: TrainConfig) -> Training:
             label_smoothing=cfg.smoothing,
             num_classes=data.num_classes,
         )
-    # Each rank evaluates one contiguous shard, so every validation image counts exactly once.
-    lo, hi = len(data.val) * rank // world, len(data.val) * (rank + 1) // world
+    val_x, val_y = _shard(data.val, rank, world, device)
     return Training(
         cfg=cfg,
         rank=rank,
@@ -232,12 +234,26 @@ def setup(cfg: TrainConfig) -> Training:
         batches=batches,
         steps=steps,
         prepare=prepare,
-        val_x=torch.from_numpy(data.val.images[lo:hi]).permute(0, 3, 1, 2).to(device),
-        val_y=torch.from_numpy(data.val.labels[lo:hi]).to(device),
+        val_x=val_x,
+        val_y=val_y,
+        test=data.test,
         mixup=mixup,
         eraser=RandomErasing(cfg.reprob, mode="pixel", device=str(device)) if cfg.reprob > 0 else None,
         loss_fn=SoftTargetCrossEntropy() if mixup else nn.CrossEntropyLoss(label_smoothing=cfg.smoothing),
     )
+
+
+def _shard(split: Split, rank: int, world: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's contiguous shard of an evaluation set, on the device: every image counts exactly once."""
+    lo, hi = len(split) * rank // world, len(split) * (rank + 1) // world
+    images = torch.from_numpy(split.images[lo:hi]).permute(0, 3, 1, 2)
+    return images.to(device), torch.from_numpy(split.labels[lo:hi]).to(device)
+
+
+def evaluate_test(trial: Training) -> tuple[float, float, float]:
+    """Loss, top-1 and top-5 on the test set, of the model as it ends: the one number a sweep never tuned on."""
+    x, y = _shard(trial.test, trial.rank, trial.world, trial.device)
+    return evaluate(trial.fwd, x, y, trial.prepare, trial.local_bs, trial.amp, trial.world)
 
 
 def resume(trial: Training, ckpt_path: Path) -> Progress:
