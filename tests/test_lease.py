@@ -94,7 +94,10 @@ def test_a_database_down_past_the_lease_ends_the_trials_and_another_agent_resume
     tmp_path: Path, pg: PostgresServer
 ):
     db = pg.create_database("past_lease")
-    sweep_id = create(tmp_path, stub_sweep("grid", epochs=40, epoch_s=0.25, lr={"value": 0.3}), db)
+    hold = tmp_path / "hold"  # the trial waits after its second epoch until its agent has ended it
+    hold.touch()
+    config = stub_sweep("grid", epochs=6, lr={"value": 0.3}, hold={"value": str(hold)}, hold_from={"value": 2})
+    sweep_id = create(tmp_path, config, db)
     store = Store(tmp_path / "m0", db)
     lease = {"HPSEARCH_STALE_AFTER": "6"}  # lease: 6 s less --grace 1, 0.75 s of retries, 1 s of rounds
     first = start_agent(tmp_path, sweep_id, db, "m0", "--grace", "1", **lease)
@@ -115,18 +118,19 @@ def test_a_database_down_past_the_lease_ends_the_trials_and_another_agent_resume
     ), lines[0]
     time.sleep(max(0.0, beat + 6 - time.time()))
     pg.up()
+    hold.unlink()
 
     second = start_agent(tmp_path, sweep_id, db, "m0", "--grace", "1", **lease)
     out, err = second.communicate(timeout=120)
     assert second.returncode == 0, out + err
     assert f"trial {trial.id} resumed on CPU" in out
-    exactly_once(store, sweep_id, [0.3], 40)
+    exactly_once(store, sweep_id, [0.3], 6)
     done = store.trial(trial.id)
     assert done.resumes == 1 and done.crashes == 1
     writers = audit_writers(store, trial.id)
     assert [w for w, _ in writers] == sorted(w for w, _ in writers)  # the first agent's epochs, then the second's
     log = (tmp_path / "m0" / sweep_id / trial.id / "stdout.log").read_text()
-    assert re.search(r"resumed from \S+ after epoch ([1-9]\d*)", log), log
+    assert re.search(r"resumed from \S+ after epoch 2", log), log
 
 
 def audit_writers(store: Store, trial_id: str) -> list[tuple[str, int]]:
@@ -224,7 +228,10 @@ def thaw_and_end(proc: subprocess.Popen) -> None:
 
 
 def test_a_frozen_agent_wakes_to_find_its_trial_taken_over_and_ends_its_copy_without_a_record(tmp_path: Path, request):
-    sweep_id = create(tmp_path, stub_sweep("grid", epochs=60, epoch_s=0.2, lr={"value": 0.3}))
+    hold = tmp_path / "hold"  # each copy of the trial waits after its third epoch until the takeover is seen
+    hold.touch()
+    config = stub_sweep("grid", epochs=6, lr={"value": 0.3}, hold={"value": str(hold)}, hold_from={"value": 3})
+    sweep_id = create(tmp_path, config)
     store = Store(tmp_path / "m0")
     install_audit(store)
     lease = {"HPSEARCH_STALE_AFTER": "4"}
@@ -233,10 +240,12 @@ def test_a_frozen_agent_wakes_to_find_its_trial_taken_over_and_ends_its_copy_wit
     wait_for(lambda: epochs_done(store, sweep_id) >= 3)
     (trial,) = store.trials(sweep_id)
     freeze(frozen.pid)
-    time.sleep(4.5)  # past its lease: its trial runs on, its heartbeats have stopped
+    # past its lease, on the database's clock: its trial runs on, its heartbeats have stopped
+    wait_for(lambda: store.clock() - store.trial(trial.id).heartbeat > 4)
     other = start_agent(tmp_path, sweep_id, None, "m0", "--grace", "1", **lease)
     wait_for(lambda: store.trial(trial.id).pgid != trial.pgid)  # taken over, and its new copy started
     assert not live_in_group(trial.pgid)  # the frozen agent's copy was ended before the trial was resumed
+    hold.unlink()
     os.kill(frozen.pid, signal.SIGCONT)
     out, err = frozen.communicate(timeout=60)
     assert frozen.returncode == 0 and "Traceback" not in out + err, out + err
@@ -248,7 +257,7 @@ def test_a_frozen_agent_wakes_to_find_its_trial_taken_over_and_ends_its_copy_wit
     out, err = other.communicate(timeout=120)
     assert other.returncode == 0, out + err
     assert f"trial {trial.id}: ended the copy its previous agent left running" in out
-    exactly_once(store, sweep_id, [0.3], 60)
+    exactly_once(store, sweep_id, [0.3], 6)
     check_fenced(audit_log(store))
     assert store.trial(trial.id).agent.startswith(agent_id(other))
 
