@@ -190,7 +190,7 @@ def create_sweep(
 @click.pass_context
 def agent(ctx: click.Context, sweep_id: str, store_dir: Path, db: str | None, **options: object) -> None:
     """Run the sweep's trials, one torchrun process group each, until it is done (or --count)."""
-    from hpsearch.sweep.engine import EngineError
+    from hpsearch.sweep.engine import EngineError, Lost
     from hpsearch.sweep.engines.wandb_server import ServerError
     from hpsearch.sweep.runner import AgentError, AgentOptions, run_agent
     from hpsearch.sweep.slots import SlotError
@@ -213,6 +213,10 @@ def agent(ctx: click.Context, sweep_id: str, store_dir: Path, db: str | None, **
     except ServerError as e:
         click.echo(f"hpsearch agent: error: {e}", err=True)
         sys.exit(1)
+    except Lost:  # (its line is out) skip wandb's exit handlers: they would retry uploading the runs for days
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     if not gave_up:  # the sweep's table as it now stands (after giving up, its one line says it all)
         _print_table(store, sweep.id)
     sys.exit(code)
@@ -421,6 +425,7 @@ def simulate(
         raise click.UsageError("give SWEEP_FILE... and --curves SOURCE (or --export-curves SWEEP_ID)")
     import tempfile
 
+    from hpsearch.objective import Objective
     from hpsearch.simulate import replay, results
     from hpsearch.simulate.curves import SourceError, open_source
     from hpsearch.sweep.engine import EngineError
@@ -440,15 +445,15 @@ def simulate(
         for problem in e.problems[:-1]:
             click.echo(f"hpsearch simulate: error: {problem}", err=True)
         fail(e.problems[-1])
-    first, metric = None, None
+    first, objective = None, None
     for name, config in configs.items():
         if not isinstance(config.get("metric"), dict):
             fail(f"{name}: metric: a replay needs the metric {{name, goal}} it compares searches by")
-        given = {"name": config["metric"]["name"], "goal": config["metric"].get("goal", "minimize")}
-        if metric and given != metric:
-            fail(f"{name}: metric: {given} is not {first}'s {metric}; allowed: searches compared by one metric")
-        first, metric = first or name, metric or given
-    sign = 1 if metric.get("goal", "minimize") == "maximize" else -1
+        given = Objective.of(config["metric"])
+        if objective and given != objective:
+            fail(f"{name}: metric: {given.as_dict()} is not {first}'s {objective.as_dict()}; allowed: searches "
+                 "compared by one metric")  # fmt: skip
+        first, objective = first or name, objective or given
     budget = budget or curves.budget()
     with tempfile.TemporaryDirectory() as tmp:  # the replays' own store: nothing of the user's is written
         try:
@@ -459,9 +464,9 @@ def simulate(
         for result in found:
             click.echo(json.dumps(results.to_json(result, source, budget, workers)))
     else:
-        click.echo(results.table(found, reference, budget, sign))
+        click.echo(results.table(found, reference, budget, objective))
     if output:
-        page = results.render_page(found, reference, source, budget, workers, sign, metric["name"])
+        page = results.render_page(found, reference, source, budget, workers, objective)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(page, encoding="utf-8")
         click.echo(f"wrote {output}", err=as_json)

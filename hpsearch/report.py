@@ -24,8 +24,9 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from hpsearch.formats import fmt_duration, fmt_value
+from hpsearch.objective import Objective, finite
 from hpsearch.params import format_value
-from hpsearch.sweep.status import best_epoch, finite, objectives, planned_epochs, status_of
+from hpsearch.sweep.status import best_epoch, objectives, planned_epochs, status_of
 from hpsearch.sweep.store import Store, Sweep
 
 DEFAULT_METRIC = {"name": "best_acc", "goal": "maximize"}  # grid and random sweeps may set no metric
@@ -66,8 +67,8 @@ def gather(store: Store, sweep: Sweep) -> dict[str, Any]:
         value = t["summary"].get(metric)
         t.update(
             history=history,
-            value=value if isinstance(value, (int, float)) and math.isfinite(value) else None,
-            best_epoch=best_epoch(history, data["sweep"]["metric"]),
+            value=value if finite(value) else None,
+            best_epoch=best_epoch(history, Objective.of(data["sweep"]["metric"])),
             # (a program that takes no epochs: the epochs it ran)
             planned_epochs=planned_epochs(sweep.config, t["params"]) or t["epochs"],
             wall_s=t["runtime"] + running_for.get(t["id"], 0.0),
@@ -316,7 +317,7 @@ def parallel_figure(data: dict[str, Any]) -> dict[str, Any] | None:
                 x=i, y=y, text=esc(text), showarrow=False, xanchor="right", xshift=-4, bgcolor="rgba(255,255,255,0.8)"
             )
     lo, hi = min(columns[-1]), max(columns[-1])
-    scale = "Viridis_r" if metric["goal"] == "minimize" else "Viridis"  # the better, the brighter
+    scale = "Viridis" if Objective.of(metric).sign > 0 else "Viridis_r"  # the better, the brighter
     shares = [(t["value"] - lo) / (hi - lo) if hi > lo else 1.0 for t in trials]
     colors = sample_colorscale(scale, shares) if trials else []
     traces = []

@@ -107,7 +107,6 @@ class FakeController:
     """Hands out one trial per script, in order; records what the agent tells it."""
 
     scripts: list[Script]
-    agent_id: str = "agent-1"
     stopper: str = "hyperband"
     stops_anytime: bool = False
     done: bool = False

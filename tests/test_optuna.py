@@ -9,6 +9,7 @@ import json
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -399,6 +400,61 @@ def test_an_ax_experiment_is_shared_by_two_agents_as_w_and_bs_ax_scheduler_drive
     third = a.next_trial(0).trial
     assert third.params not in (first.params, second.params)
     assert store.trial(first.id).summary["score"] == pytest.approx(score(first.params["x"], 3))
+
+
+def ax_sweep(tmp_path: Path, source: str = AX) -> tuple[Store, Sweep]:
+    config = custom(tmp_path, source, optimizer="client")
+    config["scheduler"]["engine"] = "ax"
+    config["parameters"] = {"x": {"min": 0.0, "max": 1.0}}
+    store = Store(tmp_path)
+    return store, new_sweep(store, config)
+
+
+def test_an_ax_experiment_is_built_once_per_change_of_the_sweeps_trials(tmp_path: Path):
+    """Each build runs the scheduler's source: here it counts itself."""
+    built = tmp_path / "built"
+    counted = AX.replace("def client(sweep):\n", f"def client(sweep):\n    open({str(built)!r}, 'a').write('.')\n")
+    store, sweep = ax_sweep(tmp_path, counted)
+    a = controller_for(store, sweep, "a")
+
+    def builds() -> int:
+        return len(built.read_text())
+
+    assert builds() == 1  # the check for a stopping strategy, over no trials
+    trial = a.next_trial(0).trial  # no trial since: that experiment makes the suggestion
+    assert builds() == 1
+    for _ in range(3):  # three decisions on one state of the sweep: one build
+        assert a.engine.should_stop(trial, a.trials.read()) == (False, None)
+    assert builds() == 2
+    a.record_epochs(trial, [{"epoch": 1, "score": score(trial.params["x"], 1)}])  # the trial changed
+    a.engine.should_stop(trial, a.trials.read())
+    assert builds() == 3
+    second = a.next_trial(1).trial  # the same trials: that experiment makes the suggestion, and is spent
+    assert builds() == 3 and second.params != trial.params
+    a.engine.should_stop(trial, a.trials.read())
+    assert builds() == 4
+
+
+@pytest.mark.parametrize("engine", ["optuna", "ax"])
+def test_engine_seconds_hold_the_adapters_own_work(tmp_path: Path, engine: str):
+    """The time to bring an engine's library up to date with the store (the Optuna mirror's sync, the Ax
+    experiment's rebuild) counts as deciding time: here that work takes at least 0.2 s per decision."""
+    store, sweep = ax_sweep(tmp_path) if engine == "ax" else (Store(tmp_path), None)
+    sweep = sweep or new_sweep(store, custom(tmp_path))
+    a = controller_for(store, sweep, "a")
+    name = "_build" if engine == "ax" else "_sync"
+    work = getattr(a.engine, name)
+
+    def slow(*args):
+        time.sleep(0.2)
+        return work(*args)
+
+    setattr(a.engine, name, slow)
+    trial = a.next_trial(0).trial
+    a.record_epochs(trial, [{"epoch": 1, "score": score(trial.params["x"], 1)}])
+    a.engine.stops = True  # (asked whether it stops even where no strategy or pruner would)
+    a.should_stop(trial)
+    assert a.engine_seconds >= 0.2 * (1 if engine == "ax" else 2)  # (Ax's first suggestion reuses its first build)
 
 
 def test_a_trial_restarted_from_epoch_0_has_not_passed_its_rungs(tmp_path: Path):

@@ -111,12 +111,12 @@ def test_a_replay_is_deterministic_for_a_seed_and_charges_the_epochs_trials_ran(
         file = sweep_file(tmp_path / "s.yaml", "custom", table, scheduler=OPTUNA_HYPERBAND)
     runs = [run(tmp_path / f"{i}", file, table, budget=60, seed=s) for i, s in enumerate((0, 0, 1))]
     (a, trials), (b, again), (_, other) = runs
-    assert (a.trials, a.epochs, a.incumbent) == (b.trials, b.epochs, b.incumbent)
+    assert (a.trial_count, a.epochs, a.incumbent) == (b.trial_count, b.epochs, b.incumbent)
     assert [t.params for t in trials] == [t.params for t in again] != [t.params for t in other]
     assert a.epochs == 60 == sum(t.epochs for t in trials)  # each trial charged its epochs, no more
     stopped = [t for t in trials if t.state == State.STOPPED]
     assert stopped and all(t.epochs < 5 for t in stopped)  # hyperband stopped some, which ran only their epochs
-    assert a.trials == len(trials) > 60 // 5  # so more trials fit in the budget than full-length ones would
+    assert a.trial_count == len(trials) > 60 // 5  # so more trials fit in the budget than full-length ones would
     assert a.incumbent == sorted(a.incumbent) and all(x <= 60 for x, _ in a.incumbent)
 
 
@@ -124,9 +124,9 @@ def test_n_workers_run_n_trials_at_once_and_the_budget_ends_the_sweep(tmp_path: 
     table = random_table(tmp_path / "t.jsonl")
     file = sweep_file(tmp_path / "s.yaml", "random", table)
     r3, trials3 = run(tmp_path, file, table, workers=3, budget=6)
-    assert r3.trials == 3 and [t.epochs for t in trials3] == [2, 2, 2]  # in step: 3 x 2 epochs
+    assert r3.trial_count == 3 and [t.epochs for t in trials3] == [2, 2, 2]  # in step: 3 x 2 epochs
     r1, trials1 = run(tmp_path, file, table, workers=1, budget=6)
-    assert r1.trials == 2 and [t.epochs for t in trials1] == [5, 1]  # one at a time
+    assert r1.trial_count == 2 and [t.epochs for t in trials1] == [5, 1]  # one at a time
     assert [t.state for t in trials1] == [State.FINISHED, State.RUNNING]  # the budget cut the second
     assert r1.epochs == 6 and r1.incumbent == [[5, trials1[0].summary["val_acc"]]]
 
@@ -134,7 +134,7 @@ def test_n_workers_run_n_trials_at_once_and_the_budget_ends_the_sweep(tmp_path: 
 def test_a_finished_grid_ends_the_replay_before_the_budget_and_a_short_curve_is_a_failed_trial(tmp_path: Path):
     table = grid_table(tmp_path / "t.jsonl", short=(0.1, "none"))
     r, trials = run(tmp_path, sweep_file(tmp_path / "s.yaml", "grid", table), table)
-    assert r.trials == len(trials) == 8 and r.distinct == 8 and r.epochs == 7 * 6 + 3 < 10_000
+    assert r.trial_count == len(trials) == 8 and r.distinct == 8 and r.epochs == 7 * 6 + 3 < 10_000
     (failed,) = [t for t in trials if t.state == State.FAILED]
     assert failed.params == {"lr": 0.1, "aa": "none"} and failed.epochs == 3
     assert failed.error == "its curve ends after epoch 3 of 6"
@@ -227,7 +227,7 @@ def test_lcbench_replays_yahpo_gyms_surrogate_with_the_sources_types(tmp_path: P
     assert all(0 < r["val_accuracy"] <= 100 and r["epoch_time"] > 0 for r in c.records)
     assert c.records[-1]["val_accuracy"] > c.records[0]["val_accuracy"]  # it learns
     r = replay(Store(tmp_path), config, source, 2, 500, 0)
-    assert r.epochs == 500 and r.trials >= 10 and 10 < r.incumbent[-1][1] <= 100
+    assert r.epochs == 500 and r.trial_count >= 10 and 10 < r.incumbent[-1][1] <= 100
 
 
 # ---- bad input: one line, exit 2 ----

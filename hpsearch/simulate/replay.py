@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from hpsearch.objective import Objective
 from hpsearch.simulate.curves import Curve, Source, scales
 from hpsearch.sweep.controller import controller_for
 from hpsearch.sweep.spec import leaves
@@ -37,11 +38,11 @@ class Replay:
 
     sweep: str  # its id in the store it replayed in
     seed: int
-    trials: int
+    trial_count: int  # trials it started
     epochs: int
     distinct: int  # configurations of the source it ran (a table replays a repeated nearest one at full cost)
     incumbent: list[list[float]]
-    engine_seconds: float  # in the engine's own suggestion and stop calls
+    engine_seconds: float  # in the engine's suggestion and stop calls, its adapter's work included
     seconds: float  # the whole replay
 
 
@@ -86,11 +87,10 @@ def replay(
     sweep = store.add_sweep(config, "local", name=f"replay-{seed}", sweep_id=f"replay-{seed}", code=code)
     # No other agent shares the store, so no trial of it ever counts as crashed.
     controller = controller_for(store, sweep, AGENT, workers, stale_after=math.inf, reseed=False)
-    metric = config["metric"]["name"]
-    sign = 1 if config["metric"].get("goal", "minimize") == "maximize" else -1
+    objective = Objective.of(config["metric"])
     sweep_scales = scales(config)
     running: dict[int, _Running] = {}
-    now, spent, trials, distinct = 0.0, 0, 0, set()
+    now, spent, trial_count, distinct = 0.0, 0, 0, set()
     incumbent: list[list[float]] = []
 
     def flush() -> None:
@@ -105,10 +105,9 @@ def replay(
         last = rn.curve.records[rn.ran - 1]
         error = f"its curve ends after epoch {rn.ran} of {rn.curve.planned}" if state == State.FAILED else None
         controller.finish(rn.trial, state, 1 if error else 0, error, last)
-        value = last.get(metric)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            if not incumbent or sign * value > sign * incumbent[-1][1]:
-                incumbent.append([spent, value])
+        value = last.get(objective.name)
+        if objective.better(value, incumbent[-1][1] if incumbent else None):
+            incumbent.append([spent, value])
 
     while True:
         for slot in range(workers) if spent < budget else ():
@@ -120,7 +119,7 @@ def replay(
                 continue
             curve = source.curve(leaves(claim.trial.params), sweep_scales)
             running[slot] = _Running(claim.trial, curve, now + epoch_time(curve.records[0]))
-            trials += 1
+            trial_count += 1
             distinct.add(curve.config)
         if not running or spent >= budget:
             break
@@ -146,7 +145,7 @@ def replay(
                 break
     flush()  # the store holds what ran, the trials the budget cut included
     seconds = time.perf_counter() - began
-    return Replay(sweep.id, seed, trials, spent, len(distinct), incumbent, controller.engine.engine_seconds, seconds)
+    return Replay(sweep.id, seed, trial_count, spent, len(distinct), incumbent, controller.engine_seconds, seconds)
 
 
 UNLIKE_RANDOM = ("early_terminate", "run_cap", "scheduler")  # what a sweep adds to plain random search
@@ -169,11 +168,11 @@ def compare(
     """Replay each sweep (by name; `codes`: their schedulers' sources) with seeds 0..seeds-1, each in a store of
     its own in folder `root`; and the reference, random search over the first one's space (one of the sweeps, if
     one is that already)."""
-    stores = (Store(root / str(i)) for i in itertools.count())
+    folders = (root / str(i) for i in itertools.count())
 
     def runs(config: dict[str, Any], code: dict[str, str] | None = None) -> list[Replay]:
-        store = next(stores)
-        return [replay(store, config, source, workers, budget, seed, code) for seed in range(seeds)]
+        with Store(next(folders)) as store:
+            return [replay(store, config, source, workers, budget, seed, code) for seed in range(seeds)]
 
     results = [Result(name, runs(config, (codes or {}).get(name))) for name, config in configs.items()]
     for result, config in zip(results, configs.values(), strict=True):

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
+from hpsearch.objective import Objective
 from hpsearch.report import TEMPLATE, esc, figure_html, page, section, with_traces
 from hpsearch.simulate.replay import Replay, Result
 
@@ -30,8 +31,9 @@ def best_at(incumbent: list[list[float]], spent: float) -> float | None:
     return best
 
 
-def reached(run: Replay, target: float, sign: int) -> float:
+def reached(run: Replay, target: float, objective: Objective) -> float:
     """The epochs the replay spent until its best value was at least as good as `target` (inf: never)."""
+    sign = objective.sign
     return next((x for x, value in run.incumbent if sign * value >= sign * target - 1e-12), math.inf)
 
 
@@ -51,17 +53,17 @@ def target_of(reference: Result, budget: int) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def to_reach(result: Result, target: float | None, sign: int) -> str:
+def to_reach(result: Result, target: float | None, objective: Objective) -> str:
     """The median over seeds of the budget needed to reach `target`, and how many seeds reached it."""
     if target is None:
         return "-"
-    spent = [reached(r, target, sign) for r in result.runs]
+    spent = [reached(r, target, objective) for r in result.runs]
     hits = sum(math.isfinite(s) for s in spent)
     median = statistics.median(spent)
     return f"{median:,.0f} ({hits}/{len(spent)})" if math.isfinite(median) else f"not reached ({hits}/{len(spent)})"
 
 
-def table(results: list[Result], reference: Result, budget: int, sign: int) -> str:
+def table(results: list[Result], reference: Result, budget: int, objective: Objective) -> str:
     """The comparison as a terminal table."""
     target = target_of(reference, budget)
     head = [
@@ -72,9 +74,9 @@ def table(results: list[Result], reference: Result, budget: int, sign: int) -> s
         [
             r.name,
             *(_mean_sd([best_at(run.incumbent, f * budget) for run in r.runs]) for f in FRACTIONS),
-            f"{statistics.fmean(run.trials for run in r.runs):.0f}",
+            f"{statistics.fmean(run.trial_count for run in r.runs):.0f}",
             f"{statistics.fmean(run.distinct for run in r.runs):.0f}",
-            to_reach(r, target, sign),
+            to_reach(r, target, objective),
         ]
         for r in results
     ]
@@ -90,7 +92,13 @@ def to_json(result: Result, source: str, budget: int, workers: int) -> dict[str,
         "budget": budget,
         "workers": workers,
         "runs": [
-            {"seed": r.seed, "trials": r.trials, "epochs": r.epochs, "distinct": r.distinct, "incumbent": r.incumbent}
+            {
+                "seed": r.seed,
+                "trials": r.trial_count,
+                "epochs": r.epochs,
+                "distinct": r.distinct,
+                "incumbent": r.incumbent,
+            }
             for r in result.runs
         ],
     }
@@ -143,20 +151,23 @@ def _faint(hex_color: str) -> str:
     return f"rgba({r}, {g}, {b}, 0.15)"
 
 
-def render_page(results: list[Result], reference: Result, source: str, budget: int, workers: int, sign: int,
-                metric: str) -> str:  # fmt: skip
+def render_page(
+    results: list[Result], reference: Result, source: str, budget: int, workers: int, objective: Objective
+) -> str:
     """The comparison as one self-contained HTML page: the table and the incumbent curves."""
     seeds = len(results[0].runs) if results else 0
     head = (
         f"<header><h1>Search replayed on {esc(source)}</h1><p class=headline>{len(results)} sweep file(s), "
-        f"{seeds} seeds each, {workers} worker(s), budget {budget:,} epochs; {'maximize' if sign > 0 else 'minimize'} "
-        f"{esc(metric)}</p></header>"
+        f"{seeds} seeds each, {workers} worker(s), budget {budget:,} epochs; {objective.goal} "
+        f"{esc(objective.name)}</p></header>"
     )
     body = "\n".join(
         [
             head,
-            section("Best value found", f"<pre>{esc(table(results, reference, budget, sign))}</pre>"),
-            section("Best so far", figure_html(incumbent_figure(results, budget, metric), "incumbent", "No trials.")),
+            section("Best value found", f"<pre>{esc(table(results, reference, budget, objective))}</pre>"),
+            section(
+                "Best so far", figure_html(incumbent_figure(results, budget, objective.name), "incumbent", "No trials.")
+            ),
             f"<footer>hpsearch simulate, {time.strftime('%Y-%m-%d %H:%M')}</footer>",
         ]
     )

@@ -8,9 +8,13 @@ way for every engine and never knows which one decides.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import socket
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol
 
 from hpsearch.defaults import MAX_RESUMES, STALE_AFTER
@@ -20,17 +24,23 @@ from hpsearch.sweep.status import planned_epochs
 from hpsearch.sweep.store import State, Store, Sweep, Trial, Version, version
 
 CLAIM_ATTEMPTS = 5  # suggestions made again because another agent claimed first, before trying next round
-__all__ = ["Claim", "Controller", "Lost", "SweepController", "TrialCache", "controller_for"]
+__all__ = ["Claim", "Controller", "Lost", "Start", "SweepController", "TrialCache", "controller_for"]
+
+
+class Start(StrEnum):
+    """How a claimed trial starts, as the agent's lines say it."""
+
+    STARTED = "started"  # a new trial
+    RESUMED = "resumed"  # from its checkpoint
+    RESTARTED = "restarted"  # a trial that ran before, whose checkpoint this machine cannot see: from epoch 0
 
 
 @dataclass
 class Claim:
-    """A trial handed to one of the agent's slots. how: "started" (new), "resumed" (from its checkpoint) or
-    "restarted" (a preempted trial whose checkpoint this machine cannot see, from epoch 0); planned: the epochs it
-    is to run, where they are known."""
+    """A trial handed to one of the agent's slots; planned: the epochs it is to run, where they are known."""
 
     trial: Trial
-    how: str
+    how: Start
     planned: int | None = None
 
 
@@ -38,7 +48,6 @@ class Controller(Protocol):
     """Every method may raise `store.StoreUnavailable` (try again later: the agent rides through it until its
     lease lapses), `store.NotOwner` (the trial was taken over: end this copy, record nothing) or `Lost`."""
 
-    agent_id: str  # who holds the trials this controller hands out
     stopper: str  # who stops trials early, as the agent's lines name it
     stops_anytime: bool  # a stop may come at any moment (a server's), not only after a new epoch of the trial
     done: bool  # nothing more will be handed out (grid exhausted, run_cap reached, the server said exit)
@@ -72,7 +81,7 @@ class Controller(Protocol):
         """The agent ended the trial without recording it (taken over by another agent, or the agent gave up)."""
 
     def close(self) -> None:
-        """The agent is done with the controller (a W&B controller whose server is gone ends the process: exit 1)."""
+        """The agent is done with the controller. Raises Lost after a W&B server was lost (see WandbServer.close)."""
 
 
 class TrialCache:
@@ -99,7 +108,7 @@ class SweepController:
 
     Claims are exactly-once: a suggestion is recorded only if no other agent claimed since it was made (the
     sweep's short lock), else made again; so no trial or grid point is handed out twice and run_cap holds. Unless
-    the engine hands out resumes itself (a W&B server), a preempted trial resumes first, then a crashed one whose
+    the engine assigns trials itself (a W&B server), a preempted trial resumes first, then a crashed one whose
     checkpoint this machine sees (or that crashed before its first epoch), at most `max_resumes` crashes each."""
 
     def __init__(
@@ -116,6 +125,7 @@ class SweepController:
         self.max_resumes, self.stale_after = max_resumes, stale_after
         self.trials = TrialCache(store, sweep.id)
         self.done = False
+        self.engine_seconds = 0.0  # in the engine's decisions, for benchmarks (see _deciding)
         self._held: set[str] = set()  # the trials this controller handed out and the agent has not ended
 
     @property
@@ -124,19 +134,28 @@ class SweepController:
 
     @property
     def stops(self) -> bool:
-        """Whether should_stop can ever say yes."""
         return self.engine.stops
 
     @property
     def stops_anytime(self) -> bool:
         return self.engine.stops_anytime
 
+    @contextlib.contextmanager
+    def _deciding(self) -> Iterator[None]:
+        """Count the time of the engine call inside in engine_seconds: the whole call, so that what an adapter
+        does before its library decides (an Ax rebuild, an Optuna mirror sync) counts too."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.engine_seconds += time.perf_counter() - began
+
     def next_trial(self, slot: int) -> Claim | None:
         """Claim the next trial for `slot`; None when the sweep has nothing left (`done`), or nothing now (other
         agents kept claiming first, or a server has not handed this slot a run yet: try again next round)."""
         if self.done:
             return None
-        if self.engine.resumes:
+        if self.engine.assigns_trials:
             return self._claim_handed(slot)
         if math.isfinite(self.stale_after):
             self.store.mark_crashed(self.sweep.id, self.stale_after)
@@ -148,7 +167,8 @@ class SweepController:
                            and t.id not in self._held), None)  # fmt: skip
             if orphan:
                 seen = self.store.checkpoint(orphan).exists()
-                return self._hold(Claim(orphan, "resumed" if seen else "restarted" if orphan.resumes else "started"))
+                how = Start.RESUMED if seen else Start.RESTARTED if orphan.resumes else Start.STARTED
+                return self._hold(Claim(orphan, how))
             # A crashed trial's checkpoint may sit on a machine that is down: only an agent that sees it resumes it;
             # one that crashed before its first epoch was recorded has nothing to lose, and starts again anywhere.
             pick = next((t for t in trials if t.state == State.PREEMPTED), None) or next(
@@ -158,10 +178,13 @@ class SweepController:
             if pick:
                 restart = not self.store.checkpoint(pick).exists()
                 if self.store.take(pick, self.agent_id, restart=restart):
-                    return self._hold(Claim(self.store.trial(pick.id), "restarted" if restart else "resumed"))
+                    return self._hold(Claim(self.store.trial(pick.id), Start.RESTARTED if restart else Start.RESUMED))
                 continue
             capped = len(trials) >= self.sweep.config.get("run_cap", math.inf)
-            suggestion = None if capped else self.engine.suggest(slot, trials)
+            suggestion = None
+            if not capped:
+                with self._deciding():
+                    suggestion = self.engine.suggest(slot, trials)
             if suggestion is None:
                 if not (capped or self.engine.done):
                     return None  # the engine declines for now
@@ -173,22 +196,23 @@ class SweepController:
                 self.sweep.id, suggestion.params, self.agent_id, after=len(trials), attrs=suggestion.attrs
             )
             if trial:
-                return self._hold(Claim(trial, "started"))
+                return self._hold(Claim(trial, Start.STARTED))
         return None
 
     def _claim_handed(self, slot: int) -> Claim | None:
         """The trial the engine handed to this slot: a known one resumes (from its checkpoint), a new one starts."""
-        suggestion: Suggestion | None = self.engine.suggest(slot, [])
+        with self._deciding():
+            suggestion: Suggestion | None = self.engine.suggest(slot, [])
         if suggestion is None:
             self.done = self.engine.done
             return None
         try:  # the store first: if the database does not answer, the engine hands the same run again next round
             known = next((t for t in self.store.trials(self.sweep.id) if t.id == suggestion.trial_id), None)
             if known and self.store.take(known, self.agent_id):
-                claim = Claim(self.store.trial(known.id), "resumed")
+                claim = Claim(self.store.trial(known.id), Start.RESUMED)
             else:
                 trial = self.store.add_trial(self.sweep.id, suggestion.params, self.agent_id, suggestion.trial_id)
-                claim = Claim(trial, "started")
+                claim = Claim(trial, Start.STARTED)
         except Exception:
             self.engine.unclaimed(slot, suggestion)
             raise
@@ -215,7 +239,9 @@ class SweepController:
         """The engine's verdict on the running trial, over every trial of the sweep as it stands."""
         if not self.engine.stops:
             return False
-        stop, attrs = self.engine.should_stop(trial, self.trials.read() if self.engine.reads_trials else [])
+        trials = self.trials.read() if self.engine.reads_trials else []
+        with self._deciding():
+            stop, attrs = self.engine.should_stop(trial, trials)
         if attrs is not None:  # the engine's record of the trial changed (a pruner's state): others see it too
             self.store.set_attrs(trial.id, attrs, self.agent_id)
         return stop
@@ -242,7 +268,7 @@ class SweepController:
         self.engine.abandoned(trial)
 
     def close(self) -> None:
-        if self.engine.resumes and self.engine.done and not self.engine.lost:
+        if self.engine.assigns_trials and self.engine.done and not self.engine.lost:
             self.store.mark_exhausted(self.sweep.id)  # the server said the sweep is done
         self.engine.close()
 

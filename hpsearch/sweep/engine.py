@@ -1,5 +1,5 @@
 """What decides for a sweep: an engine suggests what to run next, says whether a running trial should stop, and
-when the sweep is done. It only decides: the agent holds the trials through the store (sweep/controller.py).
+when the sweep is done. Holding the trials is sweep/controller.py's.
 
 The engines, one module each in sweep/engines/:
 - wandb_sweeps: W&B's open-source `sweeps` engine (grid, random, bayes; hyperband stops), the local default;
@@ -41,16 +41,16 @@ class Suggestion:
 
 class Engine:
     """The interface, with what most engines leave as it is. An engine sees every trial of the sweep, every
-    agent's, as the store holds them (`trials`, in creation order, each with its metric's `series`)."""
+    agent's, as the store holds them (`trials`, in creation order, each with its metric's `series`).
+    `stopper` and `stops_anytime` are what the controller passes on (see controller.Controller)."""
 
-    stopper = "early_terminate"  # who stops trials early, as the agent's lines name it
+    stopper = "early_terminate"
     stops = False  # whether should_stop can ever say yes (else it is not asked)
-    stops_anytime = False  # a stop may come at any moment (a server's), not only after a new epoch
+    stops_anytime = False
     reads_trials = True  # should_stop needs the sweep's trials
-    resumes = False  # it hands out the trials to resume itself (a server); else preempted and crashed ones go first
+    assigns_trials = False  # it hands each slot its trial, new or to resume (a server), and the controller takes it
     done = False  # it will suggest nothing more (a grid exhausted, a terminator, a server's exit)
     lost: str | None = None  # why it cannot go on
-    engine_seconds = 0.0  # time spent deciding, for benchmarks
 
     def suggest(self, slot: int, trials: list[Trial]) -> Suggestion | None:
         """A new trial for the free slot `slot`, or None: nothing now (`done` says whether ever)."""
@@ -61,7 +61,7 @@ class Engine:
         return False, None
 
     def claimed(self, slot: int, trial: Trial) -> None:
-        """The trial it handed to `slot` is now the agent's (resumes engines only)."""
+        """The trial it handed to `slot` is now the agent's (engines that assign trials only)."""
 
     def unclaimed(self, slot: int, suggestion: Suggestion) -> None:
         """The store could not take the trial it handed to `slot`: hand it again next time."""

@@ -45,7 +45,8 @@ def run_agent(
 ) -> int:
     """Run the sweep's trials until it is done; the exit code. `echo` takes the agent's lines, `fail` the one line
     on why it gave up, if it did. Raises AgentError or slots.SlotError (a usage error: nothing ran) and, for a W&B
-    sweep, engines.wandb_server.ServerError (the server refused the agents)."""
+    sweep, engines.wandb_server.ServerError (the server refused the agents) or, once `fail` has said so, Lost (the
+    server is gone: the process must leave at once, see WandbServer.close)."""
     alloc = slurm.allocation()
     if opts.nodes_per_trial > 1 and (alloc is None or alloc.nodes < opts.nodes_per_trial):
         has = f"an allocation of {alloc.nodes}" if alloc else "no SLURM allocation"
@@ -77,5 +78,5 @@ def run_agent(
                  (f": {failed}" if failed else " for the work left"))  # fmt: skip
     if agent.error:
         fail(agent.error)
-    controller.close()  # (a W&B controller whose server is gone ends the process here)
+    controller.close()
     return code

@@ -3,13 +3,13 @@ report draws from."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from hpsearch.defaults import STALE_AFTER
 from hpsearch.formats import fmt_duration, fmt_value
+from hpsearch.objective import Objective, finite
 from hpsearch.params import DEFAULTS
 from hpsearch.sweep.spec import leaves, varying
 from hpsearch.sweep.store import ACTIVE, State, Store, Sweep, Trial
@@ -22,10 +22,10 @@ def sweep_state(sweep: Sweep, trials: list[Trial]) -> str:
     return "finished" if sweep.exhausted and not any(t.state in active for t in trials) else "running"
 
 
-def objectives(sweep: Sweep) -> list[dict[str, str]]:
-    """The sweep's metrics to optimize, {name, goal} each: its `metrics` (a multi-objective search), else its metric."""
+def objectives(sweep: Sweep) -> list[Objective]:
+    """The sweep's metrics to optimize: its `metrics` (a multi-objective search), else its metric."""
     chosen = sweep.config.get("metrics") or ([sweep.metric] if sweep.metric else [])
-    return [{"name": m["name"], "goal": m.get("goal", "minimize")} for m in chosen]
+    return [Objective.of(m) for m in chosen]
 
 
 def planned_epochs(config: dict[str, Any], params: dict[str, Any]) -> int | None:
@@ -36,28 +36,20 @@ def planned_epochs(config: dict[str, Any], params: dict[str, Any]) -> int | None
     return None if config.get("program") else DEFAULTS["epochs"]
 
 
-def best_epoch(history: list[dict[str, Any]], metric: dict[str, str]) -> int | None:
-    """The epoch whose record is best by the metric and its goal (None if no record has a value of it)."""
-    scored = [r for r in history if finite(r.get(metric["name"]))]
-    if not scored:
-        return None
-    pick = max if metric.get("goal", "minimize") == "maximize" else min
-    return pick(scored, key=lambda r: r[metric["name"]])["epoch"]
+def best_epoch(history: list[dict[str, Any]], objective: Objective) -> int | None:
+    """The epoch whose record is best by the objective (the first of equals; None if no record has a value of it)."""
+    best = min(history, key=lambda r: objective.sort_key(r.get(objective.name)), default=None)
+    return best["epoch"] if best is not None and finite(best.get(objective.name)) else None
 
 
-def finite(v: Any) -> bool:
-    """A finite number (not a bool): a metric value that ranks."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def pareto_front(trials: list[Trial], goals: list[dict[str, str]]) -> set[str]:
+def pareto_front(trials: list[Trial], goals: list[Objective]) -> set[str]:
     """The finished trials with every objective that no other such trial beats: at least as good on each objective
     and better on one."""
-    scored = [t for t in trials if t.state == State.FINISHED and all(finite(t.summary.get(g["name"])) for g in goals)]
+    scored = [t for t in trials if t.state == State.FINISHED and all(finite(t.summary.get(g.name)) for g in goals)]
     if not scored:
         return set()
-    signs = np.array([1.0 if g["goal"] == "maximize" else -1.0 for g in goals])
-    values = np.array([[t.summary[g["name"]] for g in goals] for t in scored], dtype=float) * signs  # higher: better
+    signs = np.array([g.sign for g in goals], dtype=float)
+    values = np.array([[t.summary[g.name] for g in goals] for t in scored], dtype=float) * signs  # higher: better
     beaten = [bool(np.any(np.all(values >= v, axis=1) & np.any(values > v, axis=1))) for v in values]
     return {t.id for t, b in zip(scored, beaten, strict=True) if not b}
 
@@ -66,13 +58,12 @@ def sorted_trials(sweep: Sweep, trials: list[Trial], front: set[str] | None = No
     """Best first by the sweep metric (trials without a value last, in creation order); a multi-objective sweep's
     Pareto front (`front`) first, each part by its first metric."""
     goals = objectives(sweep)
-    name = goals[0]["name"] if goals else None
-    sign = -1 if goals and goals[0]["goal"] == "maximize" else 1
+    first = goals[0] if goals else None
     front = front or set()
 
-    def key(t: Trial) -> tuple[int, int, float, int]:
-        v = t.summary.get(name) if name else None
-        return (t.id not in front, 0, sign * v, t.seq) if finite(v) else (True, 1, 0.0, t.seq)
+    def key(t: Trial) -> tuple[bool, int, float, int]:
+        rank = first.sort_key(t.summary.get(first.name)) if first else (1, 0.0)
+        return (t.id not in front, *rank, t.seq)
 
     return sorted(trials, key=key)
 
@@ -100,7 +91,7 @@ def status_of(sweep: Sweep, stored: list[Trial], now: float) -> dict[str, Any]:
             "name": sweep.name,
             "backend": sweep.backend,
             "method": sweep.config.get("method"),
-            "metric": goals[0] if goals else None,  # (the first objective of a multi-objective search)
+            "metric": goals[0].as_dict() if goals else None,  # (the first objective of a multi-objective search)
             "state": sweep_state(sweep, trials),
             "counts": {str(s): n for s in State if (n := sum(t.state == s for t in trials))},
             "varying": varying(sweep.config),
@@ -122,7 +113,7 @@ def status_of(sweep: Sweep, stored: list[Trial], now: float) -> dict[str, Any]:
         ],
     }
     if front is not None:
-        data["sweep"]["metrics"] = goals
+        data["sweep"]["metrics"] = [g.as_dict() for g in goals]
     return data
 
 

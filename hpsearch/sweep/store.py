@@ -260,6 +260,16 @@ class Store:
         self.atomic(self._create_schema)
         self.retry_for = DB_RETRY
 
+    def close(self) -> None:
+        """Close the database connections the store holds (else they stay open until garbage collection)."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _create_schema(self) -> None:
         if self.postgres:  # CREATE TABLE IF NOT EXISTS races between agents starting together
             self._exec("SELECT pg_advisory_xact_lock(7411)")

@@ -1,23 +1,23 @@
 """An Ax experiment as the engine (`method: custom`, `scheduler: {engine: ax, ...}`), where ax-platform is installed.
 
 It is W&B's own Ax scheduler's optimizer (wandb/sdk/sweeps/scheduler/ax.py: `build_ax_optimizer`, `AxOptimizer`),
-used as it is, from the sweep's trials in the store: before each decision the optimizer is built anew and told
-every trial as W&B's scheduler tells a sweep it takes up again (a finished or failed trial with
-`tell_existing_finished_run`; a running one adopted with `tell_existing_active_run`, its latest epoch attached),
-so every agent of the sweep asks the same experiment. The rebuild is cheap beside Ax's own model fit on each
-suggestion, and sweeps searched with Ax are small. Ax's early stopping strategy, where the client has one, stops
-trials (recorded stopped); its terminator, or Ax saying the optimization is complete, ends the sweep.
+used as it is, from the sweep's trials in the store: whenever they changed, the optimizer is built anew (the
+scheduler's source run again) and told every trial as W&B's scheduler tells a sweep it takes up again (a finished
+or failed trial with `tell_existing_finished_run`; a running one adopted with `tell_existing_active_run`, its
+latest epoch attached), so every agent of the sweep asks the same experiment. A built optimizer serves every
+decision until the trials change, or until it has itself changed (it made a suggestion, or stopped a trial).
+Ax's early stopping strategy, where the client has one, stops trials (recorded stopped); its terminator, or Ax
+saying the optimization is complete, ends the sweep.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from hpsearch.sweep.engine import Engine, EngineError, Suggestion, source_file
 from hpsearch.sweep.status import objectives
-from hpsearch.sweep.store import State, Sweep, Trial
+from hpsearch.sweep.store import State, Sweep, Trial, version
 
 # The run states W&B's scheduler tells its optimizer, by ours.
 _RUN_STATE = {
@@ -41,11 +41,19 @@ class AxEngine(Engine):
             ) from None
         logging.getLogger("ax").setLevel(logging.WARNING)  # (it announces each trial it makes and completes)
         self.sweep = sweep
-        self.metrics = [m["name"] for m in objectives(sweep)]
-        optimizer = self._build([])[0]
+        self.metrics = [m.name for m in objectives(sweep)]
+        self._built: tuple[Any, Any, dict[str, tuple[Any, Any]]] | None = None  # (the trials' versions, _build's)
+        optimizer = self._optimizer([])[0]
         # Only a client given an early stopping strategy stops trials (W&B's own check of it).
         self.stops = getattr(optimizer.client, "_maybe_early_stopping_strategy", None) is not None
         self.stopper = "Ax's early stopping strategy"
+
+    def _optimizer(self, trials: list[Trial]) -> tuple[Any, dict[str, tuple[Any, Any]]]:
+        """_build's for these trials: the one built last, while the trials are as they were then."""
+        key = [(t.id, version(t)) for t in trials]
+        if self._built is None or self._built[0] != key:
+            self._built = (key, *self._build(trials))
+        return self._built[1], self._built[2]
 
     def _build(self, trials: list[Trial]) -> tuple[Any, dict[str, tuple[Any, Any]]]:
         """W&B's AxOptimizer for the sweep, told the trials; and each running trial's id in it with what it was
@@ -80,24 +88,21 @@ class AxEngine(Engine):
         return RunWithMetrics(config, state, t.id, dict(t.summary), history)
 
     def suggest(self, slot: int, trials: list[Trial]) -> Suggestion | None:
-        optimizer, _ = self._build(trials)
-        began = time.perf_counter()
-        try:
-            if optimizer.has_terminator() and optimizer.should_terminate_sweep():
-                self.done = True
-                return None
-            asked = optimizer.ask_n_runs(1)
-        finally:
-            self.engine_seconds += time.perf_counter() - began
+        optimizer, _ = self._optimizer(trials)
+        if optimizer.has_terminator() and optimizer.should_terminate_sweep():
+            self.done = True
+            return None
+        self._built = None  # asking adds a trial to the experiment that the store may never hold
+        asked = optimizer.ask_n_runs(1)
         if asked is not None and not asked:  # Ax says the optimization is complete
             self.done = True
         return Suggestion(asked[0].config.flat_dict()) if asked else None
 
     def should_stop(self, trial: Trial, trials: list[Trial]) -> tuple[bool, None]:
-        optimizer, live = self._build(trials)
+        optimizer, live = self._optimizer(trials)
         if trial.id not in live:
             return False, None
-        began = time.perf_counter()
         stop = optimizer.prune_run(*live[trial.id])
-        self.engine_seconds += time.perf_counter() - began
+        if stop:  # (the experiment marked the trial stopped before the store did)
+            self._built = None
         return stop, None

@@ -19,7 +19,6 @@ import math
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from typing import Any
@@ -118,7 +117,7 @@ class WandbServer(Engine):
     stops = True
     stops_anytime = True  # the server's stop comes on a slot's heartbeat
     reads_trials = False
-    resumes = True  # the server hands a preempted run to whichever agent asks next
+    assigns_trials = True  # the server hands each slot its run, a preempted one to whichever agent asks next
 
     def __init__(self, store: Store, sweep: Sweep, slots: int):
         """Registers one W&B agent per slot with the server; raises ServerError (one line) if it refuses."""
@@ -233,12 +232,10 @@ class WandbServer(Engine):
                 slot.run_id, slot.stop = None, False
 
     def close(self) -> None:
-        """Stop heartbeating. After a lost server, leave at once: wandb would first try to upload the runs (retrying
-        for days) before the process could exit."""
+        """Stop heartbeating. After a lost server, raises Lost: the process must then leave without wandb's exit
+        handlers, which would first try to upload the runs (retrying for days)."""
         self.closing = True
         for slot in self.slots:
             slot.wake.set()
         if self.lost:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(1)
+            raise Lost(self.lost)

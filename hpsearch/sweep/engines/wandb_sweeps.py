@@ -8,12 +8,12 @@ are kept between calls and rebuilt only for the trials whose version changed.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 from pydantic import PrivateAttr
 
+from hpsearch.objective import Objective
 from hpsearch.sweep.engine import Engine, Suggestion
 from hpsearch.sweep.spec import sweeps
 from hpsearch.sweep.store import State, Sweep, Trial, version
@@ -54,7 +54,8 @@ class WandbSweeps(Engine):
         # Hyperband negates every run's whole history on every call to maximize a metric (a third of a decision's
         # cost at thousands of trials): its stop runs hold the values negated once, and it is told to minimize
         # them, which decides exactly the same.
-        self._negate = (self.config.get("metric") or {}).get("goal") == "maximize"
+        objective = Objective.from_config(self.config)
+        self._negate = objective is not None and objective.sign > 0
         self._stop_config = self.config
         if self.stops and self._negate:
             self._stop_config = {**self.config, "metric": {**self.config["metric"], "goal": "minimize"}}
@@ -64,9 +65,7 @@ class WandbSweeps(Engine):
 
     def suggest(self, slot: int, trials: list[Trial]) -> Suggestion | None:
         runs = [self._run(self._suggest_runs, t, with_params=True) for t in trials]
-        began = time.perf_counter()
         suggestion = sweeps.next_run(self.config, runs)
-        self.engine_seconds += time.perf_counter() - began
         if suggestion is None:  # a grid with no point left
             self.done = True
             return None
@@ -77,9 +76,7 @@ class WandbSweeps(Engine):
         """Hyperband's verdict for a running trial, over the metric history of every trial in the sweep."""
         runs = [self._run(self._stop_runs, t, with_params=False) for t in trials]
         longest = max((len(r.__pydantic_private__["_valid"]) for r in runs), default=0)
-        began = time.perf_counter()
         stop = sweeps.stop_runs(_bands_reached(self._stop_config, longest), runs)
-        self.engine_seconds += time.perf_counter() - began
         return any(r.name == trial.id for r in stop), None
 
     def _run(self, cache: dict[str, tuple[Any, sweeps.SweepRun]], t: Trial, with_params: bool) -> sweeps.SweepRun:
