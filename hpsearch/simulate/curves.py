@@ -16,7 +16,6 @@ import contextlib
 import io
 import json
 import math
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -235,20 +234,19 @@ class LCBench:
                 f"--data {data}: no lcbench/model.onnx there; allowed: a folder of YAHPO Gym's data "
                 "(github.com/slds-lmu/yahpo_data) holding lcbench/"
             )
-        # yahpo_gym writes its settings file on import: keep it out of the user's home.
-        os.environ.setdefault("YAHPO_LOCAL_CONFIG", str(Path(tempfile.mkdtemp()) / "yahpo.yaml"))
         try:
             from yahpo_gym import benchmark_set, local_config
         except ImportError:
             raise SourceError(
                 f"{self.name}: needs the yahpo-gym package; allowed: pip install 'hpsearch[simulate]'"
             ) from None
-        local_config.init_config(data_path=str(data))
-        said = io.StringIO()  # its request to cite it goes on the page of results, not into the table or --json
-        with contextlib.redirect_stdout(said):
+        # yahpo_gym reads the data folder from a settings file it writes (by default in the user's home), once per
+        # process: a file of our own, removed once read. Its request to cite it must not go into the table or --json.
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+            local_config.settings_path = Path(tmp) / "yahpo.yaml"
+            local_config.init_config(data_path=str(data))
             # check=False: each query would check its configuration against the space; ours are clipped to it
             self.bench = benchmark_set.BenchmarkSet("lcbench", multithread=False, check=False)
-        self.citation = " ".join(said.getvalue().replace("Please make sure to also cite:", "").split())
         if task not in self.bench.instances:
             raise SourceError(
                 f"--curves {self.name}: {task!r} is not an LCBench task; allowed: {', '.join(self.bench.instances)}"
