@@ -9,12 +9,13 @@ import os
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 from conftest import STUB, env, hpsearch, make_sweep, plotly_figures, run_agent
 
 from hpsearch.simulate.curves import YAHPO_DATA, CurveTable, LCBench, Scale, scales
-from hpsearch.simulate.replay import replay
+from hpsearch.simulate.replay import compare, replay
 from hpsearch.sweep.spec import load_spec, read_code
 from hpsearch.sweep.store import State, Store
 
@@ -129,6 +130,17 @@ def test_n_workers_run_n_trials_at_once_and_the_budget_ends_the_sweep(tmp_path: 
     assert r1.trial_count == 2 and [t.epochs for t in trials1] == [5, 1]  # one at a time
     assert [t.state for t in trials1] == [State.FINISHED, State.RUNNING]  # the budget cut the second
     assert r1.epochs == 6 and r1.incumbent == [[5, trials1[0].summary["val_acc"]]]
+
+
+def test_a_comparison_closes_each_store_it_opened(tmp_path: Path):
+    table = random_table(tmp_path / "t.jsonl")
+    source = CurveTable.from_jsonl(table)
+    configs = {f"s{i}.yaml": load_spec(sweep_file(tmp_path / f"s{i}.yaml", "random", table), source.target())
+               for i in range(2)}  # fmt: skip
+    results, reference = compare(tmp_path / "stores", configs, source, 1, 10, 2)
+    assert [len(r.runs) for r in results] == [2, 2] and reference.name == "s0.yaml"  # (a random sweep already)
+    assert len(list((tmp_path / "stores").glob("*/hpsearch.db"))) == 2  # one store per sweep file, both seeds in it
+    assert [f.path for f in psutil.Process().open_files() if f.path.startswith(str(tmp_path))] == []
 
 
 def test_a_finished_grid_ends_the_replay_before_the_budget_and_a_short_curve_is_a_failed_trial(tmp_path: Path):
