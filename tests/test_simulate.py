@@ -207,6 +207,16 @@ def test_simulate_compares_sweeps_on_the_same_seeds_as_a_table_json_and_a_page(t
     assert simulate(tmp_path, *args, "--json").stdout == p.stdout
 
 
+def test_the_default_studys_gp_suggestions_say_nothing_to_the_user(tmp_path: Path):
+    """Optuna's GP sampler announces, at its first suggestion from its model (after 10 random ones), that it runs
+    without greenlet: nothing a user need act on."""
+    table = random_table(tmp_path / "t.jsonl")
+    gp = sweep_file(tmp_path / "gp.yaml", "custom", table, scheduler={"engine": "optuna"})  # (its default study)
+    p = simulate(tmp_path, str(gp), "--curves", str(table), "--seeds", "1", "--budget", "60", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["runs"][0]["trials"] == 12 and "greenlet" not in p.stderr, p.stderr
+
+
 def test_export_curves_writes_a_sweep_as_a_table_that_simulate_replays(tmp_path: Path):
     sweep_id = make_sweep(tmp_path, {"method": "grid", "metric": {"name": "val_acc", "goal": "maximize"},
                                      "program": str(STUB), "parameters": {"epochs": {"value": 3},
