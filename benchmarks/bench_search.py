@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from hpsearch.objective import Objective
 from hpsearch.simulate.curves import CurveTable, LCBench
 from hpsearch.simulate.results import best_at
 from hpsearch.sweep.spec import read_code
@@ -85,10 +86,10 @@ def _run(data: str, space: str, task: str, method: str, workers: int, seed: int)
     if task not in _sources:
         _sources[task] = CurveTable.from_jsonl(Path(task)) if task.endswith(".jsonl") else LCBench(task, Path(data))
     config = METHODS[method][0](yaml.safe_load(Path(space).read_text()))
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, Store(tmp) as store:
         budget = _sources[task].budget()
-        r = replay(Store(tmp), config, _sources[task], workers, budget, seed, read_code(config, REPO))
-    return {"task": task, "method": method, "workers": workers, "seed": seed, "budget": budget, "trials": r.trials,
+        r = replay(store, config, _sources[task], workers, budget, seed, read_code(config, REPO))
+    return {"task": task, "method": method, "workers": workers, "seed": seed, "budget": budget, "trials": r.trial_count,
             "epochs": r.epochs, "distinct": r.distinct, "incumbent": r.incumbent,
             "engine_seconds": round(r.engine_seconds, 2), "seconds": round(r.seconds, 2)}  # fmt: skip
 
@@ -145,8 +146,7 @@ def table(args: argparse.Namespace) -> None:
     shows -inf or inf); then random search's normalized regret beside the paper's."""
     lines = _lines(*map(Path, args.out))
     extremes = _extremes(Path(args.data))
-    goal = yaml.safe_load(Path(args.space).read_text())["metric"].get("goal", "minimize")
-    worst = -math.inf if goal == "maximize" else math.inf
+    worst = -Objective.of(yaml.safe_load(Path(args.space).read_text())["metric"]).sign * math.inf
     for workers in args.workers:
         print(f"\n{workers} worker(s); the mean best value at 25% / 50% / 100% of the budget (seeds):\n")
         print("| method | " + " | ".join(args.tasks) + " | trials |")
