@@ -187,6 +187,13 @@ def lapse(store: Store, trial_id: str, seconds: float = 3600.0) -> None:
         assert conn.execute(sa.text(sql), {"s": seconds, "id": trial_id}).rowcount == 1
 
 
+def release_once_shared(store: Store, sweep_id: str, hold: Path, agents: int = 2) -> None:
+    """Wait until `agents` agents each run a trial (which --hold keeps after its epoch), then let the trials go on:
+    the work is shared however long an agent of a loaded machine took to start."""
+    wait_for(lambda: len({t.agent for t in store.trials(sweep_id) if t.state == "running"}) >= agents)
+    hold.unlink()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The grouped tests (many agents at once, the report's shared sweep) are the longest: start them first so
     that neither xdist worker is left running one of them alone at the end."""

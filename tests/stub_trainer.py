@@ -9,7 +9,7 @@ epoch and resumed from with --resume=true; the summary as the last stdout line; 
 on stderr. Each epoch takes --epoch_s seconds; val_acc grows with lr; --fail_at=N exits 1 in epoch N.
 
 --hold=PATH holds a trial at a recorded epoch for as long as the test needs: after each epoch from --hold_from
-(default 1) but the last, the trainer waits while PATH exists. A trial that must still run when a decision reaches
+(default 1), the trainer waits while PATH exists. A trial that must still run when a decision reaches
 it (a stop, a signal, a kill) waits on the test's event instead of on the machine being fast enough.
 """
 
@@ -54,7 +54,7 @@ for epoch in range(start + 1, epochs + 1):
             fh.write(json.dumps(record) + "\n")
         ckpt.with_suffix(".tmp").write_text(json.dumps({"epoch": epoch}))
         os.replace(ckpt.with_suffix(".tmp"), ckpt)
-    while hold and hold_from <= epoch < epochs and os.path.exists(hold):
+    while hold and epoch >= hold_from and os.path.exists(hold):
         time.sleep(0.05)
 if primary:
     summary = {"best_acc": best, "epochs": epochs, "world_size": int(os.environ.get("WORLD_SIZE", "1")),

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
-from conftest import env, fast_params, hpsearch, lapse, live_in_group, stub_sweep, wait_for
+from conftest import env, fast_params, hpsearch, lapse, live_in_group, release_once_shared, stub_sweep, wait_for
 from postgres import PASSWORD
 
 from hpsearch.sweep.store import Store
@@ -56,9 +56,13 @@ def test_four_agents_on_four_machines_claim_every_grid_point_and_run_cap_exactly
 ):
     db = postgres.create_database("grid_and_cap")
     lrs = [round(0.01 * i, 2) for i in range(1, 17)]
-    grid = create(tmp_path, db, stub_sweep("grid", epochs=1, lr={"values": lrs}))
-    outs = finish([start_agent(tmp_path, db, grid, f"m{i}") for i in range(4)])
+    hold = tmp_path / "hold"  # the first trials wait until two machines run one
+    hold.touch()
+    grid = create(tmp_path, db, stub_sweep("grid", epochs=1, lr={"values": lrs}, hold={"value": str(hold)}))
     store = Store(tmp_path / "m0", db)
+    agents = [start_agent(tmp_path, db, grid, f"m{i}") for i in range(4)]
+    release_once_shared(store, grid, hold)
+    outs = finish(agents)
     trials = store.trials(grid)
     assert sorted(t.params["lr"] for t in trials) == lrs  # every point, none twice
     assert all(t.state == "finished" and t.epochs == 1 for t in trials)

@@ -25,6 +25,7 @@ from conftest import (
     make_sweep,
     metrics,
     open_store,
+    release_once_shared,
     run_agent,
     stub_sweep,
     sweep_status,
@@ -188,12 +189,13 @@ def test_a_checkpoint_that_hits_the_file_size_limit_fails_the_trial_with_the_os_
     assert "Traceback" not in (tmp_path / "store" / sweep_id / trial.id / "stderr.log").read_text()
 
 
-def _many_agents(tmp_path: Path, sweep_id: str, n: int, *args: str) -> list[str]:
+def _many_agents(tmp_path: Path, sweep_id: str, n: int, hold: Path, *args: str) -> list[str]:
     cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store"), *args]
     procs = [
         subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for _ in range(n)
     ]
+    release_once_shared(open_store(tmp_path / "store"), sweep_id, hold)
     outs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0] * n, outs
     return outs
@@ -204,8 +206,11 @@ def test_eight_agents_on_one_sqlite_store_run_a_24_point_grid_exactly_once(tmp_p
     slots = ("--gpu-ids", "0,1", "--gpus-per-trial", "1")  # two trials at once in each agent
     for name, n, points, args in (("agents", 8, 24, ()), ("slots", 2, 8, slots)):
         lrs = [round(0.005 * i, 3) for i in range(1, points + 1)]
-        sweep_id = make_sweep(tmp_path, stub_sweep("grid", epochs=1, lr={"values": lrs}), f"{name}.yaml")
-        outs = _many_agents(tmp_path, sweep_id, n, *args)
+        hold = tmp_path / f"{name}.hold"  # the first trials wait until two agents run one
+        hold.touch()
+        config = stub_sweep("grid", epochs=1, lr={"values": lrs}, hold={"value": str(hold)})
+        sweep_id = make_sweep(tmp_path, config, f"{name}.yaml")
+        outs = _many_agents(tmp_path, sweep_id, n, hold, *args)
         assert not any("database is locked" in out for out in outs), outs
         trials = open_store(tmp_path / "store").trials(sweep_id)
         assert sorted(t.params["lr"] for t in trials) == lrs, name  # every point, none twice
