@@ -99,10 +99,10 @@ def create_sweep(
     from hpsearch.wandb_env import default_mode
 
     chosen = backend is None
-    if chosen:
-        backend = "wandb" if default_mode() == "online" else "local"
     try:
         config = load_spec(file)
+        if chosen:
+            backend = _default_backend(config, default_mode())
         # a local sweep keeps its scheduler's source (relative to here, as `wandb sweep-scheduler` reads it); on a
         # W&B server the scheduler reads it on its own machine
         code = read_code(config) if backend == "local" else None
@@ -111,15 +111,15 @@ def create_sweep(
             click.echo(f"hpsearch create-sweep: error: {problem}", err=True)
         sys.exit(2)
     if chosen:
-        why = "a W&B login is configured" if backend == "wandb" else "no W&B login (run `wandb login` for a server)"
-        click.echo(f"backend: {backend} ({why})")
+        click.echo(f"backend: {backend} ({_why_backend(backend, default_mode())})")
     project = project or defaults.project(config)
     if backend == "local":  # what each agent will build, built once here: a bad scheduler fails now, storing nothing
         from hpsearch.sweep.engine import EngineError, engine_for
         from hpsearch.sweep.store import Sweep, new_id
 
-        sweep = Sweep(new_id(), name or config.get("name") or "", "local", {**config, "project": project}, 0.0,
-                      False, None, code)  # fmt: skip
+        named = {"project": project, **({"entity": entity} if entity else {})}  # where its trials' runs go
+        sweep = Sweep(new_id(), name or config.get("name") or "", "local", {**config, **named}, 0.0, False, None,
+                      code)  # fmt: skip
         try:
             engine_for(None, sweep, 1)  # (a local engine needs no store)
         except EngineError as e:
@@ -194,6 +194,7 @@ def agent(ctx: click.Context, sweep_id: str, store_dir: Path, db: str | None, **
     from hpsearch.sweep.engines.wandb_server import ServerError
     from hpsearch.sweep.runner import AgentError, AgentOptions, run_agent
     from hpsearch.sweep.slots import SlotError
+    from hpsearch.train.fetch import DataError
 
     store, sweep = _open_sweep("agent", store_dir, db, sweep_id, remote_ok=True)
     given = frozenset(k for k in options if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT)
@@ -207,7 +208,7 @@ def agent(ctx: click.Context, sweep_id: str, store_dir: Path, db: str | None, **
         code = run_agent(store, sweep, AgentOptions(**options, given=given), click.echo, fail)
     except (AgentError, SlotError) as e:
         raise click.UsageError(str(e)) from None
-    except EngineError as e:  # (built on each agent's machine: a package it lacks, a source that fails there)
+    except (EngineError, DataError) as e:  # (on each agent's machine: a package it lacks, a source that fails there)
         click.echo(f"hpsearch agent: error: {e}", err=True)
         sys.exit(2)
     except ServerError as e:
@@ -301,6 +302,23 @@ def slurm(
     click.echo(f"watch it:  squeue -j {job_id};  hpsearch status {sweep_id};  tail -f {job.log_dir}/{job_id}_*.out")
     click.echo(f"cancel it: scancel {job_id}  (its trials are recorded preempted; `sbatch {path}` resumes them)")
     click.echo(job_id)
+
+
+def _default_backend(config: dict, wandb_mode: str) -> str:
+    """The W&B server with a login, but the local controller for a `method: custom` sweep: on a server its search
+    runs only in a `wandb sweep-scheduler` process that someone must start (one per sweep), where the local
+    controller runs it inside the agents, exactly once per sweep through the store; its trials' runs still go to
+    the W&B server, live."""
+    return "wandb" if wandb_mode == "online" and config.get("method") != "custom" else "local"
+
+
+def _why_backend(backend: str, wandb_mode: str) -> str:
+    if backend == "wandb":
+        return "a W&B login is configured"
+    if wandb_mode == "online":
+        return ("method: custom runs its search in the agents; each trial logs a live W&B run; `--backend wandb` "
+                "registers it on the W&B server, where it needs `wandb sweep-scheduler`")  # fmt: skip
+    return "no W&B login: runs are kept offline for `hpsearch sync`; run `wandb login` for a server"
 
 
 def _print_table(store: Store, sweep_id: str) -> None:

@@ -69,6 +69,10 @@ PG_CONNECT_TIMEOUT = 2
 # wandb's own agent heartbeats every 5 s; each slot of ours is one agent as the W&B server sees it.
 WANDB_HEARTBEAT = _seconds("HPSEARCH_WANDB_HEARTBEAT", 5.0)
 WANDB_TIMEOUT = 60.0  # seconds a slot's heartbeat request may take, wandb's retries included
+# A trial's run waits this long at its end for W&B to take its data (wandb's `finish_timeout`): a server that stopped
+# answering must not hold a GPU; what it did not take stays on disk for `hpsearch sync`.
+WANDB_FINISH_TIMEOUT = _seconds("HPSEARCH_WANDB_FINISH_TIMEOUT", 300.0)
+UNCONFIRMED = "wandb-unconfirmed"  # in a trial's folder: the path of its online run, whose upload W&B did not confirm
 WANDB_PROJECT = os.environ.get("WANDB_PROJECT")
 FALLBACK_PROJECT = "hpsearch"
 

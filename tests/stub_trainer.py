@@ -11,6 +11,9 @@ on stderr. Each epoch takes --epoch_s seconds; val_acc grows with lr; --fail_at=
 --hold=PATH holds a trial at a recorded epoch for as long as the test needs: after each epoch from --hold_from
 (default 1), the trainer waits while PATH exists. A trial that must still run when a decision reaches
 it (a stop, a signal, a kill) waits on the test's event instead of on the machine being fast enough.
+
+--log_wandb=true logs each epoch to a W&B run (as --wandb says) through the trainer's own W&B code,
+hpsearch.train.metrics, which needs no torch.
 """
 
 import json
@@ -38,6 +41,12 @@ if primary and metrics.exists():
     os.replace(metrics.with_suffix(".tmp"), metrics)
 
 hold, hold_from = flags.get("hold"), int(flags.get("hold_from", 1))
+log = None
+if primary and flags.get("log_wandb") == "true":
+    from hpsearch.params import TrainConfig
+    from hpsearch.train.metrics import TrialLog
+
+    log = TrialLog(TrainConfig(wandb=flags.get("wandb", "auto"), output_dir=str(out), lr=lr), start, None)
 best = 0.0
 for epoch in range(start + 1, epochs + 1):
     t0 = time.time()
@@ -54,9 +63,14 @@ for epoch in range(start + 1, epochs + 1):
             fh.write(json.dumps(record) + "\n")
         ckpt.with_suffix(".tmp").write_text(json.dumps({"epoch": epoch}))
         os.replace(ckpt.with_suffix(".tmp"), ckpt)
+        if log:
+            log.epoch(record, epochs)
     while hold and epoch >= hold_from and os.path.exists(hold):
         time.sleep(0.05)
 if primary:
     summary = {"best_acc": best, "epochs": epochs, "world_size": int(os.environ.get("WORLD_SIZE", "1")),
                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}  # fmt: skip
-    print(json.dumps(summary), flush=True)
+    if log:
+        log.finish(summary)  # (prints the summary line too)
+    else:
+        print(json.dumps(summary), flush=True)

@@ -385,7 +385,9 @@ def scheduled(tmp_path: Path) -> dict:
 def test_create_sweep_registers_a_scheduler_file_and_says_where_its_search_runs(tmp_path: Path, server: WandbServer):
     config = scheduled(tmp_path)
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(config))
-    p = cli("create-sweep", "s.yaml", "--project", "proj", "--dir", str(tmp_path / "a"), cwd=tmp_path, server=server)
+    # (asked for: with a login alone, a `method: custom` sweep runs on the local controller, its runs live on W&B)
+    p = cli("create-sweep", "s.yaml", "--backend", "wandb", "--project", "proj", "--dir", str(tmp_path / "a"),
+            cwd=tmp_path, server=server)  # fmt: skip
     path = p.stdout.strip().splitlines()[-1]
     (sweep,) = server.sweeps.values()
     got = {k: v for k, v in sweep.config.items() if k != "parameters"}

@@ -11,12 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hpsearch import defaults
+from hpsearch.defaults import project
+from hpsearch.params import DEFAULTS
 from hpsearch.sweep import slurm
 from hpsearch.sweep.agent import INTERRUPTS, Agent, grace_error
 from hpsearch.sweep.controller import controller_for
 from hpsearch.sweep.slots import choose_gpus, plan_slots
 from hpsearch.sweep.store import Store, Sweep, new_id
 from hpsearch.sweep.trial import trial_process
+from hpsearch.train import fetch
 from hpsearch.wandb_env import default_mode
 
 
@@ -40,6 +43,18 @@ class AgentOptions:
     given: frozenset[str] = frozenset()
 
 
+def fetch_data(config: dict, echo: Callable[[str], None]) -> None:
+    """The trainer's dataset on this machine before the first trial, so that trials starting together do not each
+    fetch it, and a dataset that cannot be had is one line now rather than a failed trial per slot. Raises
+    fetch.DataError. (Values a trial draws from `values` or a recipe are fetched by the trial, under the same lock.)"""
+    if config.get("program"):
+        return  # the sweep's own script: its data is its business
+    fixed = {k: v["value"] for k, v in config.get("parameters", {}).items() if isinstance(v, dict) and "value" in v}
+    settings = {k: fixed.get(k, DEFAULTS[k]) for k in ("dataset", "data_dir", "download")}
+    if done := fetch.ensure(**settings):
+        echo(f"data: {done}")
+
+
 def run_agent(
     store: Store, sweep: Sweep, opts: AgentOptions, echo: Callable[[str], None], fail: Callable[[str], None]
 ) -> int:
@@ -61,10 +76,17 @@ def run_agent(
     slots = plan_slots(choose_gpus(opts.gpus, opts.gpu_ids), opts.gpus_per_trial, opts.cpu_procs, opts.nodes_per_trial)
     # The store and the logs name the agent by host (or SLURM node and job) and process.
     agent_id = f"{alloc.agent_tag if alloc else socket.gethostname()}-{os.getpid()}-{new_id(4)}"
+    fetch_data(sweep.config, echo)
     controller = controller_for(store, sweep, agent_id, len(slots), opts.max_resumes)
-    off = sweep.backend == "wandb" or default_mode() == "disabled"
-    wandb_mode = "disabled" if off else "offline"
-    launch = functools.partial(trial_process, store, sweep, wandb_mode=wandb_mode)  # W&B: the agent owns the runs
+    # A local sweep's trials log their own runs: live with a W&B login, else offline for `hpsearch sync`. On a W&B
+    # server the agent owns the runs.
+    wandb_mode = "disabled" if sweep.backend == "wandb" else default_mode()
+    if wandb_mode == "online":
+        where = "/".join(filter(None, (sweep.config.get("entity"), project(sweep.config))))
+        echo(f"W&B: each trial logs a live run to {where}, group {sweep.id}")
+    elif wandb_mode == "offline":
+        echo(f"W&B: no login, so each trial keeps an offline run; `hpsearch sync {sweep.id}` uploads them")
+    launch = functools.partial(trial_process, store, sweep, wandb_mode=wandb_mode)
     ends_at = time.monotonic() + alloc.ends_at - time.time() if alloc and alloc.ends_at else None
     warning = {slurm.WARNING_SIGNUM: "the agent's SLURM job reached its time-limit warning"} if alloc else {}
     agent = Agent(controller, slots, launch, opts.count, opts.grace, opts.hang_timeout, echo=echo, ends_at=ends_at,

@@ -158,14 +158,16 @@ class TrialProcess:
 
 
 def trial_process(store: Store, sweep: Sweep, trial: Trial, slot: Slot, wandb_mode: str) -> TrialProcess:
-    """The trial's command in its folder of the store. With `wandb_mode` offline (local sweeps) its rank 0 writes
-    an offline W&B run into the sweep's folder (group = sweep, name = trial), so `wandb sync` / `wandb leet` see
-    them all; under a W&B server the agent owns the run and the trial logs none."""
+    """The trial's command in its folder of the store. With `wandb_mode` online or offline (local sweeps) its rank 0
+    logs a W&B run (group = sweep, name = id = trial, in the sweep's project and entity) whose files go to the
+    sweep's folder, so `hpsearch sync`, `wandb sync` and `wandb leet` find them all; under a W&B server the agent
+    owns the run and the trial logs none."""
     env = {}
-    if wandb_mode == "offline":
+    if wandb_mode in ("online", "offline"):
         env = {
             "WANDB_DIR": str(store.root / sweep.id),
             "WANDB_PROJECT": project(sweep.config),
+            **({"WANDB_ENTITY": sweep.config["entity"]} if sweep.config.get("entity") else {}),
             "WANDB_RUN_GROUP": sweep.id,
             "WANDB_NAME": trial.id,
             "WANDB_RUN_ID": trial.id,

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hpsearch.defaults import FALLBACK_PROJECT
+from hpsearch.defaults import FALLBACK_PROJECT, UNCONFIRMED, WANDB_FINISH_TIMEOUT
 from hpsearch.params import TrainConfig
 from hpsearch.wandb_env import default_mode
 
@@ -28,19 +28,10 @@ class TrialLog:
         if self.metrics_path:
             self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
             _truncate_after(self.metrics_path, start_epoch)
+        self.unconfirmed = Path(cfg.output_dir) / UNCONFIRMED
         mode = default_mode() if cfg.wandb == "auto" else cfg.wandb
-        self.run = None
-        if mode != "disabled":
-            import wandb  # only when logging: it is slow to import, and absent on some GPU images
-
-            self.run = wandb.init(
-                project=os.environ.get("WANDB_PROJECT", FALLBACK_PROJECT),
-                config=cfg.to_dict(),
-                mode=mode,
-                dir=os.environ.get("WANDB_DIR") or cfg.output_dir,  # a sweep agent gathers its trials' runs
-                id=wandb_id,
-                resume="allow" if wandb_id else None,
-            )
+        self.run = _start_run(cfg, mode, wandb_id) if mode != "disabled" else None
+        if self.run:
             epoch_axis(self.run)
 
     @property
@@ -66,9 +57,40 @@ class TrialLog:
     def finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
         if self.run:
             self.run.summary.update(summary)
-            self.run.finish(exit_code=exit_code)
+            try:
+                self.run.finish(exit_code=exit_code)
+            except TimeoutError:  # the data is on disk; the trial does not fail for the server
+                self.unconfirmed.write_text(self.run.settings.sync_dir)
+                warning(f"W&B did not take all of run {self.run.id} within {WANDB_FINISH_TIMEOUT:g} s; its data is "
+                        "on disk: `hpsearch sync SWEEP_ID` uploads it once the server answers")  # fmt: skip
         if exit_code == 0:
             print(json.dumps(summary), flush=True)
+
+
+def _start_run(cfg: TrainConfig, mode: str, wandb_id: str | None) -> Any:
+    """The trial's W&B run; offline when an online one cannot start (the server does not answer), so that the trial
+    never fails for W&B and `hpsearch sync` uploads the run later."""
+    import wandb  # only when logging: it is slow to import, and absent on some GPU images
+
+    def start(mode: str) -> Any:
+        return wandb.init(
+            project=os.environ.get("WANDB_PROJECT", FALLBACK_PROJECT),
+            config=cfg.to_dict(),
+            mode=mode,
+            dir=os.environ.get("WANDB_DIR") or cfg.output_dir,  # a sweep agent gathers its trials' runs
+            id=wandb_id,
+            resume="allow" if wandb_id or os.environ.get("WANDB_RUN_ID") else None,  # (a resumed trial's run)
+            settings=wandb.Settings(finish_timeout=WANDB_FINISH_TIMEOUT, finish_timeout_raises=True),
+        )
+
+    if mode != "online":
+        return start(mode)
+    try:
+        return start("online")
+    except Exception as e:  # wandb raises CommError, UsageError or a timeout for a server that does not answer
+        warning(f"W&B run not started online ({' '.join(str(e).split())[:200]}); it is kept offline: "
+                "`hpsearch sync SWEEP_ID` uploads it")  # fmt: skip
+        return start("offline")
 
 
 def epoch_axis(run: Any) -> None:
@@ -103,3 +125,7 @@ def _epoch_of(line: str) -> float:
 
 def error(message: str) -> None:
     print(f"hpsearch train: error: {message}", file=sys.stderr, flush=True)
+
+
+def warning(message: str) -> None:
+    print(f"hpsearch train: warning: {message}", file=sys.stderr, flush=True)
