@@ -85,7 +85,9 @@ def test_report_shows_each_trial_the_varying_parameters_metrics_and_plots(swept:
     head, body = rows[0], {r[0]: r[1:] for r in rows[1:]}
     assert [h.removeprefix("★ best") for h in head[1:]] == [t.id for t in ranked]
     assert head[1].startswith("★ best") and not any("best" in h for h in head[2:])
-    assert list(body) == ["lr", "batch_size", "best_acc", "best epoch", "epochs run", "wall time", "state"]
+    assert list(body) == ["lr", "batch_size", "best_acc", "test_acc", "best epoch", "epochs run", "wall time", "state"]
+    # the test set, measured once as a trial ends: only the finished trial got there
+    assert body["test_acc"] == [f"{ranked[0].summary['test_acc']:.4g}", "-", "-"]
     assert body["lr"] == [f"{leaves(t.params)['lr']:g}" for t in ranked]
     assert body["batch_size"] == [str(leaves(t.params)["batch_size"]) for t in ranked]
     assert body["best_acc"] == [f"{t.summary['best_acc']:.4g}" for t in ranked[:2]] + ["-"]
