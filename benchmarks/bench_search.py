@@ -1,6 +1,6 @@
 """How well each search finds good configurations (a benchmark, not a test), at YAHPO Gym's protocol for LCBench:
 `python -m benchmarks.bench_search [--data DIR] [--tasks ...] [--workers 1 8] [--seeds 30] [--slow-seeds 10]
-[--jobs 2] [--out FILE.jsonl]`, then `--table` prints the README's tables from what FILE.jsonl holds. With
+[--jobs 2] [--out FILE.jsonl]`, then `--table` prints docs/search.md's tables from what FILE.jsonl holds. With
 `--tasks TABLE.jsonl --space SWEEP.yaml` (and `grid` among the methods where the space is discrete), the same on
 a curve table of our own.
 

@@ -275,8 +275,8 @@ def slurm(
         raise click.UsageError(why)
     if not store.postgres and nodes > per_trial:
         click.echo(f"hpsearch slurm: error: --nodes {nodes}: agents on several nodes cannot share the SQLite store "
-                   f"{store.where}; keep the sweep in PostgreSQL (--db postgresql://USER@HOST/DBNAME; see README, "
-                   "Many machines)", err=True)  # fmt: skip
+                   f"{store.where}; keep the sweep in PostgreSQL (--db postgresql://USER@HOST/DBNAME; see "
+                   "docs/many-machines.md)", err=True)  # fmt: skip
         sys.exit(2)
     if not store.postgres:
         click.echo(f"hpsearch slurm: warning: its agent writes the SQLite store {store.where} from a compute node; "

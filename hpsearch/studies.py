@@ -61,6 +61,6 @@ def gp(sweep: Any) -> optuna.Study:
 
 
 # The candidate that measured best in the replays, on LCBench with 1 and 8 workers and on our digits curves
-# (README: Search). A suggestion refits the GP on every trial on record, seconds at 1,000 trials: nothing beside
+# (docs/search.md). A suggestion refits the GP on every trial on record, seconds at 1,000 trials: nothing beside
 # trials of GPU-hours, while a sweep of thousands of cheap trials names `tpe`.
 default = gp

@@ -2,9 +2,9 @@
 
 Each round it renews its lease on its trials, claims a trial for each free slot, and looks at every running
 trial: records the epochs its trainer wrote, stops it when the controller says so, ends it when it hangs, and
-records how it ended. What it does when things go wrong is the README's (The agent as a supervisor; The
-database as a lease); Ctrl-C, SIGTERM, a lost server and a database gone for good all end the trials through
-`_end_all`.
+records how it ended. What it does when things go wrong is docs/agent.md's (The agent as a supervisor) and
+docs/many-machines.md's (The database as a lease); Ctrl-C, SIGTERM, a lost server and a database gone for good
+all end the trials through `_end_all`.
 The agent knows nothing of how trials are suggested (sweep/controller.py) or how a process runs (sweep/trial.py).
 """
 

@@ -11,9 +11,10 @@ retried whole for up to `DB_RETRY` seconds before the caller hears `StoreUnavail
 per sweep (SQLite's write lock, or a row lock on the sweep) and kept short, so no two agents claim the same
 trial, grid point or preempted trial, and run_cap holds exactly.
 
-The lease an agent holds on its trials (its rules and their reasons: README, The database as a lease) rests on
-two things here: every write about a trial checks, in its own transaction, that the trial still runs under the
-writing agent (`NotOwner` otherwise); and a trial's times and the crash cutoff are the database's clock.
+The lease an agent holds on its trials (its rules and their reasons: docs/many-machines.md, The database as a
+lease) rests on two things here: every write about a trial checks, in its own transaction, that the trial still
+runs under the writing agent (`NotOwner` otherwise); and a trial's times and the crash cutoff are the database's
+clock.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def _optuna() -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # (it announces every study it creates)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # The GP sampler's first suggestion says it optimizes sequentially without greenlet: the way its suggestions
-    # were measured (README: Search), and nothing a user need act on.
+    # were measured (docs/search.md), and nothing a user need act on.
     logging.getLogger("optuna._gp.batched_lbfgsb").addFilter(_not_the_greenlet_notice)
     return optuna
 
