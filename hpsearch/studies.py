@@ -3,6 +3,9 @@ sweep's SweepInfo and returns an `optuna.Study`. A sweep file names one with `sc
 hpsearch/studies.py, optimizer: NAME}`, so the same file runs under `hpsearch agent` and `wandb sweep-scheduler`;
 one that names none gets `default` from hpsearch (W&B's scheduler would make a plain TPE study instead).
 
+A study's enqueued trials (Optuna's `enqueue_trial`) are the sweep's first trials, under `hpsearch agent` and
+`wandb sweep-scheduler` alike: `gp_recipe` and `gp_digits` start from a configuration known to be good.
+
 `python -m benchmarks.bench_search` (in a checkout) measures them on LCBench (docs/search.md); `default` is the one
 that measured best. Samplers are seeded from Python's random state, which `hpsearch simulate` seeds for each replay
 (elsewhere it is unseeded, as Optuna's own default is).
@@ -64,3 +67,42 @@ def gp(sweep: Any) -> optuna.Study:
 # (docs/search.md). A suggestion refits the GP on every trial on record, seconds at 1,000 trials: nothing beside
 # trials of GPU-hours, while a sweep of thousands of cheap trials names `tpe`.
 default = gp
+
+
+def lies_in(distribution: optuna.distributions.BaseDistribution, value: Any) -> bool:
+    """Whether the distribution can draw `value` (Optuna runs an enqueued value outside it, with a warning)."""
+    try:
+        optuna.trial.create_trial(params={"v": value}, distributions={"v": distribution}, value=0.0)
+    except ValueError:
+        return False
+    return True
+
+
+def _first(study: optuna.Study, sweep: Any, known: dict[str, Any]) -> optuna.Study:
+    """`study` with `known` enqueued as its first trial: each of its values that lies in the sweep's space (the
+    sampler draws the rest)."""
+    from wandb.sdk.sweeps.scheduler.optuna import search_space_from_sweep_config
+
+    space = search_space_from_sweep_config(sweep.config.get("parameters") or {})
+    first = {k: v for k, v in known.items() if k in space and lies_in(space[k], v)}
+    if first:
+        study.enqueue_trial(first)
+    return study
+
+
+def gp_recipe(sweep: Any) -> optuna.Study:
+    """`gp`, its first trial the reference report's best run (the trainer's defaults, 82.13% on CIFAR-100)."""
+    from hpsearch.params import DEFAULTS  # (here: the other studies need only optuna and wandb, wherever they run)
+
+    return _first(gp(sweep), sweep, DEFAULTS)
+
+
+# The recorded digits grid's best configuration at the 6th of its 15 epochs (91.9% val_acc; 96.4% at its 15th, 0.3
+# below the grid's best), sweeps/simulate/digits-grid.jsonl. It ran the trainer's default hflip, 0.7, which
+# quickstart.yaml's space lacks: there the sampler draws hflip.
+DIGITS = {"lr": 0.3, "weight_decay": 1.0e-3, "aa": "none", "cutmix": 0.0}
+
+
+def gp_digits(sweep: Any) -> optuna.Study:
+    """`gp`, its first trial the digits configuration known to be good (DIGITS)."""
+    return _first(gp(sweep), sweep, DIGITS)

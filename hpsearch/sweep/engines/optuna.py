@@ -14,6 +14,11 @@ TPE's constant liar does not suggest them twice), each with its intermediate val
 pruner set (a grid point's id, a rung's value). The mirror is brought up to date before each decision, trial by
 trial as their versions change; a change Optuna cannot apply in place (a finished trial running again, a claim
 another agent won) rebuilds it. A suggestion is claimed exactly once by the store, as any engine's.
+
+First trials: the trials the built study holds enqueued (Optuna's `enqueue_trial`, in the `optimizer` function)
+run first, in order. The mirror is a study of its own, so before each ask the first one no trial of the sweep came
+from yet is enqueued there, and Optuna's ask fixes its parameters; the trial's attrs say which one it came from,
+so every agent sees it done, and the store's claim makes each run once.
 """
 
 from __future__ import annotations
@@ -90,6 +95,34 @@ def build(sweep: Sweep) -> tuple[Any, dict[str, Any] | None, Any, Any]:
     return study, distributions, space, terminator
 
 
+def _first_trials(study: Any, distributions: dict[str, Any] | None, name: str | None) -> list[tuple[dict, dict]]:
+    """(params, user_attrs) of each trial the study holds enqueued, in order. Raises EngineError for one that names
+    a parameter the sweep lacks or a value outside its space (a define-by-run space names its own: not checked)."""
+    optuna = _optuna()
+    from hpsearch import studies
+
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    first = [(t.system_attrs.get("fixed_params", {}), t.user_attrs) for t in waiting]
+    for i, (params, _) in enumerate(first if distributions is not None else []):
+        where = f"scheduler.optimizer: {name!r}'s enqueued trial {i + 1}"
+        for key, value in params.items():
+            if key not in distributions:
+                raise EngineError(f"{where} names {key!r}, not a parameter of the sweep; allowed: "
+                                  f"{', '.join(distributions)}")  # fmt: skip
+            if not studies.lies_in(distributions[key], value):
+                raise EngineError(f"{where} sets {key} = {value!r}, outside the sweep's space; allowed: "
+                                  f"{_allowed(distributions[key])}")  # fmt: skip
+    return first
+
+
+def _allowed(distribution: Any) -> str:
+    """The values an Optuna distribution draws, in words."""
+    if hasattr(distribution, "choices"):
+        return ", ".join(map(str, distribution.choices))
+    step = f" in steps of {distribution.step:g}" if distribution.step not in (None, 1) else ""
+    return f"{distribution.low:g} to {distribution.high:g}{step}{' (log)' if distribution.log else ''}"
+
+
 def _system_attrs(trial: Trial) -> dict[str, Any]:
     """A trial's Optuna system attrs: its sampler's, set when it was suggested, and its pruner's (a rung's value),
     kept apart with the epochs the trial had then: a trial restarted from epoch 0 has not passed those rungs yet,
@@ -122,6 +155,7 @@ class OptunaEngine(Engine):
         self.directions = sweep_directions(sweep.config)
         self.metrics = [m.name for m in objectives(sweep)]
         self.sampler, self.pruner = built.sampler, built.pruner
+        self.first = _first_trials(built, self.distributions, (sweep.config.get("scheduler") or {}).get("optimizer"))
         if reseed:
             self.sampler.reseed_rng()
         single = len(self.directions) == 1  # Optuna's pruners judge one objective
@@ -216,8 +250,9 @@ class OptunaEngine(Engine):
     def _distribution(self, text: str) -> Any:
         return self.optuna.distributions.json_to_distribution(text)
 
-    def _record(self, number: int, token: str | None = None) -> dict[str, Any]:
-        """The attrs that carry a trial's Optuna record to every agent."""
+    def _record(self, number: int, token: str, first: int | None) -> dict[str, Any]:
+        """The attrs that carry a trial's Optuna record to every agent: with the token of the agent's claim, and
+        which first trial it is, if one."""
         frozen = self.storage.get_trial(self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number))
         dist = self.optuna.distributions
         record = {
@@ -226,7 +261,7 @@ class OptunaEngine(Engine):
             "system_attrs": frozen.system_attrs,
             "user_attrs": frozen.user_attrs,
         }
-        return {"optuna": {**record, **({"token": token} if token else {})}}
+        return {"optuna": {**record, "token": token, **({"first": first} if first is not None else {})}}
 
     # ---- decisions ----
     def suggest(self, slot: int, trials: list[Trial]) -> Suggestion | None:
@@ -237,6 +272,10 @@ class OptunaEngine(Engine):
         if self.done or (is_exhausted is not None and is_exhausted(self.study)):
             self.done = True
             return None
+        ran = {t.attrs.get("optuna", {}).get("first") for t in trials}
+        first = next((i for i in range(len(self.first)) if i not in ran), None)
+        if first is not None:
+            self.study.enqueue_trial(*self.first[first])
         asked = self.study.ask(self.distributions) if self.distributions is not None else self.study.ask()
         params = asked.params if self.space is None else dict(self.space(asked))
         token = secrets.token_hex(8)  # tells this agent's claim from another's at the same place
@@ -245,7 +284,7 @@ class OptunaEngine(Engine):
             # Once every point of a finite space has started, Optuna's grid hands out unfinished ones again; here
             # a point runs once: nothing now, and the sweep is done when the last one ends.
             return None
-        return Suggestion(params, self._record(asked.number, token=token))
+        return Suggestion(params, self._record(asked.number, token, first))
 
     def _repeats(self, asked: Any) -> bool:
         """Whether another trial of the study (not a failed one) has the parameters just asked."""
