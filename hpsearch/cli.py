@@ -103,8 +103,8 @@ def create_sweep(
         config = load_spec(file)
         if chosen:
             backend = _default_backend(config, default_mode())
-        # a local sweep keeps its scheduler's source (relative to here, as `wandb sweep-scheduler` reads it); on a
-        # W&B server the scheduler reads it on its own machine
+        # a local sweep keeps its scheduler's source (relative to here, as `wandb sweep-scheduler` reads it, else
+        # hpsearch's own studies: spec.read_code); on a W&B server the scheduler reads it on its own machine
         code = read_code(config) if backend == "local" else None
     except SpecError as e:
         for problem in e.problems:

@@ -205,11 +205,14 @@ REPO = Path(__file__).parents[1]
 SHIPPED = [*sorted((REPO / "sweeps").glob("*.yaml")), REPO / "sweeps" / "simulate" / "digits-grid.yaml"]
 
 
+@pytest.mark.parametrize("elsewhere", [False, True], ids=["repository-root", "elsewhere"])
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
-def test_every_shipped_training_sweep_registers_from_the_repository_root(tmp_path: Path, path: Path):
+def test_every_shipped_training_sweep_registers_from_any_directory(tmp_path: Path, path: Path, elsewhere: bool):
     """The sweeps of hpsearch's trainer (simulate/'s others are LCBench's and a curve table's), registered from the
-    repository root as the README runs them, where their scheduler `source` paths resolve."""
-    p = hpsearch("create-sweep", str(path.relative_to(REPO)), "--dir", str(tmp_path / "store"), cwd=REPO)
+    repository root as the README runs them, and by absolute path from another directory, where their scheduler
+    `source` (hpsearch/studies.py, relative to the working directory as W&B reads it) is hpsearch's own."""
+    cwd, given = (tmp_path, path) if elsewhere else (REPO, path.relative_to(REPO))
+    p = hpsearch("create-sweep", str(given), "--dir", str(tmp_path / "store"), cwd=cwd)
     assert p.returncode == 0, p.stderr
     sweep = open_store(tmp_path / "store").sweep(p.stdout.strip().splitlines()[-1])
     spec = yaml.safe_load(path.read_text())
@@ -217,6 +220,24 @@ def test_every_shipped_training_sweep_registers_from_the_repository_root(tmp_pat
     assert sweep.config["parameters"].keys() == spec["parameters"].keys()
     if "source" in spec.get("scheduler", {}):
         assert sweep.code["text"] == (REPO / spec["scheduler"]["source"]).read_text()
+
+
+def test_a_users_own_source_is_read_from_the_working_directory(tmp_path: Path):
+    """W&B's meaning, even under hpsearch's own path: a file there is the user's, and a missing one names where."""
+    (tmp_path / "hpsearch").mkdir()
+    mine = "import optuna\n\ndef study(sweep):\n    return optuna.create_study(direction='maximize')\n"
+    (tmp_path / "hpsearch" / "studies.py").write_text(mine)
+    config = {**stub_sweep("custom", lr={"min": 0.01, "max": 0.1}), "metric": {"name": "val_acc", "goal": "maximize"}}
+    config["scheduler"] = {"engine": "optuna", "source": "hpsearch/studies.py", "optimizer": "study"}
+    sweep_id = make_sweep(tmp_path, config)
+    assert open_store(tmp_path / "store").sweep(sweep_id).code["text"] == mine
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({**config, "scheduler": {**config["scheduler"], "source": "x.py"}}))
+    p = hpsearch("create-sweep", "s.yaml", "--dir", str(tmp_path / "other"), cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.strip() == (
+        "hpsearch create-sweep: error: scheduler.source: cannot read 'x.py': No such file or directory "
+        f"(tried {tmp_path / 'x.py'}); allowed: a Python file, relative to the working directory"
+    )
+    assert not (tmp_path / "other").exists()
 
 
 def test_a_grace_longer_than_the_heartbeat_window_allows_is_refused_before_anything_runs(tmp_path: Path):

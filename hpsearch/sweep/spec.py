@@ -130,11 +130,28 @@ def read_code(config: dict[str, Any], where: Path = Path(".")) -> dict[str, str]
     source = (config.get("scheduler") or {}).get("source")
     if source is None:
         return None
+    path = _source_path(source, where)
     try:
-        text = (where / source).read_text()
+        text = path.read_text()
     except OSError as e:
-        raise SpecError([f"scheduler.source: cannot read {source!r}: {e.strerror}; allowed: a Python file"]) from None
+        raise SpecError([f"scheduler.source: cannot read {source!r}: {e.strerror} (tried {path.absolute()}); "
+                         "allowed: a Python file, relative to the working directory"]) from None  # fmt: skip
     return {"path": source, "text": text, "sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+_PACKAGE = Path(__file__).resolve().parents[1]  # hpsearch's own folder, in a checkout or installed
+
+
+def _source_path(source: str, where: Path) -> Path:
+    """Where `scheduler.source` is: relative to `where` (the working directory), as `wandb sweep-scheduler` reads
+    it; or, where that is no file and it names one of hpsearch's own (`hpsearch/studies.py`, as the shipped sweeps
+    do), the installed package's, so that the shipped sweep files work from any directory and from a wheel."""
+    path = where / source
+    parts = Path(source).parts
+    if path.exists() or Path(source).is_absolute() or parts[:1] != (_PACKAGE.name,):
+        return path
+    ours = _PACKAGE.joinpath(*parts[1:])
+    return ours if ours.is_file() else path
 
 
 def _parameter_problems(params: dict[str, Any], where: str, seen: set[str], target: Target) -> list[str]:
