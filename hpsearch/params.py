@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import functools
 import importlib.metadata
+import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from typing import Any
 import yaml
 
 DATASETS = ("cifar100", "cifar10", "fashion_mnist", "digits", "synthetic")
-SCHEDULERS = ("cosine", "tanh", "step", "poly", "constant")
+SCHEDULERS = ("cosine", "tanh", "step", "poly", "constant", "wsd")
+COOLDOWN_SHAPES = ("1-sqrt", "linear")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 DEVICES = ("auto", "cuda", "cpu")
 AUGMENT_PATHS = ("auto", "pil", "batched")
@@ -108,6 +110,27 @@ def _check_aa(policy: str) -> str | None:
     return None
 
 
+def _epochs_list(text: str) -> list[int]:
+    """`cooldown_at`'s epochs: "10, 20" -> [10, 20]; ValueError for anything but positive integers."""
+    epochs = [int(part) for part in text.split(",")] if text.strip() else []
+    if any(e < 1 for e in epochs):
+        raise ValueError(text)
+    return sorted(set(epochs))
+
+
+def _check_epochs_list(text: str) -> str | None:
+    try:
+        _epochs_list(text)
+    except ValueError:
+        return "comma-separated epochs (positive integers), e.g. 10,20"
+    return None
+
+
+def cooldown_epochs(frac: float, length: int) -> int:
+    """Whole epochs of a cooldown over `frac` of `length` epochs, rounded up (0.1 x 30 is 3, not 4)."""
+    return max(1, math.ceil(round(frac * length, 9)))
+
+
 def _p(default: Any, help: str, choices: Iterable[str] | None = None, check: Callable | None = None) -> Any:
     return field(default=default, metadata={"help": help, "choices": tuple(choices or ()), "check": check})
 
@@ -140,12 +163,26 @@ class TrainConfig:
     momentum: float = _p(0.9, "optimizer momentum", check=_range(0, 1, hi_open=True))
     weight_decay: float = _p(1e-3, "weight decay (not applied to biases and norm layers)", check=_range(0))
     nesterov: bool = _p(False, "Nesterov momentum (SGD)")
-    sched: str = _p("cosine", "timm LR schedule, stepped every update", choices=SCHEDULERS)
+    sched: str = _p(
+        "cosine", "LR schedule, stepped every update: timm's, or wsd (warmup, constant, cooldown)", choices=SCHEDULERS
+    )
     warmup_epochs: int = _p(5, "linear warmup epochs", check=_range(0))
     warmup_lr: float = _p(0.01, "learning rate at the start of warmup", check=_range(0))
     min_lr: float = _p(1e-6, "floor of the schedule", check=_range(0))
     decay_epochs: float = _p(30.0, "step schedule: epochs between decays", check=_range(0, lo_open=True))
     decay_rate: float = _p(0.1, "step schedule: LR factor at each decay", check=_range(0, 1))
+    cooldown_frac: float = _p(
+        0.2,
+        "wsd: the cooldown's share of the run (and of a rung's epochs, for its branch), rounded up to whole epochs",
+        check=_range(0, 1, lo_open=True, hi_open=True),
+    )
+    cooldown_shape: str = _p("1-sqrt", "wsd: how the cooldown falls to min_lr", choices=COOLDOWN_SHAPES)
+    cooldown_at: str = _p(
+        "",
+        "wsd: rung epochs (comma-separated) at whose end a cooldown branch measures the cooled model; the run goes "
+        "on from the stable state",
+        check=_check_epochs_list,
+    )
     hflip: float = _p(0.7, "horizontal flip probability", check=_range(0, 1))
     color_jitter: float = _p(0.0, "colour jitter strength (0 = off)", check=_range(0))
     aa: str = _p("original", "AutoAugment policy: none | cifar10 | timm policy string", check=_check_aa)
@@ -174,6 +211,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def rungs(self) -> list[int]:
+        """The epochs of `cooldown_at`, ascending."""
+        return _epochs_list(self.cooldown_at)
 
     def argv(self) -> list[str]:
         """The `--key=value` flags that reproduce this config (non-defaults only)."""
@@ -321,7 +363,26 @@ def parse_args(argv: list[str]) -> TrainConfig:
     for path in files:
         merged.update(load_config_file(path))
     merged.update(raw)
-    return TrainConfig(**{k: check_value(k, v) for k, v in merged.items()})
+    cfg = TrainConfig(**{k: check_value(k, v) for k, v in merged.items()})
+    check_schedule(cfg)
+    return cfg
+
+
+def check_schedule(cfg: TrainConfig) -> None:
+    """What one key cannot say alone: wsd's cooldown fits the run after warmup, and cooldown branches need wsd
+    and lie within the run."""
+    if cfg.rungs and cfg.sched != "wsd":
+        raise ParamError(f"cooldown_at: cooldown branches need sched wsd (sched is {cfg.sched}); allowed: sched=wsd")
+    if cfg.rungs and cfg.rungs[-1] > cfg.epochs:
+        raise ParamError(
+            f"cooldown_at: epoch {cfg.rungs[-1]} is above epochs ({cfg.epochs}); allowed: epochs 1..{cfg.epochs}"
+        )
+    cooldown = cooldown_epochs(cfg.cooldown_frac, cfg.epochs)
+    if cfg.sched == "wsd" and cfg.warmup_epochs + cooldown > cfg.epochs:
+        raise ParamError(
+            f"cooldown_frac: the cooldown ({cooldown} of {cfg.epochs} epochs) overlaps warmup_epochs "
+            f"({cfg.warmup_epochs}); allowed: warmup_epochs + ceil(cooldown_frac x epochs) <= epochs"
+        )
 
 
 def help_text() -> str:

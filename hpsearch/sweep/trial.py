@@ -81,6 +81,7 @@ class TrialProcess:
         self.proc: subprocess.Popen | None = None
         self.ended = False  # signalled to end once (see end_groups)
         self._offset, self._inode = 0, -1
+        self.rungs: dict[int, dict[str, Any]] = {}  # rung epoch -> its record (a cooldown branch's value)
 
     def start(self) -> int:
         """Launch; return the process group id."""
@@ -110,7 +111,8 @@ class TrialProcess:
 
     def new_epochs(self) -> list[dict[str, Any]]:
         """Epoch records appended to the metrics file since the last call (complete lines only). A resumed
-        trainer replaces the file with the epochs its checkpoint holds: then it is read again from the start."""
+        trainer replaces the file with the epochs its checkpoint holds: then it is read again from the start.
+        A rung's record (keyed `rung`, no `epoch`) is no epoch: it goes to `rungs` instead."""
         try:
             with open(self.metrics_path, "rb") as fh:
                 inode = os.fstat(fh.fileno()).st_ino
@@ -122,7 +124,9 @@ class TrialProcess:
             return []
         end = chunk.rfind(b"\n") + 1
         self._offset += end
-        return [r for r in map(_record, chunk[:end].splitlines()) if r is not None]
+        records = [r for r in map(_record, chunk[:end].splitlines()) if r is not None]
+        self.rungs.update((r["rung"], r) for r in records if "epoch" not in r)
+        return [r for r in records if "epoch" in r]
 
     def send(self, sig: int) -> None:
         """Signal every process of the trial."""
@@ -257,12 +261,15 @@ def end_stale_copy(pgid: int, trial_dir: Path, grace: float) -> bool:
 
 
 def _record(line: bytes) -> dict[str, Any] | None:
-    """One epoch record of a metrics file; None for a line that is not one (a custom program's stray output)."""
+    """One epoch or rung record of a metrics file; None for a line that is neither (a custom program's stray
+    output)."""
     try:
         record = json.loads(line)
     except ValueError:
         return None
-    return record if isinstance(record, dict) and isinstance(record.get("epoch"), int) else None
+    if not isinstance(record, dict):
+        return None
+    return record if isinstance(record.get("epoch", record.get("rung")), int) else None
 
 
 def _members(pgid: int, attrs: list[str] | None = None) -> list[psutil.Process]:

@@ -5,10 +5,16 @@ Runs the same as a single process (`hpsearch train`) and as torchrun workers
 torchrun's environment. Everything that can be wrong with the inputs (flags, batch split, data,
 model) is checked before the process group starts, so a bad trial fails at once with exit code 2
 and one line on stderr. Only rank 0 logs.
+
+With `cooldown_at` (sched wsd), the end of each such rung epoch branches: a short cooldown from the stable
+state is trained and evaluated (the rung's value), then the stable state is put back exactly and the run goes on
+as if it had never branched.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import io
 import os
 import random
@@ -27,15 +33,15 @@ from timm.data import Mixup
 from timm.data.random_erasing import RandomErasing
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2, get_optimizer_info
-from timm.scheduler import create_scheduler_v2
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from hpsearch.params import ParamError, TrainConfig, parse_args
+from hpsearch.params import ParamError, TrainConfig, cooldown_epochs, parse_args
 from hpsearch.train import CHECKPOINT
 from hpsearch.train.augment import train_batches
 from hpsearch.train.data import DataError, Split, ToDevice, load_dataset
 from hpsearch.train.metrics import TrialLog, WriteError, error
 from hpsearch.train.model import ModelError, build_model
+from hpsearch.train.schedule import make_scheduler
 
 CHECK_EVERY = 25  # steps between finiteness checks of the loss; each check waits for the GPU
 
@@ -101,6 +107,7 @@ class Progress:
     train_time: float = 0.0
     train_images: int = 0
     last: dict[str, float] = field(default_factory=dict)  # the last epoch's metrics, for the summary
+    rungs: list[dict[str, Any]] = field(default_factory=list)  # the rung records so far
 
 
 def run(cfg: TrainConfig) -> dict[str, Any]:
@@ -124,6 +131,10 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                 progress.best_acc, progress.best_epoch = val_acc, epoch + 1
             progress.train_time += t_train
             progress.train_images += trial.steps * cfg.batch_size
+            rung = None
+            if epoch + 1 in cfg.rungs:  # before the checkpoint: one that holds this epoch holds its rung too
+                rung = rung_record(trial, epoch + 1, (train_loss, val_loss, val_acc, val_acc5))
+                progress.rungs.append(rung)
             save_checkpoint(trial, progress, writer, log)
             record = {
                 "epoch": epoch + 1,
@@ -133,11 +144,11 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                 "val_acc5": val_acc5,
                 "best_acc": progress.best_acc,
                 "lr": trial.optimizer.param_groups[0]["lr"],
-                "epoch_time": time.perf_counter() - t0,
+                "epoch_time": time.perf_counter() - t0 - (rung["rung_time"] if rung else 0.0),
                 "img_per_sec": trial.steps * cfg.batch_size / t_train,
             }
             if log:
-                log.epoch(record, cfg.epochs)
+                log.epoch(record, cfg.epochs, rung)
             progress.last = {k: record[k] for k in ("val_acc", "val_acc5", "val_loss", "train_loss")}
         if writer:
             writer.wait()
@@ -151,6 +162,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             "wall_s": time.time() - t_start,
             **progress.last,
             **test,
+            **({"rungs": progress.rungs} if cfg.rungs else {}),
         }
         if log:
             log.finish(summary)
@@ -266,6 +278,7 @@ def resume(trial: Training, ckpt_path: Path) -> Progress:
         trial.optimizer.load_state_dict(ckpt["optimizer"])
         trial.scheduler.load_state_dict(ckpt["scheduler"])
         progress = Progress(ckpt["epoch"], ckpt["best_acc"], ckpt["best_epoch"], ckpt.get("wandb_id"))
+        progress.rungs = ckpt.get("rungs", [])
         if len(ckpt["rng"]) == trial.world:
             _set_rng(ckpt["rng"][trial.rank])
             trial.batches.load_state_dict(ckpt["rng"][trial.rank].get("data", {}))
@@ -318,6 +331,42 @@ def train_one_epoch(trial: Training, epoch: int) -> tuple[float, float]:
     return _mean_across_ranks(losses.mean(), trial.world), t_train
 
 
+def rung_record(trial: Training, epoch: int, measured: tuple[float, float, float, float]) -> dict[str, Any]:
+    """The value of the rung at the end of `epoch`: the cooled model's metrics (`measured`: this epoch's train and
+    validation loss, top-1 and top-5). At the run's own end its cooldown is the branch; before, one is trained."""
+    cfg, t0 = trial.cfg, time.perf_counter()
+    cooldown = cooldown_epochs(cfg.cooldown_frac, epoch)
+    if epoch < cfg.epochs:
+        measured = cooldown_branch(trial, epoch, cooldown)
+    keys = ("rung_train_loss", "rung_val_loss", "rung_val_acc", "rung_val_acc5")
+    return {"rung": epoch, "rung_epochs": cooldown, **dict(zip(keys, measured, strict=True)),
+            "rung_time": time.perf_counter() - t0}  # fmt: skip
+
+
+def cooldown_branch(trial: Training, epoch: int, epochs: int) -> tuple[float, float, float, float]:
+    """Train `epochs` epochs from the state at the end of `epoch` with the learning rate cooled from its value
+    there to min_lr (the data order and augmentation draws of the epochs that follow), evaluate, and put the state
+    back exactly: model, optimizer (its lr included), RNG and data path. The run's scheduler is never touched (the
+    branch steps one of its own), so the run goes on as if it had never branched."""
+    stable = {
+        "model": copy.deepcopy(trial.model.state_dict()),
+        "optimizer": copy.deepcopy(trial.optimizer.state_dict()),
+        "rng": _rng_state(trial.device.type == "cuda"),
+        "data": copy.deepcopy(trial.batches.state_dict()),
+    }
+    branch = dataclasses.replace(trial, scheduler=trial.scheduler.branch(epoch * trial.steps, epochs * trial.steps))
+    try:
+        for e in range(epoch, epoch + epochs):
+            train_loss, _ = train_one_epoch(branch, e)
+        val = evaluate(trial.fwd, trial.val_x, trial.val_y, trial.prepare, trial.local_bs, trial.amp, trial.world)
+    finally:
+        trial.model.load_state_dict(stable["model"])
+        trial.optimizer.load_state_dict(stable["optimizer"])
+        _set_rng(stable["rng"])
+        trial.batches.load_state_dict(stable["data"])
+    return train_loss, *val
+
+
 def save_checkpoint(trial: Training, progress: Progress, writer: CheckpointWriter | None, log: TrialLog | None) -> None:
     """Every rank's RNG state is gathered (a collective); the primary writes the checkpoint in the background."""
     rng = _gather_rng(trial.rank, trial.world, trial.device.type == "cuda", trial.batches.state_dict())
@@ -330,6 +379,7 @@ def save_checkpoint(trial: Training, progress: Progress, writer: CheckpointWrite
                 "epoch": progress.epoch,
                 "best_acc": progress.best_acc,
                 "best_epoch": progress.best_epoch,
+                "rungs": progress.rungs,
                 "rng": rng,
                 "config": trial.cfg.to_dict(),
                 "wandb_id": log.wandb_id if log else None,
@@ -343,23 +393,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return create_optimizer_v2(
         model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, **extra
     )
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> Any:
-    """timm's scheduler for `sched`, stepped every update (`steps` per epoch)."""
-    scheduler, _ = create_scheduler_v2(
-        optimizer,
-        sched=cfg.sched,
-        num_epochs=cfg.epochs,
-        decay_epochs=cfg.decay_epochs,
-        decay_rate=cfg.decay_rate,
-        min_lr=cfg.min_lr,
-        warmup_lr=cfg.warmup_lr,
-        warmup_epochs=cfg.warmup_epochs,
-        step_on_epochs=False,
-        updates_per_epoch=steps,
-    )
-    return scheduler
 
 
 @torch.no_grad()

@@ -1,5 +1,10 @@
 """Where rank 0's metrics go: one console line per epoch, the metrics_file (JSON lines), a W&B run,
-and the final JSON line on stdout that the agent and scripts read."""
+and the final JSON line on stdout that the agent and scripts read.
+
+A rung's record (a cooldown branch's value, see loop.py) is told apart from an epoch's: in the metrics file a
+line of its own keyed `rung` with no `epoch` (`{"rung": 10, "rung_epochs": 2, "rung_val_acc": ...}`), which no
+reader of epochs takes for one; in W&B the keys `rung/val_acc`, ... plotted against `rung`, in the row of the
+rung's epoch."""
 
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ from hpsearch.wandb_env import default_mode
 
 # What every epoch's record holds (the metric names a sweep can optimise and hyperband can watch).
 RECORD_KEYS = ("val_acc", "best_acc", "val_acc5", "val_loss", "train_loss", "lr", "epoch_time", "img_per_sec", "epoch")
+# What a rung's record holds beside `rung` (its epoch).
+RUNG_KEYS = ("rung_val_acc", "rung_val_acc5", "rung_val_loss", "rung_train_loss", "rung_epochs", "rung_time")
 
 
 class WriteError(Exception):
@@ -38,21 +45,28 @@ class TrialLog:
     def wandb_id(self) -> str | None:
         return self.run.id if self.run else None
 
-    def epoch(self, rec: dict[str, Any], epochs: int) -> None:
+    def epoch(self, rec: dict[str, Any], epochs: int, rung: dict[str, Any] | None = None) -> None:
+        """An epoch's record, and the record of the rung at its end if it is one."""
         print(
             f"epoch {rec['epoch']}/{epochs}  train_loss {rec['train_loss']:.4f}  val_loss {rec['val_loss']:.4f}  "
             f"val_acc {rec['val_acc']:.2f}  best {rec['best_acc']:.2f}  lr {rec['lr']:.4g}  "
             f"{rec['img_per_sec']:,.0f} img/s  {rec['epoch_time']:.1f}s",
             flush=True,
         )
+        if rung:
+            print(
+                f"rung {rung['rung']}  cooled over {rung['rung_epochs']} epochs  val_loss {rung['rung_val_loss']:.4f}  "
+                f"val_acc {rung['rung_val_acc']:.2f}  {rung['rung_time']:.1f}s",
+                flush=True,
+            )
         if self.metrics_path:
             try:
                 with open(self.metrics_path, "a") as fh:
-                    fh.write(json.dumps(rec) + "\n")
+                    fh.write("".join(json.dumps(r) + "\n" for r in (rec, rung) if r))
             except OSError as e:
                 raise WriteError(f"cannot write metrics file {self.metrics_path}: {e.strerror or e}") from None
         if self.run:
-            log_epoch(self.run, rec)
+            log_epoch(self.run, {**rec, **wandb_rung(rung)} if rung else rec)
 
     def finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
         if self.run:
@@ -94,9 +108,22 @@ def _start_run(cfg: TrainConfig, mode: str, wandb_id: str | None) -> Any:
 
 
 def epoch_axis(run: Any) -> None:
-    """Plot every metric of the W&B run against `epoch` (the x axis in the UI and sweep panels)."""
+    """Plot every metric of the W&B run against `epoch` (the x axis in the UI and sweep panels), the rungs' against
+    `rung` (named one by one: a name outranks the glob)."""
     run.define_metric("epoch")
     run.define_metric("*", step_metric="epoch")
+    run.define_metric("rung")
+    for key in RUNG_KEYS:
+        run.define_metric(wandb_key(key), step_metric="rung")
+
+
+def wandb_key(key: str) -> str:
+    """A rung record's key in W&B: rung_val_acc -> rung/val_acc (W&B's UI groups a section per prefix)."""
+    return "rung/" + key.removeprefix("rung_")
+
+
+def wandb_rung(rung: dict[str, Any]) -> dict[str, Any]:
+    return {"rung": rung["rung"], **{wandb_key(k): rung[k] for k in RUNG_KEYS}}
 
 
 def log_epoch(run: Any, rec: dict[str, Any]) -> None:
@@ -106,8 +133,8 @@ def log_epoch(run: Any, rec: dict[str, Any]) -> None:
 
 
 def _truncate_after(path: Path, epoch: int) -> None:
-    """Drop lines of epochs a resumed trial will run again (written after its last checkpoint). The file is
-    replaced, not rewritten in place, so a reader tailing it sees a new file and starts over."""
+    """Drop lines of epochs (and rungs) a resumed trial will run again (written after its last checkpoint). The
+    file is replaced, not rewritten in place, so a reader tailing it sees a new file and starts over."""
     if not path.exists():
         return
     kept = [line for line in path.read_text().splitlines(keepends=True) if _epoch_of(line) <= epoch]
@@ -118,7 +145,8 @@ def _truncate_after(path: Path, epoch: int) -> None:
 
 def _epoch_of(line: str) -> float:
     try:
-        return json.loads(line)["epoch"]
+        record = json.loads(line)
+        return record["epoch"] if "epoch" in record else record["rung"]
     except (ValueError, KeyError, TypeError):
         return math.inf  # a torn last line: drop it
 
