@@ -8,12 +8,9 @@ The contract, as hpsearch.train keeps it: `--key=value` flags; one JSON line per
 epoch and resumed from with --resume=true; the summary as the last stdout line; `hpsearch train: error: ...` lines
 on stderr. Each epoch takes --epoch_s seconds; val_acc grows with lr; --fail_at=N exits 1 in epoch N.
 
---hold=PATH holds a trial at a recorded epoch for as long as the test needs: after each epoch from --hold_from
-(default 1), the trainer waits while PATH exists. A trial that must still run when a decision reaches
-it (a stop, a signal, a kill) waits on the test's event instead of on the machine being fast enough.
-
---log_wandb=true logs each epoch to a W&B run (as --wandb says) through the trainer's own W&B code,
-hpsearch.train.metrics, which needs no torch.
+--hold=PATH holds a trial at a recorded epoch for as long as the test needs: after each epoch, the trainer waits
+while PATH exists, unless PATH names a later epoch to hold at (empty: the first). A trial that must still run when
+a decision reaches it (a stop, a signal, a kill) waits on the test's event instead of on the machine being fast.
 """
 
 import json
@@ -40,13 +37,16 @@ if primary and metrics.exists():
     metrics.with_suffix(".tmp").write_text("".join(kept))
     os.replace(metrics.with_suffix(".tmp"), metrics)
 
-hold, hold_from = flags.get("hold"), int(flags.get("hold_from", 1))
-log = None
-if primary and flags.get("log_wandb") == "true":
-    from hpsearch.params import TrainConfig
-    from hpsearch.train.metrics import TrialLog
+hold = flags.get("hold")
 
-    log = TrialLog(TrainConfig(wandb=flags.get("wandb", "auto"), output_dir=str(out), lr=lr), start, None)
+
+def held(epoch: int) -> bool:
+    try:
+        return epoch >= int(Path(hold).read_text().strip() or 1)
+    except FileNotFoundError:
+        return False
+
+
 best = 0.0
 for epoch in range(start + 1, epochs + 1):
     t0 = time.time()
@@ -63,14 +63,9 @@ for epoch in range(start + 1, epochs + 1):
             fh.write(json.dumps(record) + "\n")
         ckpt.with_suffix(".tmp").write_text(json.dumps({"epoch": epoch}))
         os.replace(ckpt.with_suffix(".tmp"), ckpt)
-        if log:
-            log.epoch(record, epochs)
-    while hold and epoch >= hold_from and os.path.exists(hold):
+    while hold and held(epoch):
         time.sleep(0.05)
 if primary:
     summary = {"best_acc": best, "epochs": epochs, "world_size": int(os.environ.get("WORLD_SIZE", "1")),
                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}  # fmt: skip
-    if log:
-        log.finish(summary)  # (prints the summary line too)
-    else:
-        print(json.dumps(summary), flush=True)
+    print(json.dumps(summary), flush=True)

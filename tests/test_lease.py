@@ -95,8 +95,8 @@ def test_a_database_down_past_the_lease_ends_the_trials_and_another_agent_resume
 ):
     db = pg.create_database("past_lease")
     hold = tmp_path / "hold"  # the trial waits after its second epoch until its agent has ended it
-    hold.touch()
-    config = stub_sweep("grid", epochs=6, lr={"value": 0.3}, hold={"value": str(hold)}, hold_from={"value": 2})
+    hold.write_text("2")
+    config = stub_sweep("grid", epochs=6, lr={"value": 0.3}, hold={"value": str(hold)})
     sweep_id = create(tmp_path, config, db)
     store = Store(tmp_path / "m0", db)
     lease = {"HPSEARCH_STALE_AFTER": "6"}  # lease: 6 s less --grace 1, 0.75 s of retries, 1 s of rounds
@@ -229,8 +229,8 @@ def thaw_and_end(proc: subprocess.Popen) -> None:
 
 def test_a_frozen_agent_wakes_to_find_its_trial_taken_over_and_ends_its_copy_without_a_record(tmp_path: Path, request):
     hold = tmp_path / "hold"  # each copy of the trial waits after its third epoch until the takeover is seen
-    hold.touch()
-    config = stub_sweep("grid", epochs=6, lr={"value": 0.3}, hold={"value": str(hold)}, hold_from={"value": 3})
+    hold.write_text("3")
+    config = stub_sweep("grid", epochs=6, lr={"value": 0.3}, hold={"value": str(hold)})
     sweep_id = create(tmp_path, config)
     store = Store(tmp_path / "m0")
     install_audit(store)

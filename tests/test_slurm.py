@@ -81,8 +81,8 @@ def test_a_requeued_task_s_trial_is_preempted_and_resumed_to_its_full_epoch_coun
     e = slurm_env(cluster, HPSEARCH_DB=db)
     lrs = [0.1, 0.2]
     hold = tmp_path / "hold"  # both trials wait after their third epoch until the requeue has preempted one
-    hold.touch()
-    config = stub_sweep("grid", epochs=8, lr={"values": lrs}, hold={"value": str(hold)}, hold_from={"value": 3})
+    hold.write_text("3")
+    config = stub_sweep("grid", epochs=8, lr={"values": lrs}, hold={"value": str(hold)})
     sweep_id = create(tmp_path, config, e)
     job = submit(tmp_path, sweep_id, e, "--nodes", "2")
     store = Store(tmp_path / "runs", db)
@@ -104,8 +104,8 @@ def test_a_requeued_task_s_trial_is_preempted_and_resumed_to_its_full_epoch_coun
 def test_the_time_limit_warning_preempts_the_trial_and_requeues_the_job(tmp_path: Path, cluster):
     e = slurm_env(cluster)
     hold = tmp_path / "hold"  # the trial waits after its second epoch until the warning has preempted it
-    hold.touch()
-    config = stub_sweep("grid", epochs=40, lr={"value": 0.1}, hold={"value": str(hold)}, hold_from={"value": 2})
+    hold.write_text("2")
+    config = stub_sweep("grid", epochs=40, lr={"value": 0.1}, hold={"value": str(hold)})
     sweep_id = create(tmp_path, config, e)
     job = submit(tmp_path, sweep_id, e, "--nodes", "1")  # one node: a SQLite store is fine
     store = Store(tmp_path / "runs")

@@ -84,8 +84,8 @@ def _kill_when(store: Store, sweep_id: str, agent: subprocess.Popen, epochs: int
 
 def test_a_crashed_trial_resumes_from_its_checkpoint_until_the_retry_limit(tmp_path: Path):
     hold = tmp_path / "hold"  # each copy of the trial waits after an epoch from the second on, until killed
-    hold.touch()
-    config = stub_sweep("grid", epochs=12, lr={"value": 0.05}, hold={"value": str(hold)}, hold_from={"value": 2})
+    hold.write_text("2")
+    config = stub_sweep("grid", epochs=12, lr={"value": 0.05}, hold={"value": str(hold)})
     sweep_id, store, first = agent_in_a_long_trial(tmp_path, config, env(), 2)
     _kill_when(store, sweep_id, first, 2)
 

@@ -110,7 +110,8 @@ def epochs(history: list[dict]) -> list[int]:
 
 def test_a_grid_with_hyperband_runs_to_exhaustion(tmp_path: Path, server: WandbServer, agents):
     # A good learning rate sets hyperband's bar at epoch 1 (eta 3: the best third go on); the second barely
-    # learns, and waits after its epoch 1 until the stop that travels back on the agent's next heartbeat ends it.
+    # learns. The server judges a run when its history grows, so its epoch 1 may come before the bar: it waits at
+    # epoch 1 until both are on the server, then goes on to epoch 2 at most and waits there until the stop ends it.
     hold = tmp_path / "hold"
     hold.touch()
     recipes = [{"lr": 0.9, "epochs": 2}, {"lr": 0.001, "epochs": 30, "hold": str(hold)}]
@@ -124,10 +125,14 @@ def test_a_grid_with_hyperband_runs_to_exhaustion(tmp_path: Path, server: WandbS
     path = p.stdout.strip().splitlines()[-1]
     assert "backend: wandb" in p.stdout and f"created W&B sweep {path}" in p.stdout
     assert path == f"{ENTITY}/proj/{sweep_id}"  # the entity the server put it in, though none was given
-    code, out, err = finish(agents(path, a, "--cpu-procs", "2"))  # the README's form
+    agent = agents(path, a, "--cpu-procs", "2")  # the README's form
+    wait_for(lambda: len(server.sweep_runs(sweep_id)) == 2)
+    good, hopeless = server.sweep_runs(sweep_id)
+    wait_for(lambda: good.state == "finished" and hopeless.history)
+    hold.write_text("2")
+    code, out, err = finish(agent)
     assert code == 0, out + err
 
-    good, hopeless = server.sweep_runs(sweep_id)
     assert good.config["recipe"] == recipes[0]  # each run carries its trial's parameters
     assert good.state == "finished" and good.exitcode == 0
     assert epochs(good.history) == [row["_step"] for row in good.history] == [1, 2]
@@ -137,9 +142,10 @@ def test_a_grid_with_hyperband_runs_to_exhaustion(tmp_path: Path, server: WandbS
     defined = good.wandb_config["m"]  # define_metric: "*" (a glob, key 2) plotted against metric number "5"
     assert defined[next(m for m in defined if m.get("2") == "*")["5"] - 1]["1"] == "epoch"
 
-    assert hopeless.stop_at == 1 and hopeless.state == "killed"  # decided as soon as epoch 1 arrived
+    assert hopeless.stop_at in (1, 2) and hopeless.state == "killed"  # decided once the bar and its epoch were in
     trial = Store(a).trial(hopeless.id)
-    assert trial.state == "stopped" and trial.epochs == 1 and epochs(hopeless.history) == [1]
+    assert trial.state == "stopped" and hopeless.stop_at <= trial.epochs <= 2
+    assert epochs(hopeless.history) == list(range(1, trial.epochs + 1))
     assert not live_in_group(trial.pgid)
     assert f"trial {trial.id} stopped early by the W&B sweep controller after epoch" in out
 
@@ -271,25 +277,31 @@ def test_each_gpu_slot_is_its_own_w_and_b_agent_with_its_own_run(tmp_path: Path,
 
 
 def test_a_stop_for_one_of_two_runs_ends_that_trial_only(tmp_path: Path, server: WandbServer, agents):
-    hold = tmp_path / "hold"  # both runs wait after epoch 2 until the test has seen the stop
-    hold.touch()
+    # The good run sets the bar at epoch 2 and waits there until the test has seen the stop. The server judges a
+    # run when its history grows, so the weak one waits at epoch 1 until the bar is on the server, then goes on to
+    # epoch 2, under the bar, and waits there until the stop ends it.
+    good_hold, weak_hold = tmp_path / "good", tmp_path / "weak"
+    good_hold.write_text("2")
+    weak_hold.touch()
+    recipes = [{"lr": 0.9, "hold": str(good_hold)}, {"lr": 0.01, "hold": str(weak_hold)}]
     config = {
-        **stub_sweep("grid", epochs=10, lr={"values": [0.9, 0.01]}, hold={"value": str(hold)}, hold_from={"value": 2}),
+        **stub_sweep("grid", epochs=10, recipe={"values": recipes}),
         "metric": METRIC,
         "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 3},
     }
     path = stub_wandb_sweep(tmp_path, server, config)
-    # The good run sets the bar at epoch 2; the weak one falls under it, whichever got there first.
     agent = agents(path, tmp_path / "a", "--gpu-ids", "0,1", "--gpus-per-trial", "1")
     wait_for(lambda: len(server.runs) == 2)
-    good, weak = sorted(server.runs.values(), key=lambda r: -r.params["lr"]["value"])
-    store = Store(tmp_path / "a")
+    good, weak = sorted(server.runs.values(), key=lambda r: -r.params["recipe"]["value"]["lr"])
+    wait_for(lambda: len(good.history) >= 2)
+    weak_hold.write_text("2")
     wait_for(lambda: weak.state == "killed")
+    store = Store(tmp_path / "a")
     assert good.state == "running" and store.trial(good.id).state == "running"  # the stop was for the weak run only
-    hold.unlink()
+    good_hold.unlink()
     code, out, err = finish(agent)
     assert code == 0, out + err
-    assert store.trial(weak.id).state == "stopped" and store.trial(weak.id).epochs == 2
+    assert weak.stop_at == 2 and store.trial(weak.id).state == "stopped" and store.trial(weak.id).epochs == 2
     assert not live_in_group(store.trial(weak.id).pgid)
     assert good.state == "finished" and epochs(good.history) == list(range(1, 11))  # ran on to its end
     assert f"trial {weak.id} stopped early by the W&B sweep controller after epoch 2" in out
