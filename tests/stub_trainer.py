@@ -11,6 +11,9 @@ on stderr. Each epoch takes --epoch_s seconds; val_acc grows with lr; --fail_at=
 --hold=PATH holds a trial at a recorded epoch for as long as the test needs: after each epoch, the trainer waits
 while PATH exists, unless PATH names a later epoch to hold at (empty: the first). A trial that must still run when
 a decision reaches it (a stop, a signal, a kill) waits on the test's event instead of on the machine being fast.
+
+--log_wandb=true logs each epoch to a W&B run (as --wandb says) through the trainer's own W&B code,
+hpsearch.train.metrics, which needs no torch.
 """
 
 import json
@@ -47,6 +50,12 @@ def held(epoch: int) -> bool:
         return False
 
 
+log = None
+if primary and flags.get("log_wandb") == "true":
+    from hpsearch.params import TrainConfig
+    from hpsearch.train.metrics import TrialLog
+
+    log = TrialLog(TrainConfig(wandb=flags.get("wandb", "auto"), output_dir=str(out), lr=lr), start, None)
 best = 0.0
 for epoch in range(start + 1, epochs + 1):
     t0 = time.time()
@@ -63,9 +72,14 @@ for epoch in range(start + 1, epochs + 1):
             fh.write(json.dumps(record) + "\n")
         ckpt.with_suffix(".tmp").write_text(json.dumps({"epoch": epoch}))
         os.replace(ckpt.with_suffix(".tmp"), ckpt)
+        if log:
+            log.epoch(record, epochs)
     while hold and held(epoch):
         time.sleep(0.05)
 if primary:
     summary = {"best_acc": best, "epochs": epochs, "world_size": int(os.environ.get("WORLD_SIZE", "1")),
                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}  # fmt: skip
-    print(json.dumps(summary), flush=True)
+    if log:
+        log.finish(summary)  # (prints the summary line too)
+    else:
+        print(json.dumps(summary), flush=True)
