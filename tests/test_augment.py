@@ -312,7 +312,7 @@ def _shard_worker(rank: int, init: str, out: str) -> None:
     n = 101  # odd: DistributedSampler(drop_last) leaves some out
     rng = np.random.default_rng(0)
     split = Split(rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8), np.arange(n))  # label = image index
-    data = Data(split, split, n, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    data = Data(split, split, split, n, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     cfg = TrainConfig(aa="none", hflip=0.0, seed=7, compile=False)
 
     def order(epoch: int) -> list[int]:

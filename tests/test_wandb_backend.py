@@ -159,7 +159,9 @@ def test_a_grid_with_hyperband_runs_to_exhaustion(tmp_path: Path, server: WandbS
 def test_ctrl_c_marks_the_run_preempting_and_the_next_agent_resumes_it(
     cifar_root: Path, tmp_path: Path, server: WandbServer, agents
 ):
-    path = made_elsewhere(server, {**fast_params(cifar_root, epochs=4), "lr": {"value": 0.05}})
+    # The real trainer (it resumes model and optimizer), which the test cannot hold at an epoch: 30 epochs of a
+    # fraction of a second each, so that the signal sent after its first lands long before its last.
+    path = made_elsewhere(server, {**fast_params(cifar_root, epochs=30), "lr": {"value": 0.05}})
     first = agents(path, tmp_path / "a")
     run = first_run(server)
     store = Store(tmp_path / "a")
@@ -169,15 +171,15 @@ def test_ctrl_c_marks_the_run_preempting_and_the_next_agent_resumes_it(
     assert code == 130, out + err
     assert run.preempting and run.exitcode == 130 and run.state == "preempted"  # W&B re-queues such a run
     trial = store.trial(run.id)
-    assert trial.state == "preempted" and 1 <= trial.epochs < 4 and not live_in_group(trial.pgid)
+    assert trial.state == "preempted" and 1 <= trial.epochs < 30 and not live_in_group(trial.pgid)
 
     code, out, err = finish(agents(run.sweep, tmp_path / "a", "--count", "1"))  # by its id, this time
     assert code == 0, out + err
     assert status(run.sweep, tmp_path / "a") == status(path, tmp_path / "a")  # a sweep made elsewhere: both forms
     assert run.handed_out == ["run", "resume"] and run.state == "finished"
-    assert epochs(run.history) == [1, 2, 3, 4]  # each epoch once: the resumed run went on where it stopped
+    assert epochs(run.history) == list(range(1, 31))  # each epoch once: the resumed run went on where it stopped
     trial = store.trial(run.id)
-    assert trial.state == "finished" and trial.epochs == 4 and f"trial {run.id} resumed" in out
+    assert trial.state == "finished" and trial.epochs == 30 and f"trial {run.id} resumed" in out
     assert "resumed from" in (tmp_path / "a" / trial.sweep_id / trial.id / "stdout.log").read_text()
 
 
