@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fakedata import write_cifar100  # noqa: E402
 from postgres import PostgresServer  # noqa: E402
 
-from hpsearch.sweep.store import Store, new_id  # noqa: E402
+from hpsearch.sweep.store import Store, Trial, new_id  # noqa: E402
 
 # A tiny timm ResNet keeps CPU runs to seconds; everything else is the trainer's real path.
 SMALL = ["--model=test_resnet", "--batch_size=32", "--workers=0", "--aa=none", "--warmup_epochs=0"]
@@ -192,6 +192,20 @@ def release_once_shared(store: Store, sweep_id: str, hold: Path, agents: int = 2
     the work is shared however long an agent of a loaded machine took to start."""
     wait_for(lambda: len({t.agent for t in store.trials(sweep_id) if t.state == "running"}) >= agents)
     hold.unlink()
+
+
+def two_agents_sharing(tmp_path: Path, sweep_id: str, hold: Path) -> list[Trial]:
+    """Two `hpsearch agent` processes on the sweep in tmp_path/store, started together and released once each runs
+    a trial; both must end with exit 0. The sweep's trials, in creation order."""
+    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
+    procs = [
+        subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    release_once_shared(open_store(tmp_path / "store"), sweep_id, hold)
+    outs = [q.communicate(timeout=600)[0] for q in procs]
+    assert [q.returncode for q in procs] == [0, 0], outs
+    return open_store(tmp_path / "store").trials(sweep_id)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -7,12 +7,11 @@ rules, real agent processes for the sharing."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import env, hpsearch, make_sweep, open_store, release_once_shared, stub_sweep
+from conftest import hpsearch, make_sweep, stub_sweep, two_agents_sharing
 
 from hpsearch.params import DEFAULTS
 from hpsearch.studies import DIGITS
@@ -105,15 +104,7 @@ def test_two_agent_processes_run_the_enqueued_configurations_first_and_once(tmp_
     config.update(metric={"name": "val_acc", "goal": "maximize"}, run_cap=6,
                   scheduler={"engine": "optuna", "source": "study.py", "optimizer": "study"})  # fmt: skip
     sweep_id = make_sweep(tmp_path, config)
-    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
-    procs = [
-        subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for _ in range(2)
-    ]
-    release_once_shared(open_store(tmp_path / "store"), sweep_id, hold)
-    outs = [q.communicate(timeout=600)[0] for q in procs]
-    assert [q.returncode for q in procs] == [0, 0], outs
-    trials = open_store(tmp_path / "store").trials(sweep_id)
+    trials = two_agents_sharing(tmp_path, sweep_id, hold)
     lrs = [t.params["lr"] for t in trials]
     assert len(trials) == 6 and lrs[:3] == [0.11, 0.22, 0.33]  # first, in order
     assert not {0.11, 0.22, 0.33} & set(lrs[3:])  # and once

@@ -20,10 +20,10 @@ from conftest import (
     live_in_group,
     make_sweep,
     open_store,
-    release_once_shared,
     run_agent,
     stub_sweep,
     sweep_status,
+    two_agents_sharing,
 )
 
 
@@ -106,15 +106,7 @@ def test_two_agents_share_a_sweep_without_duplicates_and_respect_run_cap(tmp_pat
     hold.touch()
     config = stub_sweep("grid", epochs=2, lr={"values": [0.01, 0.02, 0.03, 0.04, 0.05]}, hold={"value": str(hold)})
     sweep_id = make_sweep(tmp_path, {**config, "run_cap": 3})
-    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
-    procs = [
-        subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for _ in range(2)
-    ]
-    release_once_shared(open_store(tmp_path / "store"), sweep_id, hold)
-    outs = [q.communicate(timeout=600)[0] for q in procs]
-    assert [q.returncode for q in procs] == [0, 0], outs
-    trials = open_store(tmp_path / "store").trials(sweep_id)
+    trials = two_agents_sharing(tmp_path, sweep_id, hold)
     lrs = [t.params["lr"] for t in trials]
     assert len(trials) == 3 and len(set(lrs)) == 3  # run_cap exactly, no grid point twice
     assert all(t.state == "finished" for t in trials)
