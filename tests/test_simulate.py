@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import STUB, env, hpsearch, make_sweep, plotly_figures, run_agent
 
-from hpsearch.simulate.curves import YAHPO_DATA, CurveTable, LCBench, Scale, scales
+from hpsearch.simulate.curves import YAHPO_DATA, CurveTable, LCBench, Scale, SourceError, scales
 from hpsearch.simulate.replay import compare, replay
 from hpsearch.sweep.spec import load_spec, read_code
 from hpsearch.sweep.store import State, Store
@@ -303,11 +303,69 @@ def test_sweeps_are_compared_by_one_metric(tmp_path: Path):
     assert "down.yaml: metric: {'name': 'val_acc', 'goal': 'minimize'} is not" in line
 
 
-def test_a_trial_runs_the_curve_to_its_own_epochs(tmp_path: Path):
-    rows = [({"lr": 0.1, "epochs": 6}, curve(80, epochs=6))]
-    table = CurveTable("t", rows)
-    assert len(table.curve({"lr": 0.1}, {}).records) == 6  # the configuration's epochs
-    short = table.curve({"lr": 0.1, "epochs": 4}, {})
-    assert (short.planned, len(short.records)) == (4, 4)  # a sweep that fixes fewer: charged those only
-    long = table.curve({"lr": 0.1, "epochs": 8}, {})
-    assert (long.planned, len(long.records)) == (8, 6)  # more than were recorded: a run that failed at 6
+def test_a_line_replays_as_the_whole_run_it_recorded():
+    """A line is one run: its schedule's length was matched with the rest, so it replays whole, never cut at the
+    trial's own epochs (a longer run read mid-schedule) nor a shorter one read as failed."""
+    rows = [({"lr": 0.1, "epochs": 10}, curve(70, epochs=10)), ({"lr": 0.1, "epochs": 20}, curve(80, epochs=20))]
+    table, by_epochs = CurveTable("t", rows), {"epochs": Scale("linear", 1.0, 40.0)}
+    near_10 = table.curve({"lr": 0.1, "epochs": 12}, by_epochs)
+    assert (near_10.config, near_10.planned, near_10.records) == ("0", 10, rows[0][1])  # finished, not failed at 10
+    near_20 = table.curve({"lr": 0.1, "epochs": 18}, by_epochs)
+    assert (near_20.config, near_20.planned, near_20.records) == ("1", 20, rows[1][1])  # its decayed end included
+    assert table.curve({"lr": 0.1}, {}).planned == 10  # a trial without epochs: the nearest line's own
+    failed = CurveTable("t", [({"lr": 0.1, "epochs": 10}, curve(70, epochs=6))]).curve({"lr": 0.1, "epochs": 6}, {})
+    assert (failed.planned, len(failed.records)) == (10, 6)  # a run that ended before its epochs failed there
+
+
+def schedule_table() -> tuple[CurveTable, dict]:
+    """Two configurations as benchmarks/record_schedules.py records them (E = 8): cosine runs of 2, 4 and 8
+    epochs, and wsd runs of 8 with cooldowns of 0.25 and 0.5 and branches at 2 and 4; every value distinct."""
+    lines, want = [], {}
+    for i, lr in enumerate((0.1, 0.3)):
+        for epochs in (2, 4, 8):
+            history = curve(50 + 10 * i + epochs, epochs=epochs)
+            lines.append({"config": {"lr": lr, "seed": 0, "sched": "cosine", "epochs": epochs}, "history": history})
+            want[lr, "compressed", epochs] = history[-1]["val_acc"]
+        for frac in (0.25, 0.5):
+            history = curve(40 + 10 * i + 20 * frac, epochs=8)
+            rungs = [{"rung": b, "rung_epochs": 1, "rung_val_acc": 30 + 10 * i + b + frac, "rung_time": 0.5}
+                     for b in (2, 4)]  # fmt: skip
+            config = {"lr": lr, "seed": 0, "sched": "wsd", "epochs": 8, "cooldown_frac": frac, "cooldown_at": "2,4"}
+            lines.append({"config": config, "history": history, "rungs": rungs})
+            want |= {(lr, frac, r["rung"]): r["rung_val_acc"] for r in rungs} | {(lr, frac, 8): history[-1]["val_acc"]}
+    return CurveTable.from_lines("s.jsonl", [json.dumps(line) for line in lines]), want
+
+
+def test_compressed_and_cooldown_rungs_replay_as_recorded():
+    table, want = schedule_table()
+    assert table.full_epochs == 8
+    for lr in (0.1, 0.3):
+        trial = {"lr": lr, "sched": "cosine", "epochs": 8}  # (schedule keys a sweep fixes: the mode chooses them)
+        full = table.curve(trial, {})
+        assert table.reading(trial, {}, "truncated").record["val_acc"] == full.records[-1]["val_acc"]
+        assert table.reading(trial, {}, "compressed", 8).record == table.reading(trial, {}, "truncated", 8).record
+        for b in (2, 4):
+            truncated = table.reading(trial, {}, "truncated", b)  # the full run mid-schedule
+            assert (truncated.record["val_acc"], truncated.epochs) == (full.records[b - 1]["val_acc"], b)
+            compressed = table.reading(trial, {}, "compressed", b)  # the run of b epochs, at its end
+            assert (compressed.record["val_acc"], compressed.epochs) == (want[lr, "compressed", b], b)
+            assert compressed.seconds == b * 1.0
+            for frac in (0.25, 0.5):
+                cooled = table.reading(trial, {}, "cooldown", b, frac)  # the branch, its epoch charged
+                assert (cooled.record, cooled.epochs, cooled.seconds) == (
+                    {"val_acc": want[lr, frac, b]},
+                    b + 1,
+                    b + 0.5,
+                )
+        for frac in (0.25, 0.5):  # the top rung: the wsd run's own end
+            assert table.reading(trial, {}, "cooldown", 8, frac).record["val_acc"] == want[lr, frac, 8]
+    with pytest.raises(SourceError, match=r"no compressed reading at rung 3; allowed: rungs 2, 4, 8$"):
+        table.reading({"lr": 0.1}, {}, "compressed", 3)
+    with pytest.raises(
+        SourceError, match=r"no cooldown 0.25 reading at rung 3 \(line 4 ran 8 epochs\); allowed: rungs 2, 4, 8$"
+    ):
+        table.reading({"lr": 0.1}, {}, "cooldown", 3, 0.25)
+    with pytest.raises(SourceError, match=r"cooldown fraction 0.1; allowed: 0.25, 0.5$"):
+        table.reading({"lr": 0.1}, {}, "cooldown", 2, 0.1)
+    with pytest.raises(SourceError, match=r"mode 'stopped' is unknown; allowed: truncated, compressed, cooldown$"):
+        table.reading({"lr": 0.1}, {}, "stopped", 2)

@@ -4,9 +4,12 @@ written out, as YAHPO Gym's benchmarks take a configuration and a fidelity and g
 Three sources (`hpsearch simulate --curves SOURCE`):
 - `lcbench:TASK`: YAHPO Gym's LCBench surrogate (an ONNX model of 2,000 SGD-trained MLPs per OpenML task), through
   the `yahpo-gym` package and its data folder. Any configuration in its space has a curve.
-- `FILE.jsonl`: a curve table, one configuration a line, `{"config": {...}, "history": [{"epoch": 1, METRIC: v,
+- `FILE.jsonl`: a curve table, one run a line, `{"config": {...}, "history": [{"epoch": 1, METRIC: v,
   "epoch_time": s}, ...]}` (the records a trial's metrics.jsonl holds). A configuration gets the curve of the
-  table's nearest one, by the sweep's own scales.
+  table's nearest one, by the sweep's own scales. A table may hold each configuration at several schedules (its
+  config's `sched`, `epochs`, `cooldown_frac`, ..., and a wsd run's cooldown branches as `"rungs": [{"rung": E,
+  "rung_val_acc": v, ...}, ...]`, as benchmarks/record_schedules.py records them): `CurveTable.reading` then
+  gives a configuration's value at a rung in each fidelity mode.
 - `sweep:SWEEP_ID`: the finished and failed trials of a sweep already run, as such a table.
 """
 
@@ -62,6 +65,18 @@ class Source(Protocol):
         """The default budget in epochs: what running every configuration of the source once costs."""
 
 
+@dataclass
+class Reading:
+    """A configuration's metrics at a rung: `record` names them as an epoch record does (val_acc, ...), `epochs`
+    and `seconds` are what training from scratch to read them took (a cooldown branch's own included), `config`
+    names the table's line that was read."""
+
+    record: dict[str, Any]
+    epochs: int
+    seconds: float
+    config: str
+
+
 @dataclass(frozen=True)
 class Scale:
     """How a sweep parameter measures distance between values: `exact` (categories, fixed values), or on a
@@ -109,16 +124,29 @@ def _number(v: Any) -> bool:
 
 # ---- curve tables ----
 
+# How a rung at b epochs is read (issue 32): `truncated`, the full-length cosine run at its epoch b (its learning
+# rate still high there); `compressed`, the last epoch of a cosine run of b epochs (its whole schedule in b);
+# `cooldown`, the wsd run's branch cooled at b (at the full length, the run's own end).
+MODES = ("truncated", "compressed", "cooldown")
+# The config keys that name a line's schedule rather than its configuration: a mode chooses them.
+SCHEDULE = ("sched", "epochs", "warmup_epochs", "cooldown_frac", "cooldown_shape", "cooldown_at")
+
 
 class CurveTable:
     """Configurations with the curves they ran. A trial gets the curve of the nearest configuration: those with
     the fewest categorical mismatches (values compared exactly), then the nearest in the numeric parameters on
     the sweep's scales, each distance divided by the parameter's span; the earliest line breaks ties."""
 
-    def __init__(self, name: str, rows: list[tuple[dict[str, Any], list[dict[str, Any]]]]):
+    def __init__(
+        self,
+        name: str,
+        rows: list[tuple[dict[str, Any], list[dict[str, Any]]]],
+        rungs: list[list[dict[str, Any]]] | None = None,
+    ):
         if not rows:
             raise SourceError(f"{name}: holds no curves; allowed: one JSON line per configuration, {FORMAT}")
         self.name, self.rows = name, rows
+        self.rungs = rungs or [[] for _ in rows]  # each line's cooldown branches
         self.keys = list(dict.fromkeys(k for config, _ in rows for k in config))
         self.metrics = list(dict.fromkeys(k for _, h in rows for r in h for k in r if k != "epoch"))
         self.longest = max(len(h) for _, h in rows)
@@ -141,7 +169,7 @@ class CurveTable:
 
     @classmethod
     def from_lines(cls, name: str, lines: list[str]) -> CurveTable:
-        rows = []
+        rows, rungs = [], []
         for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -154,7 +182,8 @@ class CurveTable:
                 raise SourceError(f"{name}:{n}: not a curve; allowed: {FORMAT}")
             if row["history"]:  # (a configuration that never finished an epoch has no curve to replay)
                 rows.append((row["config"], sorted(row["history"], key=lambda r: r["epoch"])))
-        return cls(name, rows)
+                rungs.append([r for r in row.get("rungs") or () if isinstance(r, dict) and _integer(r.get("rung"))])
+        return cls(name, rows, rungs)
 
     def target(self) -> Target:
         return Target(self.keys, self._problems, self.metrics, f"a configuration key of {self.name}", self.name)
@@ -174,10 +203,12 @@ class CurveTable:
     def budget(self) -> int:
         return sum(len(h) for _, h in self.rows)
 
-    def nearest(self, config: dict[str, Any], scales: dict[str, Scale]) -> int:
-        """The line (0-based) of the configuration nearest to `config`."""
+    def nearest(self, config: dict[str, Any], scales: dict[str, Scale], among: np.ndarray | None = None) -> int:
+        """The line (0-based) of the configuration nearest to `config`, of those `among` marks (default: all)."""
         n = len(self.rows)
         mismatches, distance = np.zeros(n), np.zeros(n)
+        if among is not None:
+            mismatches[~among] = math.inf
         for key, value in config.items():
             if key not in self._values:
                 continue
@@ -195,12 +226,94 @@ class CurveTable:
         return int(np.lexsort((np.arange(n), distance, mismatches))[0])
 
     def curve(self, config: dict[str, Any], scales: dict[str, Scale]) -> Curve:
-        """The nearest configuration's curve, run to the trial's own `epochs` where it sets them, else the
-        configuration's (else the longest curve's): a curve shorter than that is a run that failed there."""
+        """The nearest configuration's curve as it was recorded. A line is one whole run: its schedule's length
+        (its `epochs`) is part of what was matched, so it runs to those epochs (else the longest curve's), never to
+        the trial's own; a curve shorter than that is a run that failed there."""
         i = self.nearest(config, scales)
         row_config, history = self.rows[i]
-        planned = next((e for e in (config.get("epochs"), row_config.get("epochs")) if _integer(e)), self.longest)
-        return Curve(history[:planned], planned, str(i))
+        planned = row_config["epochs"] if _integer(row_config.get("epochs")) else self.longest
+        return Curve(history, planned, str(i))
+
+    # -- fidelity modes: a table of configurations recorded at several schedules --
+
+    @property
+    def full_epochs(self) -> int:
+        """E, the full length: the longest cosine run's epochs."""
+        return max((c.get("epochs", len(h)) for c, h in self.rows if c.get("sched", "cosine") == "cosine"), default=0)
+
+    def _schedule(self, sched: str, epochs: int, cooldown: float | None = None) -> np.ndarray:
+        """Which lines ran `sched` for `epochs` (with that cooldown fraction)."""
+        return np.array(
+            [
+                c.get("sched", "cosine") == sched
+                and c.get("epochs", len(h)) == epochs
+                and (cooldown is None or c.get("cooldown_frac") == cooldown)
+                for c, h in self.rows
+            ]
+        )
+
+    def reading(
+        self,
+        config: dict[str, Any],
+        scales: dict[str, Scale],
+        mode: str,
+        rung: int | None = None,
+        cooldown: float | None = None,
+    ) -> Reading:
+        """A configuration's value at `rung` epochs (default: the full length E) in `mode` (one of MODES), from the
+        nearest line of the schedule the mode reads: `truncated`, the cosine run of E epochs at its epoch `rung`;
+        `compressed`, the cosine run of `rung` epochs at its end; `cooldown`, the wsd run of E epochs with this
+        `cooldown` fraction, its branch at `rung` (at E, its own end). At E, truncated and compressed both read the
+        full-length cosine run, the reference value. `config` holds the searched parameters (its schedule keys are
+        the mode's to choose); a rung the table did not record for it is a SourceError."""
+        full = self.full_epochs
+        rung = full if rung is None else rung
+        if mode not in MODES:
+            raise SourceError(f"{self.name}: fidelity mode {mode!r} is unknown; allowed: {', '.join(MODES)}")
+        if mode == "cooldown" and cooldown is None:
+            raise SourceError(f"{self.name}: mode cooldown needs its cooldown fraction; allowed: a number in (0, 1)")
+        if mode == "cooldown":
+            among = self._schedule("wsd", full, cooldown)
+        else:
+            among = self._schedule("cosine", rung if mode == "compressed" else full)
+        if mode == "cooldown" and not among.any():
+            fractions = sorted({c["cooldown_frac"] for c, _ in self.rows if _number(c.get("cooldown_frac"))})
+            raise SourceError(
+                f"{self.name}: no wsd run of {full} epochs with cooldown fraction {cooldown}; allowed: "
+                + (", ".join(map(str, fractions)) or "none (the table holds no wsd run)")
+            )
+        if not among.any() or not 1 <= rung <= full:
+            raise self._unrecorded(mode, rung, cooldown)
+        i = self.nearest({k: v for k, v in config.items() if k not in SCHEDULE}, scales, among)
+        history, times = self.rows[i][1], [float(r.get("epoch_time", 0.0)) for r in self.rows[i][1]]
+        branched = mode == "cooldown" and rung < full
+        branch = next((r for r in self.rungs[i] if r["rung"] == rung), None) if branched else None
+        if len(history) < rung or branched and branch is None:
+            raise self._unrecorded(mode, rung, cooldown, f" (line {i + 1} ran {len(history)} epochs)")
+        if branch is None:  # an epoch of a whole run: the truncated reading, or a run's own end
+            return Reading(_metrics(history[rung - 1]), rung, sum(times[:rung]), str(i))
+        record = {k.removeprefix("rung_"): v for k, v in branch.items() if k.startswith("rung_")}
+        extra, seconds = int(record.pop("epochs", 0)), float(record.pop("time", 0.0))
+        return Reading(record, rung + extra, sum(times[:rung]) + seconds, str(i))
+
+    def _unrecorded(self, mode: str, rung: int, cooldown: float | None, where: str = "") -> SourceError:
+        """A rung the table holds no reading for in `mode`, and the rungs it holds."""
+        if mode == "truncated":
+            held = f"1..{self.full_epochs}"
+        elif mode == "compressed":
+            held = ", ".join(map(str, sorted({c.get("epochs", len(h)) for c, h in self.rows
+                                              if c.get("sched", "cosine") == "cosine"})))  # fmt: skip
+        else:
+            branches = {r["rung"] for (c, _), rs in zip(self.rows, self.rungs, strict=True)
+                        if c.get("cooldown_frac") == cooldown for r in rs}  # fmt: skip
+            held = ", ".join(map(str, sorted(branches | {self.full_epochs})))
+        what = f"cooldown {cooldown:g}" if mode == "cooldown" else mode
+        return SourceError(f"{self.name}: no {what} reading at rung {rung}{where}; allowed: rungs {held}")
+
+
+def _metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """An epoch record's metrics, without its epoch and timing."""
+    return {k: v for k, v in record.items() if k not in ("epoch", "epoch_time", "img_per_sec")}
 
 
 def export_lines(store: Store, sweep: Sweep) -> list[str]:
