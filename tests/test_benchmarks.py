@@ -127,3 +127,39 @@ def test_simulate_outside_a_checkout_asks_for_yahpo_s_data(tmp_path: Path):
     p = hpsearch(*args, "--data", str(REPO / "benchmarks" / "yahpo_data"), "--json", cwd=tmp_path, env=e)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["budget"] == 200
+
+
+def test_rung_agreement_ranks_each_reading_against_the_full_length(tmp_path: Path):
+    """Six configurations at E = 8, made so that truncated readings reverse the full-length order, compressed and
+    cooled ones keep it, a second seed keeps it, and each wsd run ends 1 point above cosine."""
+
+    def history(i: int, epochs: int, end: float) -> list[dict]:  # the epochs before the last: in reverse order
+        return [{"epoch": e, "val_acc": 80 - 5 * i - e} for e in range(1, epochs)] + [{"epoch": epochs, "val_acc": end}]
+
+    lines = []
+    for seed, configs in ((0, range(6)), (1, range(4))):
+        for i in configs:
+            top, params = 50 + 5 * i + seed, {"lr": 0.01 * (i + 1), "seed": seed}
+            for epochs in (1, 2, 4, 8):
+                config = {**params, "sched": "cosine", "epochs": epochs}
+                lines.append({"config": config, "history": history(i, epochs, top - 8 + epochs)})
+            for frac in (0.1, 0.2):
+                rungs = [{"rung": b, "rung_epochs": 1, "rung_val_acc": top - 10 + b} for b in (1, 2, 4)]
+                config = {**params, "sched": "wsd", "epochs": 8, "cooldown_frac": frac, "cooldown_at": "1,2,4"}
+                lines.append({"config": config, "history": history(i, 8, top + 1), "rungs": rungs})
+    table = tmp_path / "t.jsonl"
+    table.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = run("-m", "benchmarks.rung_agreement", "--table", str(table), "--boot", "20").stdout
+    assert "E = 8 epochs), 6 configurations (their first seed) of 6 recorded" in out, out
+    rows = re.findall(r"^\| (.+?) \| (\d+) \| ([\d.]+) \| (-?[\d.]+)(?: \(.+?\))? \| (\d) of 3 \|$", out, re.M)
+    assert [(what, int(rung), float(cost)) for what, rung, cost, _, _ in rows] == [
+        *[("truncated", b, b) for b in (1, 2, 4)],
+        *[("compressed", b, b) for b in (1, 2, 4)],
+        *[(f"cooldown {f}%", b, b + 1) for f in (10, 20) for b in (1, 2, 4)],  # the branch's epoch included
+        ("full length, second seed (4 configurations)", 8, 8),
+    ], out
+    assert [(float(rho), int(kept)) for *_, rho, kept in rows] == [(-1.0, 0)] * 3 + [(1.0, 3)] * 10, out
+    assert "| cooldown 10% | +1.00 | +1.00..+1.00 | no |" in out and "sd 0.00 between seeds" in out
+    p = subprocess.run([sys.executable, "-m", "benchmarks.rung_agreement", "--table", str(tmp_path / "none.jsonl")],
+                       cwd=REPO, env=env(), capture_output=True, text=True, check=False)  # fmt: skip
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "cannot read" in p.stderr
