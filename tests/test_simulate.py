@@ -338,10 +338,11 @@ def schedule_table() -> tuple[CurveTable, dict]:
 
 def test_compressed_and_cooldown_rungs_replay_as_recorded():
     table, want = schedule_table()
-    assert table.full_epochs == 8
+    assert (table.full_epochs, table.budget()) == (8, 2 * 8)  # running each configuration once: its full length
     for lr in (0.1, 0.3):
         trial = {"lr": lr, "sched": "cosine", "epochs": 8}  # (schedule keys a sweep fixes: the mode chooses them)
         full = table.curve(trial, {})
+        assert full.planned == len(full.records) == 8  # a plain replay: the full-length cosine run, whole
         assert table.reading(trial, {}, "truncated").record["val_acc"] == full.records[-1]["val_acc"]
         assert table.reading(trial, {}, "compressed", 8).record == table.reading(trial, {}, "truncated", 8).record
         for b in (2, 4):

@@ -201,7 +201,12 @@ class CurveTable:
         ]
 
     def budget(self) -> int:
-        return sum(len(h) for _, h in self.rows)
+        """Every line's epochs; in a table recorded at several schedules, only the full-length cosine runs' (a
+        configuration's other runs are readings of it at lower rungs, not configurations of their own)."""
+        if not any("sched" in c for c, _ in self.rows):
+            return sum(len(h) for _, h in self.rows)
+        full = self._schedule("cosine", self.full_epochs)
+        return sum(len(h) for (_, h), ok in zip(self.rows, full, strict=True) if ok)
 
     def nearest(self, config: dict[str, Any], scales: dict[str, Scale], among: np.ndarray | None = None) -> int:
         """The line (0-based) of the configuration nearest to `config`, of those `among` marks (default: all)."""
