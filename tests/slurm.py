@@ -1,7 +1,11 @@
 """A throwaway SLURM cluster for the tests: Debian's slurm-wlm and munge, started as root with their configuration,
 key, sockets, state and logs in a temporary folder, on 127.0.0.1 and free ports, and stopped at the end. Its nodes
 are slurmd daemons on this one machine (`slurmd -N NAME`, each with a port of its own), which is enough for job
-arrays, requeues, signals and steps that span two nodes. Client commands find it through SLURM_CONF."""
+arrays, requeues, signals and steps that span two nodes. Client commands find it through SLURM_CONF.
+
+A job step's slurmstepd outlives slurmd, and one whose end slurmctld has not heard yet keeps retrying to report it
+for an hour once slurmctld is gone: so jobs are ended, and their steps waited for, before the daemons stop, and the
+stop fails if a slurmstepd of the cluster is still left."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 from postgres import free_port
 
 CONF = """\
@@ -74,12 +79,12 @@ class SlurmCluster:
                  f"--pid-file={self.dir}/munged.pid", f"--log-file={self.dir}/munged.log",
                  f"--seed-file={self.dir}/munged.seed"]  # fmt: skip
         self._daemon(munge)
-        self._wait(lambda: (self.dir / "munge.socket").exists(), "munged")
+        self._wait(lambda: (self.dir / "munge.socket").exists(), "munged did not start")
         self._daemon(["slurmctld", "-D", "-i"])
-        self._wait(lambda: self.run("scontrol", "ping").stdout.count("UP") >= 1, "slurmctld")
+        self._wait(lambda: self.run("scontrol", "ping").stdout.count("UP") >= 1, "slurmctld did not start")
         for n in self.names:
             self._daemon(["slurmd", "-D", "-N", n])
-        self._wait(lambda: self.idle_nodes() == len(self.names), "slurmd")
+        self._wait(lambda: self.idle_nodes() == len(self.names), "slurmd did not start")
         return self
 
     def _daemon(self, argv: list[str]) -> None:
@@ -92,7 +97,7 @@ class SlurmCluster:
         while not ready():
             if time.time() > deadline or any(p.poll() is not None for p in self.procs):
                 logs = "".join(f.read_text(errors="replace")[-2000:] for f in self.dir.glob("*.log"))
-                raise RuntimeError(f"{what} did not start: {logs}")
+                raise RuntimeError(f"{what} within {timeout} s: {logs}")
             time.sleep(0.2)
 
     def run(self, *argv: str, **kw) -> subprocess.CompletedProcess:
@@ -107,15 +112,41 @@ class SlurmCluster:
         """The jobs the cluster still holds, pending or running (array tasks one by one)."""
         return self.run("squeue", "-h", "-r", "-o", "%i %T").stdout.split("\n")[:-1]
 
-    def stop(self) -> None:
-        self.run("scancel", "--user=root", "--full")
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
+    def steps(self) -> list[psutil.Process]:
+        """The slurmstepd processes of this cluster's jobs: those with its SLURM_CONF, which slurmd gives them (read
+        from /proc, since psutil's environ() stops at the zeros slurmstepd's process title leaves at the start)."""
+        mine = f"SLURM_CONF={self.env['SLURM_CONF']}".encode()
+        out = []
+        for p in psutil.process_iter(["name"]):
             try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+                if p.info["name"] == "slurmstepd" and p.status() != psutil.STATUS_ZOMBIE:
+                    if mine in Path(f"/proc/{p.pid}/environ").read_bytes().split(b"\0"):
+                        out.append(p)
+            except (psutil.Error, OSError):
+                pass
+        return out
+
+    def end_jobs(self) -> None:
+        """Cancel every job and wait until none is queued and none of their steps is left."""
+        self.run("scancel", "--user=root", "--full")
+        self._wait(lambda: not self.jobs() and not self.steps(), "the cancelled jobs did not end")
+
+    def stop(self) -> None:
+        try:
+            self.end_jobs()
+        finally:
+            for p in reversed(self.procs):
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            for p in self.procs:
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            left = [(p, " ".join(p.cmdline())) for p in self.steps()]
+            for p, _ in left:
+                p.kill()  # slurmstepd ignores SIGTERM
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if left:
+            raise RuntimeError(f"left running after the SLURM cluster stopped: {', '.join(c for _, c in left)}")

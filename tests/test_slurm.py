@@ -23,10 +23,17 @@ pytestmark = pytest.mark.xdist_group("slurm")  # one cluster, one worker
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def slurm_cluster():
     c = SlurmCluster(nodes=2).start()
     yield c
     c.stop()
+
+
+@pytest.fixture
+def cluster(slurm_cluster: SlurmCluster):
+    """The module's cluster, with every job a test started (a requeued one too) ended after it."""
+    yield slurm_cluster
+    slurm_cluster.end_jobs()
 
 
 def slurm_env(cluster: SlurmCluster, **extra: str) -> dict[str, str]:
@@ -98,7 +105,6 @@ def test_a_requeued_task_s_trial_is_preempted_and_resumed_to_its_full_epoch_coun
     assert f"trial {victim.id} preempted" in out and f"trial {victim.id} resumed on CPU" in out, out
     log = (tmp_path / "runs" / sweep_id / victim.id / "stdout.log").read_text()
     assert re.search(r"resumed from \S+ after epoch 3", log), log
-    cluster.run("scancel", job)  # the requeued task waits out SLURM's requeue delay: nothing is left for it
 
 
 def test_the_time_limit_warning_preempts_the_trial_and_requeues_the_job(tmp_path: Path, cluster):
@@ -118,7 +124,6 @@ def test_the_time_limit_warning_preempts_the_trial_and_requeues_the_job(tmp_path
     wait_for(lambda: "requeued SLURM job" in logs(tmp_path, sweep_id), 60)
     assert f"requeued SLURM job {job}_0 for the work left" in logs(tmp_path, sweep_id)
     assert any(line.startswith(f"{job}_0 ") for line in cluster.jobs())  # back in the queue, not ended
-    cluster.run("scancel", job)
 
 
 def test_a_trial_spans_two_nodes_and_a_hang_ends_it_on_both(tmp_path: Path, cluster, cifar_root: Path):
