@@ -383,7 +383,8 @@ def study(sweep):
 
 
 def scheduled(tmp_path: Path) -> dict:
-    """A scheduler-enabled sweep of the toy program (W&B's newest sweep files), its study in tmp_path/study.py."""
+    """A scheduler-enabled sweep of the toy program (W&B's newest sweep files), its study in tmp_path/study.py; its
+    runs hold as tmp_path/hold says (toy_program.py's --hold)."""
     (tmp_path / "study.py").write_text(PRUNING_STUDY)
     return {
         "method": "custom",
@@ -391,8 +392,12 @@ def scheduled(tmp_path: Path) -> dict:
         "run_cap": 4,
         "program": str(Path(__file__).parent / "toy_program.py"),
         "scheduler": {"engine": "optuna", "source": "study.py", "optimizer": "study"},
-        # epochs long enough for the scheduler's pruner, which polls the runs, to see a run while it runs
-        "parameters": {"x": {"min": 0.0, "max": 1.0}, "epochs": {"value": 20}, "epoch_s": {"value": 0.4}},
+        "parameters": {
+            "x": {"min": 0.0, "max": 1.0},
+            "epochs": {"value": 5},
+            "epoch_s": {"value": 0.2},
+            "hold": {"value": str(tmp_path / "hold")},
+        },
     }
 
 
@@ -406,7 +411,7 @@ def test_create_sweep_registers_a_scheduler_file_and_says_where_its_search_runs(
     (sweep,) = server.sweeps.values()
     got = {k: v for k, v in sweep.config.items() if k != "parameters"}
     assert got == {k: v for k, v in config.items() if k != "parameters"}  # W&B's schema, as the file has it
-    assert sweep.config["parameters"]["x"]["min"] == 0.0 and sweep.config["parameters"]["epochs"] == {"value": 20}
+    assert sweep.config["parameters"]["x"]["min"] == 0.0 and sweep.config["parameters"]["epochs"] == {"value": 5}
     assert f"the search runs in: wandb sweep-scheduler {path}" in p.stdout  # one scheduler per sweep, W&B's rule
 
 
@@ -414,6 +419,8 @@ def test_wandb_sweep_scheduler_decides_and_the_agent_runs_its_queued_runs(tmp_pa
     """A sweep made with `wandb sweep`: a real `wandb sweep-scheduler` (its Optuna study in wandb-core's loop) queues
     the runs and prunes; two slots of `hpsearch agent` run each queued run once with the sweep's own program (its
     config read from the server) and end the runs the pruner stops."""
+    hold = tmp_path / "hold"  # every run waits after its first epoch until both slots run one at once
+    hold.touch()
     config = scheduled(tmp_path)
     path = made_elsewhere(server, config.pop("parameters"), **config)
     scheduler = subprocess.Popen(
@@ -421,7 +428,10 @@ def test_wandb_sweep_scheduler_decides_and_the_agent_runs_its_queued_runs(tmp_pa
         cwd=tmp_path, env=online(server), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        code, out, err = finish(agents(path, tmp_path / "a", "--gpu-ids", "0,1", "--gpus-per-trial", "1"))
+        agent = agents(path, tmp_path / "a", "--gpu-ids", "0,1", "--gpus-per-trial", "1")
+        wait_for(lambda: len({r.agent for r in server.runs.values() if r.state == "running"}) == 2)  # two at a time
+        hold.write_text("30")  # from now on only a hopeless run (a under 30) waits, until the pruner's stop ends it
+        code, out, err = finish(agent)
         said = scheduler.communicate(timeout=120)[0]
     finally:
         scheduler.kill()
@@ -435,11 +445,9 @@ def test_wandb_sweep_scheduler_decides_and_the_agent_runs_its_queued_runs(tmp_pa
         trial = store.trial(run.id)
         assert trial.params == {k: v["value"] for k, v in run.params.items()}  # the program got the run's config
         if 100 * x < 30:  # the pruner stopped it: its process group ended, recorded stopped; the server: killed
-            assert (trial.state, run.state) == ("stopped", "killed") and trial.epochs < 20, (run, trial)
+            assert (trial.state, run.state) == ("stopped", "killed") and trial.epochs < 5, (run, trial)
             assert not live_in_group(trial.pgid)
         else:  # the whole history, one step an epoch
-            assert (trial.state, run.state) == ("finished", "finished") and epochs(run.history) == list(range(1, 21))
-            assert [row["_step"] for row in run.history] == list(range(1, 21))
+            assert (trial.state, run.state) == ("finished", "finished") and epochs(run.history) == list(range(1, 6))
+            assert [row["_step"] for row in run.history] == list(range(1, 6))
     assert ran[0].params["x"]["value"] == 0.1 and ran[0].state == "killed"  # the hopeless first one, surely
-    by_slot = [sorted((r.began, r.ended) for r in ran if r.agent == agent) for agent in server.agents]
-    assert len(by_slot) == 2 and by_slot[0][0][0] < by_slot[1][0][1] and by_slot[1][0][0] < by_slot[0][0][1]
