@@ -67,11 +67,11 @@ for epoch in range(start + 1, epochs + 1):
     best = max(best, acc)
     record = {"epoch": epoch, "val_acc": acc, "best_acc": best, "val_loss": 5 - acc / 25, "train_loss": 1.0,
               "lr": lr, "epoch_time": time.time() - t0, "img_per_sec": 1000.0}  # fmt: skip
-    if primary:
-        with open(metrics, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+    if primary:  # the checkpoint first, as the trainer: a process ended once its record is read resumes after it
         ckpt.with_suffix(".tmp").write_text(json.dumps({"epoch": epoch}))
         os.replace(ckpt.with_suffix(".tmp"), ckpt)
+        with open(metrics, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
         if log:
             log.epoch(record, epochs)
     while hold and held(epoch):

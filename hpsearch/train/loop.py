@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import io
 import os
 import random
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,7 +137,6 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             if epoch + 1 in cfg.rungs:  # before the checkpoint: one that holds this epoch holds its rung too
                 rung = rung_record(trial, epoch + 1, (train_loss, val_loss, val_acc, val_acc5))
                 progress.rungs.append(rung)
-            save_checkpoint(trial, progress, writer, log)
             record = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
@@ -147,8 +148,10 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                 "epoch_time": time.perf_counter() - t0 - (rung["rung_time"] if rung else 0.0),
                 "img_per_sec": trial.steps * cfg.batch_size / t_train,
             }
-            if log:
-                log.epoch(record, cfg.epochs, rung)
+            # The record once its checkpoint is on disk: an agent that reads epoch k and ends the process (a
+            # pause, a preemption) resumes it at epoch k + 1, never training or recording an epoch twice.
+            save_checkpoint(trial, progress, writer, log, then=functools.partial(log.epoch, record, cfg.epochs, rung)
+                            if log else None)  # fmt: skip
             progress.last = {k: record[k] for k in ("val_acc", "val_acc5", "val_loss", "train_loss")}
         if writer:
             writer.wait()
@@ -367,8 +370,15 @@ def cooldown_branch(trial: Training, epoch: int, epochs: int) -> tuple[float, fl
     return train_loss, *val
 
 
-def save_checkpoint(trial: Training, progress: Progress, writer: CheckpointWriter | None, log: TrialLog | None) -> None:
-    """Every rank's RNG state is gathered (a collective); the primary writes the checkpoint in the background."""
+def save_checkpoint(
+    trial: Training,
+    progress: Progress,
+    writer: CheckpointWriter | None,
+    log: TrialLog | None,
+    then: Callable[[], None] | None = None,
+) -> None:
+    """Every rank's RNG state is gathered (a collective); the primary writes the checkpoint in the background, and
+    calls `then` once it is in place."""
     rng = _gather_rng(trial.rank, trial.world, trial.device.type == "cuda", trial.batches.state_dict())
     if writer:
         writer.save(
@@ -383,7 +393,8 @@ def save_checkpoint(trial: Training, progress: Progress, writer: CheckpointWrite
                 "rng": rng,
                 "config": trial.cfg.to_dict(),
                 "wandb_id": log.wandb_id if log else None,
-            }
+            },
+            then,
         )
 
 
@@ -460,13 +471,14 @@ class CheckpointWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def save(self, state: dict[str, Any]) -> None:
+    def save(self, state: dict[str, Any], then: Callable[[], None] | None = None) -> None:
+        """Write `state` in the background; then call `then` there (its errors, as the write's, come out of wait)."""
         self.wait()
         host = _to_cpu(state)
-        self._thread = threading.Thread(target=self._write, args=(host,), daemon=True)
+        self._thread = threading.Thread(target=self._write, args=(host, then), daemon=True)
         self._thread.start()
 
-    def _write(self, state: dict[str, Any]) -> None:
+    def _write(self, state: dict[str, Any], then: Callable[[], None] | None) -> None:
         tmp = self.path.with_suffix(".tmp")
         try:
             # Serialised in memory first, so a failing write raises the OS's own error (torch.save's file
@@ -476,6 +488,8 @@ class CheckpointWriter:
             with open(tmp, "wb") as fh:
                 fh.write(buffer.getbuffer())
             os.replace(tmp, self.path)
+            if then:
+                then()
         except OSError as e:  # re-raised in the training thread by wait()
             tmp.unlink(missing_ok=True)
             self._error = WriteError(f"cannot write checkpoint {tmp}: {e.strerror or e}")
