@@ -5,7 +5,7 @@ For each N, fills a store (SQLite in a temporary folder, or the PostgreSQL datab
 sweeps) with N trials of sweeps/aug.yaml's search space: every trial with E epochs of history but the four still
 running (half-way) and a third stopped early. Then, for each engine (W&B's random, grid and bayes with hyperband;
 Optuna's default study, and TPE alone and with its Hyperband and ASHA pruners), times what an agent asks:
-`next_trial` (a claim: the engine's suggestion and the store's exactly-once write) and `should_stop` (asked after
+`next_trial` (a claim: the engine's suggestion and the store's exactly-once write) and `decide` (asked after
 every epoch of every running trial: each timed call follows a new epoch of that trial, as in an agent). The first
 call is a fresh agent's (cold: it reads the whole sweep); the warm figure is the best of --repeat later calls.
 Then `report`.
@@ -134,7 +134,7 @@ def bench_engine(store: Store, engine: str, n: int, epochs: int, repeat: int) ->
             e = next(epoch)
             owner.record_epochs(running, [{"epoch": e, "val_acc": 50.0, "best_acc": 50.0}])
 
-        rows.append((f"should_stop ({engine})", *timed(lambda: owner.should_stop(running), repeat, new_epoch)))
+        rows.append((f"decide ({engine})", *timed(lambda: owner.decide(running), repeat, new_epoch)))
     claimant = controller_for(store, sweep, "claimant")
     rows.append((f"next_trial ({engine})", *timed(lambda: claimant.next_trial(0), repeat)))
     return rows

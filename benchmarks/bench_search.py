@@ -90,7 +90,8 @@ def _run(data: str, space: str, task: str, method: str, workers: int, seed: int)
         budget = _sources[task].budget()
         r = replay(store, config, _sources[task], workers, budget, seed, read_code(config, REPO))
     return {"task": task, "method": method, "workers": workers, "seed": seed, "budget": budget, "trials": r.trial_count,
-            "epochs": r.epochs, "distinct": r.distinct, "incumbent": r.incumbent,
+            "paused": r.paused, "promoted": r.promoted, "stopped": r.stopped, "epochs": r.epochs,
+            "distinct": r.distinct, "incumbent": r.incumbent,
             "engine_seconds": round(r.engine_seconds, 2), "seconds": round(r.seconds, 2)}  # fmt: skip
 
 

@@ -58,6 +58,33 @@ def tpe_asha(sweep: Any) -> optuna.Study:
     return _study(sweep, _tpe(), pruner)
 
 
+def _rungs(sweep: Any, below: int) -> optuna.pruners.BasePruner:
+    """Promotion with eta 3 and the lowest rung at the trials' epochs / 3^`below` (at least 1): `below` rungs under
+    the top, none so low that its ranks are a coin flip on a long schedule."""
+    from hpsearch.sweep.promotion import PromotingHalving
+
+    epochs = _epochs(sweep)
+    lowest = max(1, round(epochs / REDUCTION**below)) if isinstance(epochs, int) else MIN_EPOCHS
+    return PromotingHalving(lowest, REDUCTION)
+
+
+def promote(sweep: Any) -> optuna.Study:
+    """TPE with pause and promote (hpsearch/sweep/promotion.py): rungs at a 9th and a 3rd of the trials' epochs;
+    TPE sees each paused trial at the rung it reached. Plain Optuna and `wandb sweep-scheduler` run its pruner as
+    Optuna's ASHA stopping rule."""
+    return _study(sweep, _tpe(), _rungs(sweep, 2))
+
+
+def promote_low(sweep: Any) -> optuna.Study:
+    """`promote` with a third rung lower, at a 27th of the trials' epochs."""
+    return _study(sweep, _tpe(), _rungs(sweep, 3))
+
+
+def promote_gp(sweep: Any) -> optuna.Study:
+    """`promote` with Optuna's GP sampler, which models the trials that reached the top."""
+    return _study(sweep, optuna.samplers.GPSampler(seed=random.getrandbits(32)), _rungs(sweep, 2))
+
+
 def gp(sweep: Any) -> optuna.Study:
     """Optuna's Gaussian-process sampler (logEI); every trial runs to its end."""
     return _study(sweep, optuna.samplers.GPSampler(seed=random.getrandbits(32)), optuna.pruners.NopPruner())

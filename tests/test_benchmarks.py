@@ -53,7 +53,7 @@ def test_bench_controller_times_every_engine_and_report():
         times[what] = float(cold), float(warm)
     engines = ["random", "grid", "bayes", "optuna", "optuna tpe", "optuna hyperband", "optuna asha"]
     stopping = ["random", "grid", "bayes", "optuna hyperband", "optuna asha"]  # those with an early stop
-    assert set(times) == {f"next_trial ({e})" for e in engines} | {f"should_stop ({e})" for e in stopping} | {
+    assert set(times) == {f"next_trial ({e})" for e in engines} | {f"decide ({e})" for e in stopping} | {
         "report (html)"
     }, p.stdout
     assert all(warm >= 0 for what, (_, warm) in times.items() if what != "report (html)")

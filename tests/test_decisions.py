@@ -72,7 +72,7 @@ def test_stop_decisions_and_suggestions_match_the_engine_over_full_histories(tmp
         controller.record_epochs(store.trial(trial_id), [record])
         stop = {r.name for r in sweeps.stop_runs(engine_config, full_runs(store, sweep.id))}
         for t in running:
-            assert controller.should_stop(store.trial(t)) == (t in stop), (seed, step, t)
+            assert (controller.decide(store.trial(t)) == "stop") == (t in stop), (seed, step, t)
         if rng.random() < 0.3:  # a trial ends (its state changes the engine's view too)
             ended = rng.choice(sorted(running))
             state = rng.choice([State.FINISHED, State.STOPPED, State.FAILED])
@@ -92,11 +92,11 @@ def test_the_history_cache_follows_a_restarted_trial(tmp_path: Path):
     good, fair, bad = (a.next_trial(0).trial for _ in range(3))
     for trial, acc in ((good, 90.0), (fair, 80.0), (bad, 1.0)):
         a.record_epochs(trial, [{"epoch": 1, "val_acc": acc}])
-    assert [a.should_stop(t) for t in (good, fair, bad)] == [False, False, True]
+    assert [a.decide(t) == "stop" for t in (good, fair, bad)] == [False, False, True]
     store.end(bad.id, State.PREEMPTED, "a")
     assert store.take(store.trial(bad.id), "b", restart=True)  # on a machine without its checkpoint: from epoch 0
     controller_for(store, sweep, "b").record_epochs(bad, [{"epoch": 1, "val_acc": 95.0}])
-    assert [a.should_stop(t) for t in (good, fair, bad)] == [False, True, False]
+    assert [a.decide(t) == "stop" for t in (good, fair, bad)] == [False, True, False]
 
 
 def test_integer_draws_are_stored_as_json_numbers(tmp_path: Path):

@@ -54,7 +54,7 @@ def run(controller, trial, epochs: int = 3) -> State:
     for epoch in range(1, epochs + 1):
         record = {"epoch": epoch, "score": score(x, epoch)}
         controller.record_epochs(trial, [record])
-        if controller.should_stop(trial):
+        if controller.decide(trial) == "stop":
             controller.finish(trial, State.STOPPED, summary=record)
             return State.STOPPED
     controller.finish(trial, State.FINISHED, 0, summary=record)
@@ -165,14 +165,14 @@ def test_a_pruners_state_set_in_one_agent_reaches_the_others(tmp_path: Path):
     a, b = controller_for(store, sweep, "a"), controller_for(store, sweep, "b")
     trial = a.next_trial(0).trial
     a.record_epochs(trial, [{"epoch": 1, "score": 50.0}])
-    a.should_stop(trial)
+    a.decide(trial)
     rungs = store.trial(trial.id).attrs["optuna"]["pruner"]
     assert rungs == {"epochs": 1, "system_attrs": {"completed_rung_0": 50.0}}
     other = b.next_trial(0).trial
     (mirrored,) = [t for t in b.engine.study.get_trials() if t.number == 0]
     assert mirrored.system_attrs["completed_rung_0"] == 50.0
     b.record_epochs(other, [{"epoch": 1, "score": 10.0}])
-    assert b.should_stop(other)  # below the other agent's trial at the rung: halved away
+    assert b.decide(other) == "stop"  # below the other agent's trial at the rung: halved away
 
 
 def preempted_after_epoch_1(tmp_path: Path, source: str, score: float) -> tuple[Store, Sweep, Trial]:
@@ -183,7 +183,7 @@ def preempted_after_epoch_1(tmp_path: Path, source: str, score: float) -> tuple[
     a = controller_for(store, sweep, "a")
     trial = a.next_trial(0).trial
     a.record_epochs(trial, [{"epoch": 1, "score": score}])
-    a.should_stop(trial)
+    a.decide(trial)
     a.finish(trial, State.PREEMPTED)
     return store, sweep, trial
 
@@ -196,7 +196,7 @@ def test_a_resumed_trial_is_the_same_study_trial(tmp_path: Path):
     claim = b.next_trial(0)
     assert (claim.trial.id, claim.how) == (trial.id, "resumed")
     b.record_epochs(claim.trial, [{"epoch": 2, "score": 30.0}])
-    assert b.should_stop(claim.trial)  # its own history, on: under 60 at epoch 2
+    assert b.decide(claim.trial) == "stop"  # its own history, on: under 60 at epoch 2
     (only,) = b.engine.study.get_trials()
     assert only.number == 0 and only.intermediate_values == {1: 20.0, 2: 30.0}
 
@@ -453,7 +453,7 @@ def test_engine_seconds_hold_the_adapters_own_work(tmp_path: Path, engine: str):
     trial = a.next_trial(0).trial
     a.record_epochs(trial, [{"epoch": 1, "score": score(trial.params["x"], 1)}])
     a.engine.stops = True  # (asked whether it stops even where no strategy or pruner would)
-    a.should_stop(trial)
+    a.decide(trial)
     assert a.engine_seconds >= 0.2 * (1 if engine == "ax" else 2)  # (Ax's first suggestion reuses its first build)
 
 
@@ -462,6 +462,6 @@ def test_a_trial_restarted_from_epoch_0_has_not_passed_its_rungs(tmp_path: Path)
     store, sweep, trial = preempted_after_epoch_1(tmp_path, ASHA, 50.0)  # rung 0 passed, at epoch 1
     assert store.take(store.trial(trial.id), "b", restart=True)  # its checkpoint out of reach: from epoch 0
     b = controller_for(store, sweep, "b")
-    assert not b.should_stop(store.trial(trial.id))  # (b's study mirrors the sweep as it asks)
+    assert b.decide(store.trial(trial.id)) != "stop"  # (b's study mirrors the sweep as it asks)
     (mirrored,) = [t for t in b.engine.study.get_trials() if t.number == 0]
     assert "completed_rung_0" not in mirrored.system_attrs and mirrored.intermediate_values == {}

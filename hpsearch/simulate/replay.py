@@ -3,8 +3,9 @@ and a simulated clock in place of the wall clock, as Syne Tune's simulator backe
 
 The decisions are the real ones: the sweep's own controller over a real store (W&B's `sweeps` engine, the claims,
 run_cap, grid exhaustion), asked the agent's questions in the agent's order: after the epochs due at a moment
-(trials in slot order), each new epoch is recorded and `should_stop` asked of its trial; then a suggestion is
-claimed for each free worker. An epoch takes the time its record says (`epoch_time`, else 1), so workers finish
+(trials in slot order), each new epoch is recorded and `decide` asked of its trial (not after its last: it has
+finished); then a trial is claimed for each free worker. A paused trial's curve waits where it paused, and a
+promotion continues it there. An epoch takes the time its record says (`epoch_time`, else 1), so workers finish
 out of step as real ones do. Records wait in memory until the controller next reads (as an agent's wait while
 its database is away), which is what keeps a replay cheap; a controller that can never stop a trial is not asked.
 Nothing here decides what to run or when to stop.
@@ -24,7 +25,9 @@ import numpy as np
 
 from hpsearch.objective import Objective
 from hpsearch.simulate.curves import Curve, Source, scales
-from hpsearch.sweep.controller import controller_for
+from hpsearch.sweep.controller import Start, controller_for
+from hpsearch.sweep.engine import Decision
+from hpsearch.sweep.prior import Prior, add_sweep
 from hpsearch.sweep.spec import leaves
 from hpsearch.sweep.store import State, Store, Trial
 
@@ -40,6 +43,9 @@ class Replay:
     seed: int
     trial_count: int  # trials it started
     epochs: int
+    paused: int  # pauses (a trial pauses at each rung it is not promoted past at once)
+    promoted: int  # paused trials resumed
+    stopped: int
     distinct: int  # configurations of the source it ran (a table replays a repeated nearest one at full cost)
     incumbent: list[list[float]]
     engine_seconds: float  # in the engine's suggestion and stop calls, its adapter's work included
@@ -76,20 +82,24 @@ def replay(
     budget: int,
     seed: int,
     code: dict[str, str] | None = None,
+    priors: list[Prior] | None = None,
 ) -> Replay:
     """Run `config`'s search (`code`: its scheduler's source, as spec.read_code keeps it) against `source` with
     `workers` trials at once until `budget` epochs are spent (each trial charged the epochs it ran) or the search is
     done. The engine draws from Python's and numpy's global random state, seeded with `seed`; the sweep's id is
-    the seed's too (Optuna's Hyperband pruner assigns brackets by it), so `store` holds one replay per seed."""
+    the seed's too (Optuna's Hyperband pruner assigns brackets by it), so `store` holds one replay per seed.
+    `priors`: results told to the sweep as `create-sweep --prior` tells them (not run, not in the budget)."""
     began = time.perf_counter()
     random.seed(seed)
     np.random.seed(seed)
-    sweep = store.add_sweep(config, "local", name=f"replay-{seed}", sweep_id=f"replay-{seed}", code=code)
+    sweep = add_sweep(store, config, f"replay-{seed}", f"replay-{seed}", code, priors or [])
     # No other agent shares the store, so no trial of it ever counts as crashed.
     controller = controller_for(store, sweep, AGENT, workers, stale_after=math.inf, reseed=False)
     objective = Objective.of(config["metric"])
     sweep_scales = scales(config)
     running: dict[int, _Running] = {}
+    paused: dict[str, _Running] = {}  # by trial id: where each paused trial's curve waits
+    counts = {State.PAUSED: 0, State.STOPPED: 0, Start.PROMOTED: 0}
     now, spent, trial_count, distinct = 0.0, 0, 0, set()
     incumbent: list[list[float]] = []
 
@@ -101,6 +111,11 @@ def replay(
 
     def end(slot: int, state: State) -> None:
         rn = running.pop(slot)
+        counts[state] = counts.get(state, 0) + 1
+        if state == State.PAUSED:  # its checkpoint, which an agent must see to promote it
+            paused[rn.trial.id] = rn
+            store.checkpoint(rn.trial).parent.mkdir(parents=True, exist_ok=True)
+            store.checkpoint(rn.trial).touch()
         controller.record_epochs(rn.trial, rn.pending)
         last = rn.curve.records[rn.ran - 1]
         error = f"its curve ends after epoch {rn.ran} of {rn.curve.planned}" if state == State.FAILED else None
@@ -117,6 +132,11 @@ def replay(
             claim = controller.next_trial(slot)
             if claim is None:
                 continue
+            if claim.how == Start.PROMOTED:
+                rn = running[slot] = paused.pop(claim.trial.id)
+                rn.trial, rn.next_at = claim.trial, now + epoch_time(rn.curve.records[rn.ran])
+                counts[Start.PROMOTED] += 1
+                continue
             curve = source.curve(leaves(claim.trial.params), sweep_scales)
             running[slot] = _Running(claim.trial, curve, now + epoch_time(curve.records[0]))
             trial_count += 1
@@ -132,10 +152,11 @@ def replay(
             rn.ran += 1
             rn.pending.append(record)
             spent += 1
-            if controller.stops:
+            if controller.stops and rn.ran < rn.curve.planned:
                 flush()
-                if controller.should_stop(rn.trial):
-                    end(slot, State.STOPPED)
+                decision = controller.decide(rn.trial)
+                if decision != Decision.CONTINUE:
+                    end(slot, State.PAUSED if decision == Decision.PAUSE else State.STOPPED)
                     continue
             if rn.ran == len(rn.curve.records):
                 end(slot, State.FINISHED if rn.ran >= rn.curve.planned else State.FAILED)
@@ -145,7 +166,8 @@ def replay(
                 break
     flush()  # the store holds what ran, the trials the budget cut included
     seconds = time.perf_counter() - began
-    return Replay(sweep.id, seed, trial_count, spent, len(distinct), incumbent, controller.engine_seconds, seconds)
+    return Replay(sweep.id, seed, trial_count, spent, counts[State.PAUSED], counts[Start.PROMOTED],
+                  counts[State.STOPPED], len(distinct), incumbent, controller.engine_seconds, seconds)  # fmt: skip
 
 
 UNLIKE_RANDOM = ("early_terminate", "run_cap", "scheduler")  # what a sweep adds to plain random search

@@ -22,7 +22,8 @@ from typing import Any
 
 from hpsearch import defaults
 from hpsearch.formats import fmt_duration
-from hpsearch.sweep.controller import Claim, Controller, Lost
+from hpsearch.sweep.controller import Claim, Controller, Lost, Start
+from hpsearch.sweep.engine import Decision
 from hpsearch.sweep.slots import Slot
 from hpsearch.sweep.spec import leaves
 from hpsearch.sweep.store import NotOwner, State, StoreError, StoreUnavailable, Trial
@@ -348,7 +349,7 @@ class Agent:
         workers = f" x{slot.nproc}" if slot.gpus is None else ""
         where = slot.where.replace(" (", f"{workers} (") if slot.nodes > 1 else slot.where + workers
         self.echo(f"trial {trial.id} {how} on {where}: " + " ".join(f"{k}={v}" for k, v in params.items()))
-        seen = trial.epochs if how == "resumed" else 0
+        seen = trial.epochs if how in (Start.RESUMED, Start.PROMOTED) else 0
         self.running[i] = Running(trial, proc, slot, claim.planned, seen, self.clock())
         try:
             self._register(self.running[i])
@@ -362,17 +363,20 @@ class Agent:
             rn.registered = True
 
     def _read(self, rn: Running) -> bool:
-        """Take the epochs that appeared in the trial's metrics file and announce the new ones; whether any came."""
+        """Take the epochs that appeared in the trial's metrics file and announce the new ones; whether any new one
+        came (not one a resumed trial's file still holds from before)."""
         records = rn.proc.new_epochs()
+        new = False
         for record in records:
             rn.pending.append(record)
             rn.last = record
-            if record["epoch"] > rn.seen:  # not one a resumed trial's file still holds from before
+            if record["epoch"] > rn.seen:
                 if not rn.epoch_times:
                     self.first_epoch_wait = max(self.first_epoch_wait, self.clock() - rn.last_progress)
                 rn.progressed(record, self.clock())
                 self.echo(rn.progress_line(record))
-        return bool(records)
+                new = True
+        return new
 
     def _record(self, rn: Running) -> None:
         if rn.pending:  # one write for the epochs of a round (or of an outage)
@@ -411,10 +415,18 @@ class Agent:
         """How the trial ended, once its processes are gone; None while it runs on."""
         trial, proc = rn.trial, rn.proc
         code = proc.poll()
-        asked = new_epochs or self.controller.stops_anytime
-        if code is None and asked and self.unreachable_since is None and self.controller.should_stop(trial):
+        # (a trial whose records reach its planned epochs has finished: nothing is left to decide)
+        asked = (new_epochs or self.controller.stops_anytime) and not (rn.planned and rn.seen >= rn.planned)
+        decision = Decision.CONTINUE
+        if code is None and asked and self.unreachable_since is None:
+            decision = self.controller.decide(trial)
+        if decision != Decision.CONTINUE:
             self._end([proc])
             self.successes += 1
+            if decision == Decision.PAUSE:
+                message = (f"trial {trial.id} paused by {self.controller.stopper} after epoch {rn.seen}; a promotion "
+                           "resumes it from its checkpoint")  # fmt: skip
+                return Outcome(State.PAUSED, proc.poll(), None, rn.last, message)
             message = f"trial {trial.id} stopped early by {self.controller.stopper} after epoch {rn.seen}"
             return Outcome(State.STOPPED, proc.poll(), None, rn.last, message)
         if code is None:

@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from hpsearch.defaults import MAX_RESUMES, STALE_AFTER
-from hpsearch.sweep.engine import Engine, Lost, Suggestion, engine_for
+from hpsearch.sweep.engine import Decision, Engine, Lost, Suggestion, engine_for
 from hpsearch.sweep.spec import leaves
 from hpsearch.sweep.status import planned_epochs
 from hpsearch.sweep.store import State, Store, Sweep, Trial, Version, version
@@ -32,6 +32,7 @@ class Start(StrEnum):
 
     STARTED = "started"  # a new trial
     RESUMED = "resumed"  # from its checkpoint
+    PROMOTED = "promoted"  # a paused trial, from its checkpoint, to its next rung
     RESTARTED = "restarted"  # a trial that ran before, whose checkpoint this machine cannot see: from epoch 0
 
 
@@ -61,8 +62,9 @@ class Controller(Protocol):
     def record_epochs(self, trial: Trial, records: list[dict[str, Any]]) -> None:
         """Epochs the trainer finished (and wrote to its metrics file), in order."""
 
-    def should_stop(self, trial: Trial) -> bool:
-        """Whether the sweep's early termination ends the running trial now."""
+    def decide(self, trial: Trial) -> Decision:
+        """Whether the running trial goes on, stops (the sweep's early termination) or pauses (a promotion
+        scheduler's rung), after its new epochs."""
 
     def beat(self, trials: list[Trial]) -> list[str]:
         """Renew the agent's hold on its running trials; returns the ids of those it no longer holds."""
@@ -109,7 +111,8 @@ class SweepController:
     Claims are exactly-once: a suggestion is recorded only if no other agent claimed since it was made (the
     sweep's short lock), else made again; so no trial or grid point is handed out twice and run_cap holds. Unless
     the engine assigns trials itself (a W&B server), a preempted trial resumes first, then a crashed one whose
-    checkpoint this machine sees (or that crashed before its first epoch), at most `max_resumes` crashes each."""
+    checkpoint this machine sees (or that crashed before its first epoch), at most `max_resumes` crashes each, then
+    a paused one the engine promotes (taken from the paused state, so each promotion runs once), then a new one."""
 
     def __init__(
         self,
@@ -180,13 +183,22 @@ class SweepController:
                 if self.store.take(pick, self.agent_id, restart=restart):
                     return self._hold(Claim(self.store.trial(pick.id), Start.RESTARTED if restart else Start.RESUMED))
                 continue
+            if self.engine.pauses:
+                with self._deciding():
+                    promoted = self.engine.resume(trials, lambda t: self.store.checkpoint(t).exists())
+                if promoted:
+                    if self.store.take(promoted, self.agent_id):
+                        return self._hold(Claim(self.store.trial(promoted.id), Start.PROMOTED))
+                    continue
             capped = len(trials) >= self.sweep.config.get("run_cap", math.inf)
             suggestion = None
             if not capped:
                 with self._deciding():
                     suggestion = self.engine.suggest(slot, trials)
             if suggestion is None:
-                if not (capped or self.engine.done):
+                # (a pausing engine may yet promote a paused trial once a running one reaches its rung)
+                running = self.engine.pauses and any(t.state == State.RUNNING for t in trials)
+                if not (capped or self.engine.done) or running:
                     return None  # the engine declines for now
                 if self.store.exhausted_after(self.sweep.id, len(trials)):
                     self.done = True
@@ -210,6 +222,9 @@ class SweepController:
             known = next((t for t in self.store.trials(self.sweep.id) if t.id == suggestion.trial_id), None)
             if known and self.store.take(known, self.agent_id):
                 claim = Claim(self.store.trial(known.id), Start.RESUMED)
+            elif known:  # another agent took it first: a lost race, not an error
+                self.engine.unclaimed(slot, suggestion)
+                return None
             else:
                 trial = self.store.add_trial(self.sweep.id, suggestion.params, self.agent_id, suggestion.trial_id)
                 claim = Claim(trial, Start.STARTED)
@@ -235,16 +250,16 @@ class SweepController:
         self.store.add_epochs(trial.id, records, self.agent_id, self.sweep.series_metric)
         self.engine.recorded(trial, records)
 
-    def should_stop(self, trial: Trial) -> bool:
+    def decide(self, trial: Trial) -> Decision:
         """The engine's verdict on the running trial, over every trial of the sweep as it stands."""
         if not self.engine.stops:
-            return False
+            return Decision.CONTINUE
         trials = self.trials.read() if self.engine.reads_trials else []
         with self._deciding():
-            stop, attrs = self.engine.should_stop(trial, trials)
+            decision, attrs = self.engine.decide(trial, trials)
         if attrs is not None:  # the engine's record of the trial changed (a pruner's state): others see it too
             self.store.set_attrs(trial.id, attrs, self.agent_id)
-        return stop
+        return decision
 
     def beat(self, trials: list[Trial]) -> list[str]:
         if self.engine.lost:

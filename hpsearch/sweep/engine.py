@@ -1,5 +1,6 @@
-"""What decides for a sweep: an engine suggests what to run next, says whether a running trial should stop, and
-when the sweep is done. Holding the trials is sweep/controller.py's.
+"""What decides for a sweep: an engine suggests what to run next (a new trial, or a paused one to resume), says
+what a running trial does after its new epochs (continue, stop, or pause), and when the sweep is done. Holding the
+trials is sweep/controller.py's.
 
 The engines, one module each in sweep/engines/:
 - wandb_sweeps: W&B's open-source `sweeps` engine (grid, random, bayes; hyperband stops), the local default;
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,14 @@ class EngineError(Exception):
 
 class Lost(Exception):
     """The engine cannot go on (a W&B server that stopped answering): the agent ends its trials and exits."""
+
+
+class Decision(StrEnum):
+    """What a running trial does after its new epochs."""
+
+    CONTINUE = "continue"
+    STOP = "stop"  # ended for good (recorded stopped)
+    PAUSE = "pause"  # ended after its checkpoint, kept to be resumed by a later promotion (recorded paused)
 
 
 @dataclass
@@ -45,8 +55,9 @@ class Engine:
     `stopper` and `stops_anytime` are what the controller passes on (see controller.Controller)."""
 
     stopper = "early_terminate"
-    stops = False  # whether should_stop can ever say yes (else it is not asked)
+    stops = False  # whether decide can ever say other than continue (else it is not asked)
     stops_anytime = False
+    pauses = False  # decide may pause a trial, and resume hands paused trials out again (a promotion scheduler)
     reads_trials = True  # should_stop needs the sweep's trials
     assigns_trials = False  # it hands each slot its trial, new or to resume (a server), and the controller takes it
     done = False  # it will suggest nothing more (a grid exhausted, a terminator, a server's exit)
@@ -55,6 +66,16 @@ class Engine:
     def suggest(self, slot: int, trials: list[Trial]) -> Suggestion | None:
         """A new trial for the free slot `slot`, or None: nothing now (`done` says whether ever)."""
         raise NotImplementedError
+
+    def resume(self, trials: list[Trial], sees: Callable[[Trial], bool]) -> Trial | None:
+        """A paused trial to resume now (a promotion), among those whose checkpoint this agent `sees`; else None."""
+        return None
+
+    def decide(self, trial: Trial, trials: list[Trial]) -> tuple[Decision, dict[str, Any] | None]:
+        """What the running trial does now, and its new attrs if deciding changed them (else None). Engines that
+        only ever stop say so in `should_stop`."""
+        stop, attrs = self.should_stop(trial, trials)
+        return (Decision.STOP if stop else Decision.CONTINUE), attrs
 
     def should_stop(self, trial: Trial, trials: list[Trial]) -> tuple[bool, dict[str, Any] | None]:
         """Whether the running trial stops now, and its new attrs if deciding changed them (else None)."""

@@ -60,6 +60,7 @@ class State(StrEnum):
     STOPPED = "stopped"  # ended early (hyperband, or the W&B controller's stop)
     PREEMPTED = "preempted"  # its agent was interrupted and ended it; the next agent resumes it
     CRASHED = "crashed"  # its agent stopped renewing its lease (killed, machine down)
+    PAUSED = "paused"  # held at a rung by a promotion scheduler, its checkpoint kept; a promotion resumes it
 
 
 ACTIVE = (State.RUNNING, State.PREEMPTED)  # trials that still hold (or will resume) a slot of the sweep
@@ -527,7 +528,7 @@ class Store:
         return self.atomic(mark, lock=sweep_id)
 
     def take(self, trial: Trial, agent: str, restart: bool = False) -> bool:
-        """A preempted or crashed trial goes back to running under `agent`, if it is still in the state `trial`
+        """A preempted, crashed or paused trial runs again under `agent`, if it is still in the state `trial`
         shows (else another agent took it first: False). It resumes from its checkpoint, or with `restart` (its
         checkpoint is out of reach) from epoch 0, so its old history goes. Its pgid and host stay those of its last
         copy until the new one starts, so the new owner can end that copy if it still runs on its machine."""

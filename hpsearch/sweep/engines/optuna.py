@@ -28,12 +28,14 @@ import logging
 import math
 import secrets
 import warnings
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hpsearch.sweep.engine import Engine, EngineError, Suggestion, source_file
-from hpsearch.sweep.status import objectives
+from hpsearch.sweep.engine import Decision, Engine, EngineError, Suggestion, source_file
+from hpsearch.sweep.spec import leaves
+from hpsearch.sweep.status import objectives, planned_epochs
 from hpsearch.sweep.store import State, Sweep, Trial, version
 
 
@@ -133,6 +135,13 @@ def _system_attrs(trial: Trial) -> dict[str, Any]:
     return {**record.get("system_attrs", {}), **current}
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal, NaN equal to NaN (as a trial's values and intermediate values hold it)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+
 class _Kept(dict):
     """A dict of a mirrored trial that Optuna's storage keeps as it is. The storage deep-copies every trial it is
     given (seconds, for a fresh agent's first decision over thousands of trials with hundreds of epochs each), but
@@ -161,6 +170,13 @@ class OptunaEngine(Engine):
         single = len(self.directions) == 1  # Optuna's pruners judge one objective
         self.stops = single and not isinstance(self.pruner, optuna.pruners.NopPruner)
         self.stopper = f"Optuna's {type(self.pruner).__name__}"
+        from hpsearch.sweep.promotion import PromotingHalving
+
+        # Promotion: the pruner's rungs pause and resume trials here (see sweep/promotion.py)
+        self.rungs = self.pruner.rungs if single and isinstance(self.pruner, PromotingHalving) else None
+        if self.rungs:
+            self.pauses, self.stopper = True, f"promotion (rungs {self.rungs.min_epochs} x {self.rungs.eta}^k)"
+            self.objective = objectives(sweep)[0]
         self._asked: tuple[int, str] | None = None  # (number, token) of the suggestion not yet seen claimed
         self._rebuild()
 
@@ -197,7 +213,8 @@ class OptunaEngine(Engine):
         """Mirror one trial: a new one, or the changes to one Optuna can still change; False if it cannot."""
         state, values = self._state(trial)
         single = len(self.directions) == 1  # (intermediate values are for pruners, which judge one objective)
-        steps = {e: v for e, v in trial.series.pairs() if not math.isnan(v)} if single else {}
+        # NaN as Optuna stores a reported NaN: its pruners prune a diverged trial
+        steps = dict(trial.series.pairs()) if single else {}
         system = trial.attrs.get("optuna", {})
         if number == len(self._versions):
             if self._asked and self._asked[0] == number:  # our own suggestion: claimed by us, or by another?
@@ -210,9 +227,9 @@ class OptunaEngine(Engine):
         tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
         now = self.storage.get_trial(tid)
         if now.state.is_finished() or any(step not in steps for step in now.intermediate_values):
-            return now.state == state and now.values == values and now.intermediate_values == steps
+            return now.state == state and now.values == values and _same(now.intermediate_values, steps)
         for step, value in steps.items():
-            if now.intermediate_values.get(step) != value:
+            if not _same(now.intermediate_values.get(step), value):
                 self.storage.set_trial_intermediate_value(tid, step, value)
         for key, value in _system_attrs(trial).items():
             if now.system_attrs.get(key) != value:
@@ -227,7 +244,7 @@ class OptunaEngine(Engine):
         ts = self.optuna.trial.TrialState
         if trial.state in (State.RUNNING, State.PREEMPTED):
             return ts.RUNNING, None
-        if trial.state == State.STOPPED:
+        if trial.state in (State.STOPPED, State.PAUSED):  # (the sampler sees a paused trial at the rung it reached)
             return ts.PRUNED, None
         values = [trial.summary.get(m) for m in self.metrics]
         if trial.state == State.FINISHED and all(isinstance(v, (int, float)) and v == v for v in values):
@@ -235,7 +252,7 @@ class OptunaEngine(Engine):
         return ts.FAIL, None
 
     def _frozen(self, trial: Trial, state: Any, values: list[float] | None, steps: dict[int, float]) -> Any:
-        record = trial.attrs.get("optuna", {})
+        record = trial.attrs.get("optuna") or self._told(trial)
         distributions = _Kept({k: self._distribution(d) for k, d in record.get("distributions", {}).items()})
         params = _Kept({k: v for k, v in record.get("params", {}).items() if k in distributions})
         now = datetime.now()
@@ -245,6 +262,12 @@ class OptunaEngine(Engine):
             user_attrs=_Kept(record.get("user_attrs", {})), system_attrs=_Kept(_system_attrs(trial)),
             intermediate_values=_Kept(steps), trial_id=-1,
         )  # fmt: skip
+
+    def _told(self, trial: Trial) -> dict[str, Any]:
+        """The record of a trial no study asked for (a prior result, sweep/prior.py): its parameters in the space."""
+        flat, to_json = leaves(trial.params), self.optuna.distributions.distribution_to_json
+        space = {k: d for k, d in (self.distributions or {}).items() if k in flat}
+        return {"params": {k: flat[k] for k in space}, "distributions": {k: to_json(d) for k, d in space.items()}}
 
     @functools.cache  # noqa: B019 (one per engine, for its life: every trial of a sweep shares its few distributions)
     def _distribution(self, text: str) -> Any:
@@ -291,6 +314,16 @@ class OptunaEngine(Engine):
         failed = self.optuna.trial.TrialState.FAIL
         trials = self.storage.get_all_trials(self.study_id, deepcopy=False)
         return any(t.params == asked.params for t in trials if t.number != asked.number and t.state != failed)
+
+    def resume(self, trials: list[Trial], sees: Callable[[Trial], bool]) -> Trial | None:
+        return self.rungs.promotable(trials, self.objective, sees) if self.rungs else None
+
+    def decide(self, trial: Trial, trials: list[Trial]) -> tuple[Decision, dict[str, Any] | None]:
+        if not self.rungs:
+            return super().decide(trial, trials)
+        fresh = next(t for t in trials if t.id == trial.id)
+        top = planned_epochs(self.sweep.config, leaves(fresh.params))
+        return self.rungs.decide(fresh, trials, self.objective, top), None
 
     def should_stop(self, trial: Trial, trials: list[Trial]) -> tuple[bool, dict[str, Any] | None]:
         """The pruner's verdict (Optuna's `Trial.should_prune`); the trial's new attrs if the pruner set any."""

@@ -1,0 +1,102 @@
+"""Pause and promote: asynchronous successive halving in its promotion form (Li et al., "A System for Massively
+Parallel Hyperparameter Tuning", MLSys 2020, Algorithm 2), over the trials as the store holds them.
+
+Rungs at min_epochs x eta^k epochs below a trial's own `epochs` (the top). A trial that reaches a rung goes on if it
+is in the top 1/eta of every trial that reached that rung so far, else it pauses there (its checkpoint kept). When a
+slot frees, a paused trial that the rung's cohort, grown since, now ranks in its top 1/eta resumes (highest rung
+first, then the best value), before any new configuration starts. A stop at a low rung is final; a pause is not: a
+slow starter that a later, larger cohort ranks higher still gets its epochs.
+
+Nothing here is held in memory between decisions: the rungs' cohorts are the trials' metric series in the store,
+which every agent reads, and a promotion is claimed as any resume is (the store's compare-and-set on the paused
+state), so each runs once whichever agent asks, and the book survives any agent.
+
+`PromotingHalving` is the Optuna pruner that names this scheduler in a study: plain Optuna and `wandb
+sweep-scheduler`, which cannot resume a trial (optuna#3351), run it as Optuna's own ASHA stopping rule; hpsearch's
+agents pause and promote with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+
+from hpsearch.objective import Objective, finite
+from hpsearch.sweep.engine import Decision
+from hpsearch.sweep.store import State, Trial
+
+
+class PromotingHalving(optuna.pruners.SuccessiveHalvingPruner):
+    """Optuna's SuccessiveHalvingPruner (ASHA, stopping) with rungs at `min_resource` x `reduction_factor`^k epochs;
+    under `hpsearch agent`, promotion (see the module's doc)."""
+
+    def __init__(self, min_resource: int = 1, reduction_factor: int = 3):
+        if not (isinstance(min_resource, int) and min_resource >= 1 and isinstance(reduction_factor, int)
+                and reduction_factor >= 2):  # fmt: skip
+            raise ValueError(
+                f"PromotingHalving: min_resource {min_resource!r}, reduction_factor {reduction_factor!r}; allowed: "
+                "integers >= 1 and >= 2"
+            )
+        super().__init__(min_resource=min_resource, reduction_factor=reduction_factor)
+        self.rungs = Rungs(min_resource, reduction_factor)
+
+
+def value_at(trial: Trial, epoch: int) -> float | None:
+    """The trial's metric at `epoch`, if its series holds that epoch."""
+    epochs = trial.series.epochs
+    i = int(np.searchsorted(epochs, epoch))
+    return float(trial.series.values[i]) if i < len(epochs) and epochs[i] == epoch else None
+
+
+@dataclass(frozen=True)
+class Rungs:
+    min_epochs: int
+    eta: int
+
+    def below(self, top: int) -> list[int]:
+        """The rungs of a trial of `top` epochs: every min_epochs x eta^k under it (the top is its end, no rung)."""
+        out, r = [], self.min_epochs
+        while r < top:
+            out.append(r)
+            r *= self.eta
+        return out
+
+    def decide(self, trial: Trial, trials: list[Trial], objective: Objective, top: int | None) -> Decision:
+        """At a rung below its top, a trial goes on if its rung ranks it in the top 1/eta, else it pauses."""
+        epochs = trial.series.epochs
+        if top is None or not len(epochs) or int(epochs[-1]) not in self.below(top):
+            return Decision.CONTINUE
+        rung = int(epochs[-1])
+        ranked = self._ranked(value_at(trial, rung), _cohort(trials, rung, objective), objective)
+        return Decision.CONTINUE if ranked else Decision.PAUSE
+
+    def promotable(self, trials: list[Trial], objective: Objective, sees: Callable[[Trial], bool]) -> Trial | None:
+        """The paused trial to resume now: one its rung's cohort ranks in the top 1/eta (the highest rung first,
+        then the best value there), among those whose checkpoint this agent `sees`."""
+        cohorts: dict[int, np.ndarray] = {}
+        ready = []
+        for t in trials:
+            if t.state != State.PAUSED:
+                continue
+            if t.epochs not in cohorts:
+                cohorts[t.epochs] = _cohort(trials, t.epochs, objective)
+            value = value_at(t, t.epochs)
+            if self._ranked(value, cohorts[t.epochs], objective) and sees(t):
+                ready.append((-t.epochs, objective.sort_key(value), t.seq, t))
+        return min(ready, key=lambda x: x[:3])[3] if ready else None
+
+    def _ranked(self, value: float | None, cohort: np.ndarray, objective: Objective) -> bool:
+        """Whether `value` is in the top 1/eta of `cohort` (none is, in a cohort of fewer than eta; a value that does
+        not rank, NaN, never is)."""
+        places = len(cohort) // self.eta
+        return bool(places) and finite(value) and int(np.sum(cohort > objective.sign * value)) < places
+
+
+def _cohort(trials: list[Trial], epoch: int, objective: Objective) -> np.ndarray:
+    """The values at `epoch` of every trial that reached it, signed so that bigger is better (NaN for one that does
+    not rank: it counts in the cohort's size, never above another)."""
+    values = [v for t in trials if (v := value_at(t, epoch)) is not None]
+    return objective.sign * np.array([v if finite(v) else -objective.sign * np.inf for v in values], dtype=float)

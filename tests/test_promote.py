@@ -1,0 +1,191 @@
+"""Pause and promote: a promotion scheduler's rungs pause the trials a rung does not rank in its top 1/eta, and a
+paused trial resumes, from its checkpoint and under its own id, once a larger cohort ranks it there; each promotion
+runs once, whichever agent claims it. In-process controllers on a real store for the rules; real agent processes on
+SQLite and PostgreSQL for the resume; replays for the decisions on recorded curves. And the fixes that came with
+the decision interface: a finished trial is never asked to stop, a NaN reaches Optuna's pruners, and a run another
+agent took first is handed back."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from conftest import make_sweep, open_store, run_agent, stub_sweep, sweep_status
+
+from hpsearch.simulate.curves import CurveTable
+from hpsearch.simulate.replay import replay
+from hpsearch.sweep.controller import Start, SweepController, controller_for
+from hpsearch.sweep.engine import Engine, Suggestion
+from hpsearch.sweep.spec import read_code
+from hpsearch.sweep.store import State, Store
+
+PROMOTING = """import optuna
+from hpsearch.sweep.promotion import PromotingHalving
+
+def study(sweep):
+    s = optuna.create_study(direction='maximize', sampler=optuna.samplers.RandomSampler(seed=0),
+                            pruner=PromotingHalving({min_epochs}, {eta}))
+{enqueued}    return s
+"""
+
+
+def promoting(tmp_path: Path, config: dict, *first: dict, min_epochs: int = 1, eta: int = 3) -> dict:
+    """`config` searched by a study with PromotingHalving rungs, `first` enqueued in order."""
+    enqueued = "".join(f"    s.enqueue_trial({params!r})\n" for params in first)
+    (tmp_path / "study.py").write_text(PROMOTING.format(min_epochs=min_epochs, eta=eta, enqueued=enqueued))
+    scheduler = {"engine": "optuna", "source": str(tmp_path / "study.py"), "optimizer": "study"}
+    return {**config, "method": "custom", "metric": {"name": "val_acc", "goal": "maximize"}, "scheduler": scheduler}
+
+
+def run_to(controller: SweepController, claim, values: list[float]) -> str:
+    """Record `values` as the claimed trial's epochs, asking after each as the agent does; the decision that ended
+    it (pause, stop) or `finish` once its values are spent."""
+    trial, checkpoint = claim.trial, controller.store.checkpoint(claim.trial)
+    done = trial.epochs if claim.how == Start.PROMOTED else 0
+    for epoch, value in enumerate(values, done + 1):
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_text(str(epoch))  # as a trainer keeps it
+        controller.record_epochs(trial, [{"epoch": epoch, "val_acc": value}])
+        decision = controller.decide(trial)
+        if decision != "continue":
+            controller.finish(trial, State.PAUSED if decision == "pause" else State.STOPPED)
+            return decision
+    controller.finish(trial, State.FINISHED, 0, summary={"val_acc": values[-1]})
+    return "finish"
+
+
+def test_a_rung_pauses_what_it_does_not_rank_in_its_top_third_and_promotes_it_once_a_larger_cohort_does(tmp_path):
+    config = promoting(tmp_path, {"parameters": {"lr": {"min": 0.0, "max": 1.0}, "epochs": {"value": 3}}})
+    with Store(tmp_path / "store") as store:
+        sweep = store.add_sweep(config, "local", code=read_code(config, tmp_path))
+        c = controller_for(store, sweep, "agent-a")
+        decisions = [run_to(c, c.next_trial(0), [v, v, v]) for v in (10.0, 20.0, 30.0, 5.0, 25.0)]
+        # 1 and 2 in a cohort under eta; 3 the best of 3 goes on at once; 4 and 5 below 30 (1 place of 4, 5)
+        assert decisions == ["pause", "pause", "finish", "pause", "pause"]
+        assert run_to(c, c.next_trial(0), [1.0]) == "pause"  # 6 values at the rung: 2 places, 30 and 25
+        paused = [t for t in store.trials(sweep.id) if t.state == State.PAUSED]
+        claim = c.next_trial(0)
+        assert claim.how == Start.PROMOTED and claim.trial.id == paused[3].id and claim.trial.params == paused[3].params
+        assert run_to(c, claim, [26.0, 27.0]) == "finish"
+        assert [r["epoch"] for r in store.history(claim.trial.id)] == [1, 2, 3]
+        # nothing more is promotable now: a new configuration comes next
+        assert c.next_trial(0).how == Start.STARTED
+
+
+def test_a_paused_trial_resumes_on_another_agent_from_its_checkpoint_under_its_own_id(tmp_path: Path, store_db):
+    hold = tmp_path / "hold"  # each trial waits after epoch 1 until the agent has decided at its rung
+    hold.write_text("1")
+    config = stub_sweep("custom", epochs=2, epoch_s=0.05, lr={"min": 0.01, "max": 0.99}, hold={"value": str(hold)})
+    config = promoting(tmp_path, {**config, "run_cap": 2}, {"lr": 0.5}, {"lr": 0.1}, eta=2)
+    sweep_id = make_sweep(tmp_path, config)
+    first = run_agent(tmp_path, sweep_id, "--count", "2")  # its two trials pause at the rung: it runs no more
+    assert first.returncode == 0, first.stdout + first.stderr
+    store = open_store(tmp_path / "store")
+    good, poor = store.trials(sweep_id)
+    assert (good.state, good.epochs, poor.state, poor.epochs) == ("paused", 1, "paused", 1)
+    assert sweep_status(tmp_path, sweep_id)["sweep"]["counts"]["paused"] == 2
+    hold.unlink()
+    second = run_agent(tmp_path, sweep_id)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"trial {good.id} promoted" in second.stdout
+    good_now, poor_now = store.trials(sweep_id)
+    assert (good_now.id, good_now.state) == (good.id, "finished") and good_now.agent != good.agent
+    assert [r["epoch"] for r in store.history(good.id)] == [1, 2]  # epoch 2 next, never an epoch twice
+    log = (tmp_path / "store" / sweep_id / good.id / "stdout.log").read_text()
+    assert "resumed from" in log and "after epoch 1" in log
+    assert poor_now.state == "paused"  # the budget spent, it stays paused (resumable if the budget is raised)
+
+
+def curve_table(tmp_path: Path, epochs: int, lrs: list[float]) -> Path:
+    rows = [{"config": {"lr": lr}, "history": [{"epoch": e, "val_acc": 100 * lr * e / epochs, "epoch_time": 1.0}
+             for e in range(1, epochs + 1)]} for lr in lrs]  # fmt: skip
+    path = tmp_path / "curves.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_a_replay_pauses_and_promotes_continuing_each_curve_where_it_paused(tmp_path: Path):
+    lrs = [0.05 * i for i in range(1, 20)]
+    source = CurveTable.from_jsonl(curve_table(tmp_path, 9, lrs))
+    config = promoting(tmp_path, {"parameters": {"lr": {"values": lrs}, "epochs": {"value": 9}}})
+    with Store(tmp_path / "store") as store:
+        r = replay(store, config, source, 2, 120, 0, read_code(config, tmp_path))
+        trials, histories = store.trials(r.sweep), store.histories(r.sweep)
+    assert r.paused and r.promoted and not r.stopped
+    for t in trials:  # every curve continued where it paused: epochs 1..k once each, values as recorded
+        epochs = [h["epoch"] for h in histories[t.id]]
+        assert epochs == list(range(1, len(epochs) + 1))
+        assert [h["val_acc"] for h in histories[t.id]] == [100 * t.params["lr"] * e / 9 for e in epochs]
+        assert t.state != "paused" or epochs[-1] in (1, 3)  # rungs at 1 and 3 below the top, 9
+    assert sum(len(h) for h in histories.values()) == r.epochs == 120
+
+
+def test_a_trial_that_reaches_its_epochs_finishes_even_with_a_hyperband_band_there(tmp_path: Path):
+    """Hyperband's bands at 2 and 6 epochs (min_iter 2, eta 3): a trial's 6th epoch is its last, and it finishes."""
+    lrs = [0.1 * i for i in range(1, 10)]
+    source = CurveTable.from_jsonl(curve_table(tmp_path, 6, lrs))
+    config = {"method": "random", "metric": {"name": "val_acc", "goal": "maximize"},
+              "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 3},
+              "parameters": {"lr": {"values": lrs}, "epochs": {"value": 6}}}  # fmt: skip
+    with Store(tmp_path / "store") as store:
+        r = replay(store, config, source, 1, 180, 0)
+        trials = store.trials(r.sweep)
+    assert r.stopped and all(t.state == "finished" for t in trials if t.epochs == 6)
+    assert not any(t.state == "stopped" and t.epochs == 6 for t in trials)
+
+
+def test_a_nan_reaches_optunas_pruner_and_the_diverged_trial_is_pruned(tmp_path: Path):
+    (tmp_path / "study.py").write_text(
+        "import optuna\n\ndef study(sweep):\n    return optuna.create_study(direction='maximize', "
+        "pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))\n"
+    )
+    scheduler = {"engine": "optuna", "source": str(tmp_path / "study.py"), "optimizer": "study"}
+    config = {"method": "custom", "metric": {"name": "val_acc", "goal": "maximize"}, "scheduler": scheduler,
+              "parameters": {"lr": {"min": 0.0, "max": 1.0}, "epochs": {"value": 3}}}  # fmt: skip
+    with Store(tmp_path / "store") as store:
+        sweep = store.add_sweep(config, "local", code=read_code(config, tmp_path))
+        c = controller_for(store, sweep, "agent-a")
+        assert run_to(c, c.next_trial(0), [50.0, 60.0, 70.0]) == "finish"
+        assert run_to(c, c.next_trial(0), [math.nan, 80.0, 90.0]) == "stop"
+
+
+class _Handing(Engine):
+    """An engine that hands every slot the same known run, as a W&B server hands a run to resume."""
+
+    assigns_trials = True
+
+    def __init__(self, trial_id: str):
+        self.trial_id, self.handed_back = trial_id, []
+
+    def suggest(self, slot: int, trials: list) -> Suggestion:
+        return Suggestion({"lr": 0.1}, trial_id=self.trial_id)
+
+    def unclaimed(self, slot: int, suggestion: Suggestion) -> None:
+        self.handed_back.append(suggestion.trial_id)
+
+
+def test_a_handed_run_another_agent_took_first_is_handed_back_not_an_error(tmp_path: Path):
+    with Store(tmp_path / "store") as store:
+        sweep = store.add_sweep({"method": "random", "parameters": {"lr": {"value": 0.1}}}, "local")
+        trial = store.add_trial(sweep.id, {"lr": 0.1}, "agent-a", trial_id="run1")
+        store.end(trial.id, State.PREEMPTED, "agent-a")
+        engine = _Handing("run1")
+        late = SweepController(store, sweep, "agent-c", engine)
+        seen = store.trial("run1")
+        assert store.take(seen, "agent-b")  # agent b claims it between c's read and c's claim
+        store.trials = lambda sweep_id, real=store.trials: [seen]  # what c read: still preempted
+        assert late.next_trial(0) is None and engine.handed_back == ["run1"]
+        assert store.trial("run1").agent == "agent-b"
+
+
+def test_the_shipped_promotion_study_places_its_rungs_at_a_ninth_and_a_third_of_the_epochs(tmp_path: Path):
+    config = stub_sweep("custom", epochs=27, lr={"min": 0.01, "max": 0.99})
+    config.update(metric={"name": "val_acc", "goal": "maximize"},
+                  scheduler={"engine": "optuna", "source": "hpsearch/studies.py", "optimizer": "promote"})  # fmt: skip
+    sweep_id = make_sweep(tmp_path, config)  # create-sweep takes it
+    with open_store(tmp_path / "store") as store:
+        c = controller_for(store, store.sweep(sweep_id), "agent-a")
+        assert c.engine.pauses and c.engine.rungs.below(27) == [3, 9]
+        assert run_to(c, c.next_trial(0), [50.0] * 27) == "pause"  # the first at its first rung: a cohort of 1
+        assert store.trials(sweep_id)[0].epochs == 3
