@@ -24,6 +24,7 @@ from conftest import (
     stub_sweep,
     sweep_status,
     two_agents_sharing,
+    wait_for,
 )
 
 
@@ -81,11 +82,15 @@ def test_grid_runs_each_point_once_and_the_agent_stops_by_itself(tmp_path: Path,
 
 
 def test_hyperband_stops_a_trial_and_leaves_no_process(tmp_path: Path):
-    # Grid order: two good learning rates set the bar; the third barely learns and falls under the median.
+    # Grid order: two good learning rates set the bar; the third barely learns, falls under the median at its first
+    # epoch and waits there until the stop ends it.
+    hold = tmp_path / "hold"
+    hold.write_text("1")
+    recipes = [{"lr": 0.9}, {"lr": 0.8}, {"lr": 0.01, "hold": str(hold)}]
     sweep_id = make_sweep(
         tmp_path,
         {
-            **stub_sweep("grid", epochs=8, epoch_s=0.5, lr={"values": [0.9, 0.8, 0.01]}),
+            **stub_sweep("grid", epochs=4, recipe={"values": recipes}),
             "metric": {"name": "val_acc", "goal": "maximize"},
             "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 2},
         },
@@ -93,11 +98,11 @@ def test_hyperband_stops_a_trial_and_leaves_no_process(tmp_path: Path):
     p = run_agent(tmp_path, sweep_id, "--grace", "5")
     assert p.returncode == 0, p.stdout + p.stderr
     store = open_store(tmp_path / "store")
-    trials = {t.params["lr"]: t for t in store.trials(sweep_id)}
-    assert trials[0.9].state == "finished" and trials[0.9].epochs == 8 and trials[0.8].state == "finished"
+    trials = {t.params["recipe"]["lr"]: t for t in store.trials(sweep_id)}
+    assert trials[0.9].state == "finished" and trials[0.9].epochs == 4 and trials[0.8].state == "finished"
     stopped = trials[0.01]
-    assert stopped.state == "stopped" and 1 <= stopped.epochs < 8
-    assert f"trial {stopped.id} stopped early by hyperband after epoch {stopped.epochs}" in p.stdout
+    assert stopped.state == "stopped" and stopped.epochs == 1
+    assert f"trial {stopped.id} stopped early by hyperband after epoch 1" in p.stdout
     assert not live_in_group(stopped.pgid)
 
 
@@ -253,17 +258,17 @@ def test_a_grace_longer_than_the_heartbeat_window_allows_is_refused_before_anyth
 def test_one_trial_per_gpu_slot_runs_concurrently(tmp_path: Path):
     # No GPU here: each trial only sees its CUDA_VISIBLE_DEVICES, but the agent's slot logic (two trials at once,
     # each with its own GPU and its own process group) is the same as on a GPU machine.
-    sweep_id = make_sweep(tmp_path, stub_sweep("grid", epochs=4, epoch_s=0.5, lr={"values": [0.05, 0.1]}))
-    p = run_agent(tmp_path, sweep_id, "--gpu-ids", "0,1", "--gpus-per-trial", "1")
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert "started on GPU 0:" in p.stdout and "started on GPU 1:" in p.stdout
-    a, b = open_store(tmp_path / "store").trials(sweep_id)
+    hold = tmp_path / "hold"  # each trial waits after its first epoch until both run
+    hold.touch()
+    config = stub_sweep("grid", lr={"values": [0.05, 0.1]}, hold={"value": str(hold)})
+    slots = ("--gpu-ids", "0,1", "--gpus-per-trial", "1")
+    sweep_id, store, proc = agent_in_a_long_trial(tmp_path, config, env(), 1, *slots)
+    wait_for(lambda: [t.state for t in store.trials(sweep_id) if t.epochs] == ["running", "running"])  # at once
+    hold.unlink()
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out
+    assert "started on GPU 0:" in out and "started on GPU 1:" in out
+    a, b = store.trials(sweep_id)
     assert a.state == b.state == "finished"
     assert (a.summary["cuda_visible_devices"], b.summary["cuda_visible_devices"]) == ("0", "1")
     assert a.pgid != b.pgid
-    # the processes overlapped: each trial's epochs were written while the other was running
-    times = {t.id: [r["epoch_time"] for r in open_store(tmp_path / "store").history(t.id)] for t in (a, b)}
-    lines = p.stdout.splitlines()
-    first = [i for i, line in enumerate(lines) if line.startswith(f"[{a.id} ")]
-    second = [i for i, line in enumerate(lines) if line.startswith(f"[{b.id} ")]
-    assert first[0] < second[-1] and second[0] < first[-1], (times, p.stdout)
