@@ -84,6 +84,14 @@ def train(ctx: click.Context) -> None:
 @click.option("--project", help="W&B project (default: WANDB_PROJECT, else hpsearch).")
 @click.option("--entity", help="W&B entity (default: your W&B default).")
 @click.option("--name", help="Sweep name (default: the file's `name`).")
+@click.option(
+    "--prior",
+    "priors",
+    multiple=True,
+    metavar="SOURCE",
+    help="Tell the sweep earlier results, never run again (repeatable): SWEEP_ID (a sweep in this store) or FILE.jsonl "
+    "(a curve table, the --export-curves format). Local sweeps.",
+)
 @store_options
 def create_sweep(
     file: Path,
@@ -91,6 +99,7 @@ def create_sweep(
     project: str | None,
     entity: str | None,
     name: str | None,
+    priors: tuple[str, ...],
     store_dir: Path,
     db: str | None,
 ) -> None:
@@ -125,6 +134,11 @@ def create_sweep(
         except EngineError as e:
             click.echo(f"hpsearch create-sweep: error: {file}: {e}", err=True)
             sys.exit(2)
+        told = _read_priors(list(priors), config, store_dir, db)
+    elif priors:
+        click.echo("hpsearch create-sweep: error: --prior: a W&B server's sweep keeps its own runs; allowed: "
+                   "--backend local", err=True)  # fmt: skip
+        sys.exit(2)
     store = _store("create-sweep", store_dir, db)  # before the W&B server: a bad --db registers nothing
     if backend == "wandb":
         from hpsearch.sweep.engines.wandb_server import ServerError
@@ -141,8 +155,11 @@ def create_sweep(
             click.echo(f"the search runs in: wandb sweep-scheduler {remote}  (one per sweep; the trials in the agents)")
         sweep_id = remote  # the form the W&B UI and `wandb agent` use; the store knows it by its last part too
     else:
-        sweep_id = store.add_sweep(sweep.config, "local", name, sweep_id=sweep.id, code=code).id
-        click.echo(f"created local sweep {sweep_id} in {store.where}")
+        from hpsearch.sweep.prior import add_sweep
+
+        sweep_id = add_sweep(store, sweep.config, name, sweep.id, code, told).id
+        told_line = f", told {len(told)} prior results" * bool(told)
+        click.echo(f"created local sweep {sweep_id} in {store.where}{told_line}")
     options = ("" if str(store_dir) == "hpsearch-runs" else f" --dir {store_dir}") + (" --db URL" if db else "")
     click.echo(f"run it with: hpsearch agent {sweep_id}{options}")
     click.echo(sweep_id)
@@ -498,6 +515,22 @@ def _store(command: str, store_dir: Path, db: str | None) -> Store:
         return Store(store_dir, db)
     except StoreError as e:
         click.echo(f"hpsearch {command}: error: {e}", err=True)
+        sys.exit(2)
+
+
+def _read_priors(sources: list[str], config: dict, store_dir: Path, db: str | None) -> list:
+    """The results the --prior sources tell the new sweep, or one line and exit 2 (a store is opened only if one
+    exists: a bad source creates nothing)."""
+    from hpsearch.sweep.prior import PriorError, read_priors
+    from hpsearch.sweep.store import store_exists
+
+    if not sources:
+        return []
+    store = _store("create-sweep", store_dir, db) if store_exists(store_dir, db) else None
+    try:
+        return read_priors(sources, config, store)
+    except PriorError as e:
+        click.echo(f"hpsearch create-sweep: error: {e}", err=True)
         sys.exit(2)
 
 

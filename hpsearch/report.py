@@ -149,7 +149,7 @@ def table_rows(data: dict[str, Any]) -> list[tuple[str, list[str]]]:
         row("best epoch", lambda t: t["best_epoch"]),
         row("epochs run", lambda t: f"{t['epochs']} of {t['planned_epochs']}"),
         row("wall time", lambda t: fmt_duration(t["wall_s"])),
-        row("state", lambda t: t["state"]),
+        row("state", lambda t: t["state"] + " (prior)" * bool(t["prior"])),  # (a result told, never run here)
     ]
     return rows
 
@@ -494,6 +494,7 @@ def section(title: str, content: str) -> str:
 def _headline(data: dict[str, Any]) -> str:
     s = data["sweep"]
     counts = ", ".join(f"{n} {state}" for state, n in s["counts"].items())
+    counts += f"; {s['priors']} prior results, not run" * bool(s["priors"])
     n = len(data["trials"])
     trials = f"{n} trial{'s' * (n != 1)} ({counts})" if n else "no trials yet"
     goal = f"{s['metric']['goal']} {s['metric']['name']}"

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from hpsearch.defaults import MAX_RESUMES, STALE_AFTER
 from hpsearch.sweep.engine import Decision, Engine, Lost, Suggestion, engine_for
+from hpsearch.sweep.prior import is_prior
 from hpsearch.sweep.spec import leaves
 from hpsearch.sweep.status import planned_epochs
 from hpsearch.sweep.store import State, Store, Sweep, Trial, Version, version
@@ -190,7 +191,8 @@ class SweepController:
                     if self.store.take(promoted, self.agent_id):
                         return self._hold(Claim(self.store.trial(promoted.id), Start.PROMOTED))
                     continue
-            capped = len(trials) >= self.sweep.config.get("run_cap", math.inf)
+            # (a prior, a result told to the sweep when it was created, never ran: not in its budget)
+            capped = sum(not is_prior(t) for t in trials) >= self.sweep.config.get("run_cap", math.inf)
             suggestion = None
             if not capped:
                 with self._deciding():

@@ -11,6 +11,7 @@ from hpsearch.defaults import STALE_AFTER
 from hpsearch.formats import fmt_duration, fmt_value
 from hpsearch.objective import Objective, finite
 from hpsearch.params import DEFAULTS
+from hpsearch.sweep.prior import is_prior
 from hpsearch.sweep.spec import leaves, varying
 from hpsearch.sweep.store import ACTIVE, State, Store, Sweep, Trial
 
@@ -93,7 +94,9 @@ def status_of(sweep: Sweep, stored: list[Trial], now: float) -> dict[str, Any]:
             "method": sweep.config.get("method"),
             "metric": goals[0].as_dict() if goals else None,  # (the first objective of a multi-objective search)
             "state": sweep_state(sweep, trials),
-            "counts": {str(s): n for s in State if (n := sum(t.state == s for t in trials))},
+            # the sweep's own trials; its priors (results told to it, never run: sweep/prior.py) apart
+            "counts": {str(s): n for s in State if (n := sum(t.state == s and not is_prior(t) for t in trials))},
+            "priors": sum(map(is_prior, trials)),
             "varying": varying(sweep.config),
         },
         "trials": [
@@ -107,6 +110,7 @@ def status_of(sweep: Sweep, stored: list[Trial], now: float) -> dict[str, Any]:
                 "resumes": t.resumes,
                 "error": t.error,
                 "quiet": quiet(t),
+                "prior": t.attrs.get("prior"),  # {source, trial}: where a prior came from (None: the sweep ran it)
                 **({"pareto": t.id in front} if front is not None else {}),
             }
             for t in trials
@@ -123,6 +127,7 @@ def format_status(data: dict[str, Any]) -> str:
     goals = s.get("metrics") or ([s["metric"]] if s["metric"] else [])
     names = [g["name"] for g in goals]
     counts = ", ".join(f"{n} {state}" for state, n in s["counts"].items()) or "no trials yet"
+    counts += f" (and {s['priors']} prior results, not run)" * bool(s.get("priors"))
     said = ", ".join(f"{g['goal']} {g['name']}" for g in goals)
     goal = f" ({said})" if goals else ""
     lines = [f"sweep {s['id']}: {s['method']}{goal}, {s['state']}: {counts}"]
@@ -133,7 +138,9 @@ def format_status(data: dict[str, Any]) -> str:
     rows = [
         [
             t["id"],
-            t["state"] + (f" (agent quiet {fmt_duration(t['quiet'])})" if t["quiet"] else ""),
+            t["state"]
+            + (f" (agent quiet {fmt_duration(t['quiet'])})" if t["quiet"] else "")
+            + " (prior)" * bool(t["prior"]),
             *[fmt_value(t["summary"].get(name)) for name in names or [None]],
         ]
         + ["*" if t.get("pareto") else ""] * front

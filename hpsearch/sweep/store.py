@@ -515,6 +515,30 @@ class Store:
 
         return self.atomic(add, lock=sweep_id)
 
+    def add_prior(
+        self, sweep_id: str, params: dict[str, Any], history: list[dict[str, Any]], summary: dict[str, Any],
+        attrs: dict[str, Any], metric: str | None,
+    ) -> None:  # fmt: skip
+        """A trial that ran elsewhere (sweep/prior.py), recorded finished with its epochs and never run here: every
+        engine that reads the sweep's trials learns it as already evaluated."""
+
+        def add() -> None:
+            seq = self._exec("SELECT COALESCE(MAX(seq), 0) + 1 FROM trials WHERE sweep_id = :s", s=sweep_id).scalar()
+            trial_id = f"{sweep_id}-{seq}"
+            series = Series.of([(r["epoch"], r[metric]) for r in history if metric in r])
+            self._exec(
+                "INSERT INTO trials (id, sweep_id, seq, params, state, created, summary, epochs, series, attrs) "
+                f"VALUES (:id, :s, :seq, :params, 'finished', {self.now}, :summary, :epochs, :series, :attrs)",
+                id=trial_id, s=sweep_id, seq=seq, params=json.dumps(params), summary=json.dumps(summary),
+                epochs=len(history), series=series.pack(), attrs=json.dumps(attrs),
+            )  # fmt: skip
+            self._conn().execute(
+                sa.text("INSERT INTO history (trial_id, epoch, metrics) VALUES (:id, :epoch, :metrics)"),
+                [{"id": trial_id, "epoch": r["epoch"], "metrics": json.dumps(r)} for r in history],
+            )
+
+        self.atomic(add, lock=sweep_id)
+
     def exhausted_after(self, sweep_id: str, after: int) -> bool:
         """Mark the sweep exhausted if it still has exactly `after` trials (the ones the engine found nothing
         more beyond); False if another agent added one meanwhile."""

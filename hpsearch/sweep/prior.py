@@ -1,0 +1,171 @@
+"""Prior results: `hpsearch create-sweep FILE --prior SOURCE` starts a sweep from what an earlier one found, as W&B's
+`prior_runs` and Optuna's `add_trial` do. SOURCE is an earlier sweep of the same store (SWEEP_ID) or a curve table
+(FILE.jsonl, `hpsearch simulate --export-curves`'s format).
+
+A prior is a trial of the new sweep stored already ended and never run: finished, with its epoch records, its
+summary and `attrs["prior"]` saying where it came from. So every engine that reads the sweep's trials learns it as
+already evaluated (W&B's bayes as a finished run, Optuna's study as a complete trial, Ax as a completed arm, a grid
+as a point done), and the controller leaves it out of run_cap. Only finished trials whose parameters fit the new
+space are taken: a key the new sweep adds takes its fixed value, else the trainer's default; a key it drops must
+have had one value across the source (else the source is refused: its results depend on that key).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpsearch.objective import finite
+from hpsearch.params import DEFAULTS
+from hpsearch.simulate.curves import CurveTable, SourceError
+from hpsearch.sweep.spec import BOUNDED, HP, leaves
+from hpsearch.sweep.store import State, Store, Sweep, Trial
+
+ALLOWED = "SWEEP_ID (an earlier sweep in this store), FILE.jsonl (a curve table, the --export-curves format)"
+TAKEN = (State.FINISHED,)  # the source trials whose results are complete
+_LOG_V1 = {HP.LOG_UNIFORM_V1, HP.Q_LOG_UNIFORM_V1}  # (bounds given as exponents)
+
+
+class PriorError(ValueError):
+    """A --prior source that cannot be used; one line: what, and what is allowed."""
+
+
+@dataclass
+class Prior:
+    """A result to tell the new sweep: its parameters in the new sweep's shape, epoch records and summary."""
+
+    params: dict[str, Any]
+    history: list[dict[str, Any]]
+    summary: dict[str, Any]
+    attrs: dict[str, Any]
+
+
+def is_prior(trial: Trial) -> bool:
+    """A trial told to the sweep from a prior source, not run by it (not counted in its run_cap)."""
+    return "prior" in trial.attrs
+
+
+def read_priors(sources: list[str], config: dict[str, Any], store: Store | None) -> list[Prior]:
+    """Every source's fitting results for a sweep of `config`; `store`: the store whose sweeps SWEEP_ID names (None
+    if there is none yet). Raises PriorError naming the source."""
+    out: list[Prior] = []
+    for source in sources:
+        rows = _rows(source, config, store)
+        varied = {k for k in {k for p, _, _, _ in rows for k in p} if len({repr(p.get(k)) for p, _, _, _ in rows}) > 1}
+        dropped = sorted(varied - set(leaves_of(config)))
+        if dropped:
+            raise PriorError(f"--prior {source}: its trials vary {', '.join(dropped)}, which the sweep drops; allowed: "
+                             "a sweep that fixes or searches every key its source varied")  # fmt: skip
+        fitting = [Prior(p, h, s, a) for flat, h, s, a in rows if (p := fit(config, flat)) is not None]
+        if not fitting:
+            raise PriorError(f"--prior {source}: none of its {len(rows)} finished trials fits the sweep's parameters; "
+                             "allowed: a source with results inside the sweep's space")  # fmt: skip
+        out += fitting
+    return out
+
+
+Row = tuple[
+    dict[str, Any], list[dict[str, Any]], dict[str, Any], dict[str, Any]
+]  # flat params, history, summary, attrs
+
+
+def _rows(source: str, config: dict[str, Any], store: Store | None) -> list[Row]:
+    """The source's finished trials that hold every objective of the sweep, as (flat params, history, summary,
+    attrs)."""
+    names = [m["name"] for m in config.get("metrics") or [config.get("metric") or {}] if m.get("name")]
+    if not names:
+        raise PriorError(f"--prior {source}: the sweep names no metric to learn from; allowed: a sweep with a metric")
+    if source.endswith(".jsonl"):
+        try:
+            table = CurveTable.from_jsonl(Path(source))
+        except SourceError as e:
+            raise PriorError(f"--prior {e}".replace("--curves ", "")) from None
+        metrics, found = table.metrics, []
+        for flat, history in table.rows:
+            planned = flat.get("epochs") if isinstance(flat.get("epochs"), int) else table.longest
+            if len(history) >= planned:  # (a shorter curve is a run that failed)
+                found.append((flat, history, history[-1], {"prior": {"source": source}}))
+    else:
+        sweep = store.sweep(source) if store is not None else None
+        if sweep is None:
+            where = store.where if store is not None else "no store yet"
+            # (a W&B sweep is read from this store, where its agents ran; reading one from its server is not built)
+            what = "no sweep of this store" if source.count("/") == 2 else "no such sweep, and not a .jsonl file"
+            raise PriorError(f"--prior {source}: {what} ({where}); allowed: {ALLOWED}")
+        metrics = [m["name"] for m in sweep.config.get("metrics") or [sweep.metric or {}] if m.get("name")]
+        histories = store.histories(sweep.id)
+        found = [(leaves(t.params), histories.get(t.id, []), t.summary, {"prior": {"source": source, "trial": t.id}})
+                 for t in store.trials(sweep.id) if t.state in TAKEN]  # fmt: skip
+    missing = [n for n in names if n not in metrics]
+    if missing:
+        raise PriorError(f"--prior {source}: records no {', '.join(missing)} (the sweep's metric); allowed: a source "
+                         f"that records {', '.join(names)}")  # fmt: skip
+    return [r for r in found if r[1] and all(finite(r[2].get(n)) for n in names)]
+
+
+def leaves_of(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The sweep's parameter specs by key, nested groups flattened."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, spec in (config.get("parameters") or {}).items():
+        nested = isinstance(spec, dict) and isinstance(spec.get("parameters"), dict)
+        out.update(leaves_of(spec) if nested else {name: spec})
+    return out
+
+
+def fit(config: dict[str, Any], flat: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """A result's parameters (`flat`: nested groups flattened) in the shape of the sweep's, each key the sweep adds
+    at its fixed value or the trainer's default; None if a value lies outside the sweep's space."""
+    out = {}
+    for name, spec in (params if params is not None else config.get("parameters") or {}).items():
+        if isinstance(spec, dict) and isinstance(spec.get("parameters"), dict):
+            group = fit(config, flat, spec["parameters"])
+            if group is None:
+                return None
+            out[name] = group
+            continue
+        hp = HP(name, dict(spec))
+        trainers = _NONE if "program" in config else DEFAULTS.get(name, _NONE)  # (a program's defaults are its own)
+        value = flat.get(name, spec["value"] if hp.type == HP.CONSTANT else trainers)
+        if not lies_in(hp, value):
+            return None
+        out[name] = value
+    return out
+
+
+_NONE = object()  # a key with no value to take
+
+
+def lies_in(hp: HP, value: Any) -> bool:
+    """Whether W&B's distribution `hp` can draw `value`."""
+    if value is _NONE:
+        return False
+    if hp.type == HP.CONSTANT:
+        return value == hp.config["value"]
+    if hp.type in (HP.CATEGORICAL, HP.CATEGORICAL_PROB):
+        return value in hp.config["values"]
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return False
+    if hp.type == HP.INT_UNIFORM and value != int(value):
+        return False
+    lo, hi = hp.config.get("min"), hp.config.get("max")
+    if hp.type in _LOG_V1:
+        lo, hi = math.exp(lo), math.exp(hi)
+    elif hp.type not in BOUNDED:
+        return True  # (normal and beta distributions: any number)
+    return lo <= value <= hi
+
+
+def add_sweep(store: Store, config: dict[str, Any], name: str | None, sweep_id: str, code: dict[str, str] | None,
+              priors: list[Prior]) -> Sweep:  # fmt: skip
+    """The local sweep and its priors, in one transaction: a failure stores neither."""
+    metric = (config.get("metric") or {}).get("name")
+
+    def add() -> Sweep:
+        sweep = store.add_sweep(config, "local", name, sweep_id=sweep_id, code=code)
+        for p in priors:
+            store.add_prior(sweep.id, p.params, p.history, p.summary, p.attrs, metric)
+        return sweep
+
+    return store.atomic(add)
