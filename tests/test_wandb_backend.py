@@ -261,9 +261,14 @@ def stub_wandb_sweep(tmp_path: Path, server: WandbServer, config: dict) -> str:
 
 
 def test_each_gpu_slot_is_its_own_w_and_b_agent_with_its_own_run(tmp_path: Path, server: WandbServer, agents):
-    config = stub_sweep("grid", epochs=3, epoch_s=0.5, lr={"values": [0.1, 0.2, 0.3, 0.4]})
+    hold = tmp_path / "hold"  # each slot's first run waits after its first epoch until the other slot runs one
+    hold.touch()
+    config = stub_sweep("grid", epochs=3, lr={"values": [0.1, 0.2, 0.3, 0.4]}, hold={"value": str(hold)})
     path = stub_wandb_sweep(tmp_path, server, config)
-    code, out, err = finish(agents(path, tmp_path / "a", "--gpu-ids", "0,1", "--gpus-per-trial", "1"))
+    agent = agents(path, tmp_path / "a", "--gpu-ids", "0,1", "--gpus-per-trial", "1")
+    wait_for(lambda: len({r.agent for r in server.runs.values() if r.state == "running"}) == 2)
+    hold.unlink()
+    code, out, err = finish(agent)
     assert code == 0, out + err
     runs = server.sweep_runs(path.split("/")[-1])
     assert len(runs) == 4 and len(server.agents) == 2  # two agents as the server sees them, one per slot
