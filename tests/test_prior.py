@@ -122,6 +122,8 @@ def test_the_agent_runs_none_of_the_priors_and_status_marks_them(tmp_path: Path)
     assert not any((tmp_path / "store" / sweep_id / t["id"]).exists() for t in priors)  # no trial folder: never run
     shown = hpsearch("status", sweep_id, "--dir", str(tmp_path / "store"), cwd=tmp_path).stdout
     assert "2 finished (and 2 prior results, not run)" in shown and shown.count("finished (prior)") == 2
+    md = hpsearch("report", sweep_id, "--format", "md", "--dir", str(tmp_path / "store"), cwd=tmp_path).stdout
+    assert "(2 finished; 2 prior results, not run)" in md and md.count("finished (prior)") == 2
 
 
 def sweeps_in(store_dir: Path) -> int:
