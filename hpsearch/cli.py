@@ -89,8 +89,8 @@ def train(ctx: click.Context) -> None:
     "priors",
     multiple=True,
     metavar="SOURCE",
-    help="Tell the sweep earlier results, never run again (repeatable): SWEEP_ID (a sweep in this store) or FILE.jsonl "
-    "(a curve table, the --export-curves format). Local sweeps.",
+    help="Tell the sweep earlier results, never run again (repeatable): SWEEP_ID (a sweep in this store), FILE.jsonl "
+    "(a curve table, the --export-curves format) or ENTITY/PROJECT/SWEEP_ID (a W&B sweep). Local sweeps.",
 )
 @store_options
 def create_sweep(

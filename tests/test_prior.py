@@ -14,10 +14,10 @@ import numpy as np
 import optuna
 import pytest
 import yaml
-from conftest import hpsearch, run_agent, stub_sweep, sweep_status
+from conftest import env, hpsearch, run_agent, stub_sweep, sweep_status
 
 from hpsearch.sweep.controller import controller_for
-from hpsearch.sweep.prior import add_sweep, read_priors
+from hpsearch.sweep.prior import ALLOWED, add_sweep, read_priors
 from hpsearch.sweep.spec import read_code
 from hpsearch.sweep.store import Store
 
@@ -134,10 +134,9 @@ def sweeps_in(store_dir: Path) -> int:
 @pytest.mark.parametrize(
     "source, expected",
     [
-        ("nosuch", "--prior nosuch: no such sweep, and not a .jsonl file ({db}); allowed: SWEEP_ID (an earlier "
-                   "sweep in this store), FILE.jsonl (a curve table, the --export-curves format)"),
-        ("e/p/nosuch", "--prior e/p/nosuch: no sweep of this store ({db}); allowed: SWEEP_ID (an earlier sweep in "
-                       "this store), FILE.jsonl (a curve table, the --export-curves format)"),
+        ("nosuch", "--prior nosuch: no such sweep ({db}), and not a .jsonl file; allowed: {allowed}"),
+        ("e/p/sw1", "--prior e/p/sw1: reading a W&B sweep needs a W&B login; allowed: wandb login (or WANDB_API_KEY), "
+                    "or {allowed}"),
         ("missing.jsonl", "--prior missing.jsonl: cannot read: No such file or directory"),
         ("bad.jsonl", "--prior bad.jsonl:1: not a curve; allowed: {format}"),
         ("other-metric.jsonl", "--prior other-metric.jsonl: records no score (the sweep's metric); allowed: a source "
@@ -147,7 +146,8 @@ def sweeps_in(store_dir: Path) -> int:
         ("varies-y.jsonl", "--prior varies-y.jsonl: its trials vary y, which the sweep drops; allowed: a sweep that "
                            "fixes or searches every key its source varied"),
     ],
-    ids=["unknown-sweep", "wandb-path", "unreadable", "malformed", "other-metric", "no-fitting-trial", "drops-a-key"],
+    ids=["unknown-sweep", "wandb-without-login", "unreadable", "malformed", "other-metric", "no-fitting-trial",
+         "drops-a-key"],
 )  # fmt: skip
 def test_a_source_that_cannot_be_used_is_one_line_and_stores_nothing(tmp_path: Path, source: str, expected: str):
     from hpsearch.simulate.curves import FORMAT
@@ -166,10 +166,12 @@ def test_a_source_that_cannot_be_used_is_one_line_and_stores_nothing(tmp_path: P
     store_dir = tmp_path / "store"
     with Store(store_dir) as store:  # a store that gains no sweep
         store.add_sweep(toy(tmp_path, "bayes"), "local")
-    p = hpsearch("create-sweep", str(f), "--prior", source, "--dir", str(store_dir), cwd=tmp_path)
+    no_login = env(HOME=str(tmp_path), NETRC=str(tmp_path / "no-netrc"), WANDB_API_KEY="")
+    p = hpsearch("create-sweep", str(f), "--prior", source, "--dir", str(store_dir), cwd=tmp_path, env=no_login)
     assert p.returncode == 2, (p.stdout, p.stderr)
     (line,) = p.stderr.strip().splitlines()
-    assert line == "hpsearch create-sweep: error: " + expected.format(db=store_dir / "hpsearch.db", format=FORMAT)
+    db = store_dir / "hpsearch.db"
+    assert line == "hpsearch create-sweep: error: " + expected.format(db=db, format=FORMAT, allowed=ALLOWED)
     assert sweeps_in(store_dir) == 1
 
 
@@ -177,7 +179,7 @@ def test_a_bad_source_creates_no_store(tmp_path: Path):
     f = tmp_path / "s.yaml"
     f.write_text(yaml.safe_dump(toy(tmp_path, "bayes")))
     p = hpsearch("create-sweep", str(f), "--prior", "nosuch", "--dir", str(tmp_path / "store"), cwd=tmp_path)
-    assert p.returncode == 2 and "--prior nosuch: no such sweep, and not a .jsonl file (no store yet)" in p.stderr
+    assert p.returncode == 2 and "--prior nosuch: no such sweep (no store yet), and not a .jsonl file" in p.stderr
     assert not (tmp_path / "store").exists()
 
 
@@ -193,3 +195,41 @@ def test_the_sweep_and_its_priors_are_stored_together_or_not_at_all(tmp_path: Pa
     with pytest.raises(RuntimeError):
         add_sweep(store, config, None, "s1", None, priors)
     assert store.sweep("s1") is None and store.trials("s1") == []
+
+
+def test_a_w_and_b_sweep_s_finished_runs_are_read_from_its_server(tmp_path: Path):
+    """ENTITY/PROJECT/SWEEP_ID with a W&B login: the sweep's finished runs, read through W&B's public API (its
+    parameters' values and the metric's history), are the new sweep's priors; a run that did not finish is not."""
+    from wandb_server import ENTITY, Run, WandbServer
+
+    config = toy(tmp_path, "bayes")
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(config))
+    with WandbServer() as server:
+        earlier = server.add_sweep(config, "proj")
+        for i, (x, state) in enumerate([(0.3, "finished"), (0.7, "finished"), (0.5, "failed")]):
+            history = [{"_step": e, "epoch": e, "score": score(x) * e / 2, "lr": 0.1} for e in (1, 2)]
+            run = Run(f"run{i}", ENTITY, "proj", earlier.id, state=state, history=history, summary=history[-1])
+            run.config = {
+                "x": x,
+                "epochs": 1,
+                "output_dir": f"/runs/{i}",
+            }  # (what the trainer logged beside the sweep's)
+            server.runs[run.id] = run
+        path = f"{ENTITY}/proj/{earlier.id}"
+        p = hpsearch("create-sweep", str(f), "--backend", "local", "--prior", path, "--dir", str(tmp_path / "store"),
+                     cwd=tmp_path, env=env(**server.env()))  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        unknown = hpsearch("create-sweep", str(f), "--backend", "local", "--prior", f"{ENTITY}/proj/nosuch", "--dir",
+                           str(tmp_path / "store"), cwd=tmp_path, env=env(**server.env()))  # fmt: skip
+        assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
+        assert f"--prior {ENTITY}/proj/nosuch: the W&B server at {server.url}: Could not find sweep" in unknown.stderr
+        assert server.unserved == []
+    with Store(tmp_path / "store") as store:
+        trials = store.trials(p.stdout.strip().splitlines()[-1])
+        assert sweeps_in(tmp_path / "store") == 1  # (the unknown one stored nothing)
+    assert [(t.params, t.attrs["prior"], t.state) for t in trials] == [
+        ({"x": 0.3, "epochs": 1, "epoch_s": 0.0}, {"source": path, "trial": "run0"}, "finished"),
+        ({"x": 0.7, "epochs": 1, "epoch_s": 0.0}, {"source": path, "trial": "run1"}, "finished"),
+    ]
+    assert trials[1].series.pairs() == [(1, score(0.7) / 2), (2, score(0.7))]

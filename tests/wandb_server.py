@@ -249,6 +249,30 @@ class WandbServer:
         watched = [r for r in self.runs.values() if r.id in names]
         return {"project": {"sweep": {"state": sweep.state}, "runs": self._poll_runs(watched, v["historySpecs"])}}
 
+    def _gql_Runs(self, v: dict) -> dict:
+        """`wandb.Api().sweep(path).runs`: the project's runs (a sweep's, by the filter {"$and": [{"sweep": ID}]}) in
+        one page, each with its config, summary and state (a lazy client asks for config and summary again: Run)."""
+        sweeps = [f["sweep"] for f in json.loads(v.get("filters") or "{}").get("$and", []) if "sweep" in f]
+        runs = [r for r in self.runs.values() if r.project == v["project"] and r.sweep in (sweeps or [r.sweep])]
+        edges = [{"node": self._run_node(r), "cursor": r.id} for r in runs]
+        page = {"edges": edges, "pageInfo": {"endCursor": None, "hasNextPage": False}}
+        return {"project": {"internalId": "1", "runCount": len(runs), "readOnly": False, "runs": page}}
+
+    def _run_node(self, run: Run) -> dict[str, Any]:
+        keys = sorted({k for row in run.history for k in row})
+        return {"id": run.id, "projectId": "1", "tags": [], "name": run.id, "displayName": run.id,
+                "sweepName": run.sweep, "state": run.state, "group": run.group, "jobType": None, "commit": None,
+                "readOnly": False, "createdAt": "2026-01-01T00:00:00", "heartbeatAt": "2026-01-01T00:00:00",
+                "description": None, "notes": None, "systemMetrics": "{}", "historyLineCount": len(run.history),
+                "user": {"name": ENTITY, "username": ENTITY}, "summaryMetrics": json.dumps(run.summary),
+                "config": json.dumps({k: {"value": x} for k, x in run.config.items()}),
+                "historyKeys": {"keys": {k: {} for k in keys}, "lastStep": len(run.history) - 1}}  # fmt: skip
+
+    def _gql_RunSampledHistory(self, v: dict) -> dict:
+        """`Run.history(keys=...)`: the run's rows of each spec, sampled as a scheduler's poll samples them."""
+        (edge,) = self._poll_runs([self.runs[v["name"]]], v["specs"])["edges"]
+        return {"project": {"run": {"sampledHistory": edge["node"]["sampledHistory"]}}}
+
     def _gql_EnqueueSweepRun(self, v: dict) -> dict:
         """A scheduler's run for the sweep's agents to take, in the order it came."""
         sweep = self._sweep({"sweep": v["id"]})

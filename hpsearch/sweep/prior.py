@@ -1,6 +1,7 @@
 """Prior results: `hpsearch create-sweep FILE --prior SOURCE` starts a sweep from what an earlier one found, as W&B's
-`prior_runs` and Optuna's `add_trial` do. SOURCE is an earlier sweep of the same store (SWEEP_ID) or a curve table
-(FILE.jsonl, `hpsearch simulate --export-curves`'s format).
+`prior_runs` and Optuna's `add_trial` do. SOURCE is an earlier sweep of the same store (SWEEP_ID), a curve table
+(FILE.jsonl, `hpsearch simulate --export-curves`'s format) or a W&B sweep (ENTITY/PROJECT/SWEEP_ID, read from its
+server through W&B's public API).
 
 A prior is a trial of the new sweep stored already ended and never run: finished, with its epoch records, its
 summary and `attrs["prior"]` saying where it came from. So every engine that reads the sweep's trials learns it as
@@ -23,7 +24,10 @@ from hpsearch.simulate.curves import CurveTable, SourceError
 from hpsearch.sweep.spec import BOUNDED, HP, leaves
 from hpsearch.sweep.store import State, Store, Sweep, Trial
 
-ALLOWED = "SWEEP_ID (an earlier sweep in this store), FILE.jsonl (a curve table, the --export-curves format)"
+ALLOWED = (
+    "SWEEP_ID (an earlier sweep in this store), FILE.jsonl (a curve table, the --export-curves format), "
+    "ENTITY/PROJECT/SWEEP_ID (a W&B sweep, with a W&B login)"
+)
 TAKEN = (State.FINISHED,)  # the source trials whose results are complete
 _LOG_V1 = {HP.LOG_UNIFORM_V1, HP.Q_LOG_UNIFORM_V1}  # (bounds given as exponents)
 
@@ -66,17 +70,16 @@ def read_priors(sources: list[str], config: dict[str, Any], store: Store | None)
     return out
 
 
-Row = tuple[
-    dict[str, Any], list[dict[str, Any]], dict[str, Any], dict[str, Any]
-]  # flat params, history, summary, attrs
+Row = tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any], dict[str, Any]]  # flat params, history, ...
 
 
 def _rows(source: str, config: dict[str, Any], store: Store | None) -> list[Row]:
     """The source's finished trials that hold every objective of the sweep, as (flat params, history, summary,
     attrs)."""
-    names = [m["name"] for m in config.get("metrics") or [config.get("metric") or {}] if m.get("name")]
+    names = _metrics(config)
     if not names:
         raise PriorError(f"--prior {source}: the sweep names no metric to learn from; allowed: a sweep with a metric")
+    sweep = store.sweep(source) if store is not None and not source.endswith(".jsonl") else None
     if source.endswith(".jsonl"):
         try:
             table = CurveTable.from_jsonl(Path(source))
@@ -87,22 +90,59 @@ def _rows(source: str, config: dict[str, Any], store: Store | None) -> list[Row]
             planned = flat.get("epochs") if isinstance(flat.get("epochs"), int) else table.longest
             if len(history) >= planned:  # (a shorter curve is a run that failed)
                 found.append((flat, history, history[-1], {"prior": {"source": source}}))
-    else:
-        sweep = store.sweep(source) if store is not None else None
-        if sweep is None:
-            where = store.where if store is not None else "no store yet"
-            # (a W&B sweep is read from this store, where its agents ran; reading one from its server is not built)
-            what = "no sweep of this store" if source.count("/") == 2 else "no such sweep, and not a .jsonl file"
-            raise PriorError(f"--prior {source}: {what} ({where}); allowed: {ALLOWED}")
-        metrics = [m["name"] for m in sweep.config.get("metrics") or [sweep.metric or {}] if m.get("name")]
-        histories = store.histories(sweep.id)
+    elif sweep is not None:  # (a W&B sweep whose agents ran here too: its path names it)
+        metrics, histories = _metrics(sweep.config), store.histories(sweep.id)
         found = [(leaves(t.params), histories.get(t.id, []), t.summary, {"prior": {"source": source, "trial": t.id}})
                  for t in store.trials(sweep.id) if t.state in TAKEN]  # fmt: skip
+    elif source.count("/") == 2 and all(source.split("/")):
+        metrics, found = _wandb_rows(source, names)
+    else:
+        where = store.where if store is not None else "no store yet"
+        raise PriorError(f"--prior {source}: no such sweep ({where}), and not a .jsonl file; allowed: {ALLOWED}")
     missing = [n for n in names if n not in metrics]
     if missing:
         raise PriorError(f"--prior {source}: records no {', '.join(missing)} (the sweep's metric); allowed: a source "
                          f"that records {', '.join(names)}")  # fmt: skip
     return [r for r in found if r[1] and all(finite(r[2].get(n)) for n in names)]
+
+
+def _metrics(config: dict[str, Any]) -> list[str]:
+    """The names of a sweep's objectives."""
+    return [m["name"] for m in config.get("metrics") or [config.get("metric") or {}] if m.get("name")]
+
+
+def _wandb_rows(source: str, names: list[str]) -> tuple[list[str], list[Row]]:
+    """A W&B sweep's objectives and finished runs, read from its server through W&B's public API: each run's values
+    of the sweep's parameters, and its history of the objectives (epoch: its `epoch`, else its step + 1)."""
+    from hpsearch.wandb_env import api_key_configured
+
+    if not api_key_configured():
+        raise PriorError(f"--prior {source}: reading a W&B sweep needs a W&B login; allowed: wandb login (or "
+                         f"WANDB_API_KEY), or {ALLOWED}")  # fmt: skip
+    import wandb
+
+    from hpsearch.sweep.engines.wandb_server import server_error
+
+    try:
+        sweep = wandb.Api().sweep(source)
+        keys, found = leaves_of(sweep.config), []
+        for run in (r for r in sweep.runs if r.state == "finished"):
+            flat = leaves(dict(run.config))
+            rows = run.history(keys=["epoch", *names], samples=HISTORY_ROWS, pandas=False)
+            history = [{**_logged(row), "epoch": row.get("epoch", row["_step"] + 1)} for row in rows]
+            attrs = {"prior": {"source": source, "trial": run.id}}
+            found.append(({k: flat[k] for k in keys if k in flat}, history, _logged(dict(run.summary)), attrs))
+    except Exception as e:  # wandb.errors.Error (an unknown sweep: "Could not find sweep ..."), or wandb-core's own
+        raise PriorError(f"--prior {source}: {server_error(e)}") from None
+    return _metrics(sweep.config), found
+
+
+def _logged(row: dict[str, Any]) -> dict[str, Any]:
+    """A W&B history row or summary without W&B's own keys (_step, _runtime, _wandb, ...)."""
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+HISTORY_ROWS = 100_000  # (W&B samples a run's history down to this many rows: every epoch of any run)
 
 
 def leaves_of(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
