@@ -163,3 +163,25 @@ def test_rung_agreement_ranks_each_reading_against_the_full_length(tmp_path: Pat
     p = subprocess.run([sys.executable, "-m", "benchmarks.rung_agreement", "--table", str(tmp_path / "none.jsonl")],
                        cwd=REPO, env=env(), capture_output=True, text=True, check=False)  # fmt: skip
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "cannot read" in p.stderr
+
+
+def test_bench_warmstart_replays_cold_warm_and_first_from_an_earlier_sweep_and_prints_the_table(tmp_path: Path):
+    out, curves = tmp_path / "warm.jsonl", REPO / "sweeps" / "simulate" / "digits-grid.jsonl"
+    args = ["--tasks", "189908", str(curves), "--seeds", "2", "--budget-fraction", "0.05", "--out", str(out)]
+    p = run("-m", "benchmarks.bench_warmstart", *args, "--jobs", "1")
+    assert "4 cold replays to run" in p.stdout and "8 warm/first replays to run" in p.stdout
+    lines = {(Path(r["task"]).stem, r["arm"], r["seed"]): r for r in map(json.loads, out.read_text().splitlines())}
+    assert sorted(lines) == sorted((t, a, s) for t in ("189908", "digits-grid") for a in ("cold", "warm", "first")
+                                   for s in (0, 1))  # fmt: skip
+    for task in ("189908", "digits-grid"):
+        for seed in (0, 1):
+            earlier = lines[task, "cold", 1 - seed]  # the earlier sweep of seed s: the cold replay of seed s+1
+            assert lines[task, "warm", seed]["priors"] == len(earlier["finished"]) > 0
+    # LCBench's first trial is the earlier sweep's best: its value is the first the replay finds (the surrogate is
+    # deterministic); on the digits table, gp_digits's configuration, 96.4% after its 15 epochs
+    assert lines["189908", "first", 0]["incumbent"][0][1] == lines["189908", "cold", 1]["incumbent"][-1][1]
+    assert lines["digits-grid", "first", 0]["incumbent"][0][0] == 15
+    assert lines["digits-grid", "first", 0]["incumbent"][0][1] > 96
+    table = run("-m", "benchmarks.bench_warmstart", *args, "--table").stdout
+    for row in ("lcbench 189908 | cold", "lcbench 189908 | warm (", "digits-grid | first"):
+        assert re.search(r"^\| " + re.escape(row) + r".* \| [\d.]+ ± [\d.]+ \| .* \| 2 \|$", table, re.M), table
