@@ -58,14 +58,14 @@ def tpe_asha(sweep: Any) -> optuna.Study:
     return _study(sweep, _tpe(), pruner)
 
 
-def _rungs(sweep: Any, below: int) -> optuna.pruners.BasePruner:
+def _rungs(sweep: Any, below: int, mode: str = "truncated") -> optuna.pruners.BasePruner:
     """Promotion with eta 3 and the lowest rung at the trials' epochs / 3^`below` (at least 1): `below` rungs under
-    the top, none so low that its ranks are a coin flip on a long schedule."""
+    the top, none so low that its ranks are a coin flip on a long schedule; rungs read in `mode`."""
     from hpsearch.sweep.promotion import PromotingHalving
 
     epochs = _epochs(sweep)
     lowest = max(1, round(epochs / REDUCTION**below)) if isinstance(epochs, int) else MIN_EPOCHS
-    return PromotingHalving(lowest, REDUCTION)
+    return PromotingHalving(lowest, REDUCTION, mode)
 
 
 def promote(sweep: Any) -> optuna.Study:
@@ -78,6 +78,13 @@ def promote(sweep: Any) -> optuna.Study:
 def promote_low(sweep: Any) -> optuna.Study:
     """`promote` with a third rung lower, at a 27th of the trials' epochs."""
     return _study(sweep, _tpe(), _rungs(sweep, 3))
+
+
+def promote_cooldown(sweep: Any) -> optuna.Study:
+    """`promote` with each rung read on a cooled model: hpsearch's trainer runs every trial on a wsd schedule and
+    trains a short cooldown branch at each rung, whose value the rung judges (the run goes on from the stable
+    state)."""
+    return _study(sweep, _tpe(), _rungs(sweep, 2, "cooldown"))
 
 
 def promote_gp(sweep: Any) -> optuna.Study:

@@ -11,12 +11,14 @@ import json
 import math
 from pathlib import Path
 
-from conftest import make_sweep, open_store, run_agent, stub_sweep, sweep_status
+import yaml
+from conftest import hpsearch, make_sweep, open_store, run_agent, stub_sweep, sweep_status
 
 from hpsearch.simulate.curves import CurveTable
 from hpsearch.simulate.replay import replay
 from hpsearch.sweep.controller import Start, SweepController, controller_for
 from hpsearch.sweep.engine import Engine, Suggestion
+from hpsearch.sweep.promotion import value_at
 from hpsearch.sweep.spec import read_code
 from hpsearch.sweep.store import State, Store
 
@@ -25,15 +27,18 @@ from hpsearch.sweep.promotion import PromotingHalving
 
 def study(sweep):
     s = optuna.create_study(direction='maximize', sampler=optuna.samplers.RandomSampler(seed=0),
-                            pruner=PromotingHalving({min_epochs}, {eta}))
+                            pruner=PromotingHalving({min_epochs}, {eta}, {mode!r}))
 {enqueued}    return s
 """
 
 
-def promoting(tmp_path: Path, config: dict, *first: dict, min_epochs: int = 1, eta: int = 3) -> dict:
-    """`config` searched by a study with PromotingHalving rungs, `first` enqueued in order."""
+def promoting(
+    tmp_path: Path, config: dict, *first: dict, min_epochs: int = 1, eta: int = 3, mode: str = "truncated"
+) -> dict:
+    """`config` searched by a study with PromotingHalving rungs read in `mode`, `first` enqueued in order."""
     enqueued = "".join(f"    s.enqueue_trial({params!r})\n" for params in first)
-    (tmp_path / "study.py").write_text(PROMOTING.format(min_epochs=min_epochs, eta=eta, enqueued=enqueued))
+    study = PROMOTING.format(min_epochs=min_epochs, eta=eta, mode=mode, enqueued=enqueued)
+    (tmp_path / "study.py").write_text(study)
     scheduler = {"engine": "optuna", "source": str(tmp_path / "study.py"), "optimizer": "study"}
     return {**config, "method": "custom", "metric": {"name": "val_acc", "goal": "maximize"}, "scheduler": scheduler}
 
@@ -189,3 +194,46 @@ def test_the_shipped_promotion_study_places_its_rungs_at_a_ninth_and_a_third_of_
         assert c.engine.pauses and c.engine.rungs.below(27) == [3, 9]
         assert run_to(c, c.next_trial(0), [50.0] * 27) == "pause"  # the first at its first rung: a cohort of 1
         assert store.trials(sweep_id)[0].epochs == 3
+
+
+def test_cooldown_rungs_run_the_trainer_on_wsd_with_branches_there_and_judge_the_cooled_value(tmp_path: Path):
+    config = promoting(tmp_path, {"parameters": {"lr": {"min": 0.0, "max": 1.0}, "epochs": {"value": 9}}},
+                       min_epochs=3, eta=2, mode="cooldown")  # fmt: skip
+    with Store(tmp_path / "store") as store:
+        sweep = store.add_sweep(config, "local", code=read_code(config, tmp_path))
+        c = controller_for(store, sweep, "agent-a")
+        first = c.next_trial(0)
+        assert first.trial.params["sched"] == "wsd" and first.trial.params["cooldown_at"] == "3,6"
+        cooled = [{"epoch": e, "val_acc": 90.0, **({"rung_val_acc": 10.0 * e} if e in (3, 6) else {})}
+                  for e in range(1, 10)]  # fmt: skip
+        c.record_epochs(first.trial, cooled[:3])
+        assert c.decide(first.trial) == "pause"  # a cohort of one
+        c.finish(first.trial, State.PAUSED)
+        assert value_at(store.trial(first.trial.id), 3) == 30.0  # the series holds the rung's (cooled) value
+        second = c.next_trial(0)  # at its rung 40 cooled, 50 raw: judged by 40, above the first's 30
+        c.record_epochs(second.trial, [{"epoch": e, "val_acc": 50.0} for e in (1, 2)])
+        c.record_epochs(second.trial, [{"epoch": 3, "val_acc": 50.0, "rung_val_acc": 40.0}])
+        assert c.decide(second.trial) == "continue"
+
+
+def test_a_rung_read_late_among_several_new_epochs_is_still_judged(tmp_path: Path):
+    config = promoting(tmp_path, {"parameters": {"lr": {"min": 0.0, "max": 1.0}, "epochs": {"value": 9}}})
+    with Store(tmp_path / "store") as store:
+        sweep = store.add_sweep(config, "local", code=read_code(config, tmp_path))
+        c = controller_for(store, sweep, "agent-a")
+        claim = c.next_trial(0)
+        c.record_epochs(claim.trial, [{"epoch": e, "val_acc": 10.0} for e in (1, 2)])  # rung 1 passed, unread
+        assert c.decide(claim.trial) == "pause"
+        c.finish(claim.trial, State.PAUSED)
+        assert c.next_trial(0).how == Start.STARTED  # a cohort of one promotes nothing
+
+
+def test_cooldown_rungs_need_hpsearchs_trainer(tmp_path: Path):
+    config = stub_sweep("custom", epochs=9, lr={"min": 0.01, "max": 0.99})
+    config = promoting(tmp_path, config, min_epochs=3, mode="cooldown")
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(config))
+    p = hpsearch("create-sweep", str(f), "--dir", str(tmp_path / "store"), cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1
+    assert "mode='cooldown'" in p.stderr and "allowed: no program, or mode truncated" in p.stderr
+    assert not (tmp_path / "store").exists()  # nothing stored

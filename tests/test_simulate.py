@@ -200,7 +200,8 @@ def test_simulate_compares_sweeps_on_the_same_seeds_as_a_table_json_and_a_page(t
         assert (r["source"], r["budget"], r["workers"]) == (str(table), 60, 1)
         assert [x["seed"] for x in r["runs"]] == [0, 1, 2] and all(x["epochs"] == 60 for x in r["runs"])
         for x in r["runs"]:
-            assert set(x) == {"seed", "trials", "epochs", "distinct", "incumbent"} and x["distinct"] <= x["trials"]
+            assert set(x) == {"seed", "trials", "paused", "promoted", "stopped", "epochs", "distinct", "incumbent"}
+            assert x["distinct"] <= x["trials"] and x["paused"] == x["promoted"] == 0  # (no promotion scheduler)
             values = [v for _, v in x["incumbent"]]
             assert values == sorted(values)  # a point each time the best improves
     # the same seeds give the same replays, call after call

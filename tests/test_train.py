@@ -172,9 +172,10 @@ def test_a_cooldown_branch_leaves_the_run_as_if_it_never_branched(cifar_root: Pa
     assert _same_weights(plain, branched)
     assert torch.load(branched / "checkpoint.pt", weights_only=False)["rungs"] == rungs
 
-    # The agent's reader takes the epochs as epochs and keeps the rung apart.
+    # The agent's reader takes the epochs as epochs, the rung's values with the record of its epoch.
     reader = TrialProcess(tmp_path / "branched", {}, Slot(gpus=None, nproc=1))
-    assert reader.new_epochs() == epochs and reader.rungs == {1: rungs[0]}
+    rung_values = {k: v for k, v in rungs[0].items() if k.startswith("rung_")}
+    assert reader.new_epochs() == [{**epochs[0], **rung_values}, *epochs[1:]]
 
 
 def test_resume_after_a_branch_continues_its_history(cifar_root: Path, tmp_path: Path):

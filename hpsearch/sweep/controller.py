@@ -130,7 +130,9 @@ class SweepController:
         self.trials = TrialCache(store, sweep.id)
         self.done = False
         self.engine_seconds = 0.0  # in the engine's decisions, for benchmarks (see _deciding)
-        self._held: set[str] = set()  # the trials this controller handed out and the agent has not ended
+        # the trials this controller handed out and the agent has not ended, each with the epoch it was last decided
+        # at (its epochs when claimed): a decision judges the epochs recorded since
+        self._held: dict[str, int] = {}
 
     @property
     def stopper(self) -> str:
@@ -237,7 +239,7 @@ class SweepController:
         return self._hold(claim)
 
     def _hold(self, claim: Claim) -> Claim:
-        self._held.add(claim.trial.id)
+        self._held[claim.trial.id] = claim.trial.epochs
         claim.planned = planned_epochs(self.sweep.config, leaves(claim.trial.params))
         return claim
 
@@ -257,8 +259,10 @@ class SweepController:
         if not self.engine.stops:
             return Decision.CONTINUE
         trials = self.trials.read() if self.engine.reads_trials else []
+        since = self._held.get(trial.id, 0)
+        self._held[trial.id] = next((t.epochs for t in trials if t.id == trial.id), since)
         with self._deciding():
-            decision, attrs = self.engine.decide(trial, trials)
+            decision, attrs = self.engine.decide(trial, trials, since)
         if attrs is not None:  # the engine's record of the trial changed (a pruner's state): others see it too
             self.store.set_attrs(trial.id, attrs, self.agent_id)
         return decision
@@ -277,11 +281,11 @@ class SweepController:
         summary: dict[str, Any] | None = None,
     ) -> None:
         self.store.end(trial.id, state, self.agent_id, exit_code, error, summary)
-        self._held.discard(trial.id)
+        self._held.pop(trial.id, None)
         self.engine.ended(trial, state, exit_code, summary)
 
     def abandon(self, trial: Trial) -> None:
-        self._held.discard(trial.id)
+        self._held.pop(trial.id, None)
         self.engine.abandoned(trial)
 
     def close(self) -> None:

@@ -71,9 +71,10 @@ class Engine:
         """A paused trial to resume now (a promotion), among those whose checkpoint this agent `sees`; else None."""
         return None
 
-    def decide(self, trial: Trial, trials: list[Trial]) -> tuple[Decision, dict[str, Any] | None]:
-        """What the running trial does now, and its new attrs if deciding changed them (else None). Engines that
-        only ever stop say so in `should_stop`."""
+    def decide(self, trial: Trial, trials: list[Trial], since: int = 0) -> tuple[Decision, dict[str, Any] | None]:
+        """What the running trial does now, after the epochs it recorded since epoch `since` (its last decision),
+        and its new attrs if deciding changed them (else None). Engines that only ever stop say so in
+        `should_stop`."""
         stop, attrs = self.should_stop(trial, trials)
         return (Decision.STOP if stop else Decision.CONTINUE), attrs
 

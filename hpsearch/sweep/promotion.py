@@ -28,20 +28,24 @@ from hpsearch.objective import Objective, finite
 from hpsearch.sweep.engine import Decision
 from hpsearch.sweep.store import State, Trial
 
+MODES = ("truncated", "cooldown")
+
 
 class PromotingHalving(optuna.pruners.SuccessiveHalvingPruner):
     """Optuna's SuccessiveHalvingPruner (ASHA, stopping) with rungs at `min_resource` x `reduction_factor`^k epochs;
-    under `hpsearch agent`, promotion (see the module's doc)."""
+    under `hpsearch agent`, promotion (see the module's doc). `mode` is how a rung is read: `truncated`, the run's
+    own epoch there; `cooldown`, a cooldown branch of hpsearch's trainer there (sched wsd, its `cooldown_at` the
+    trial's rungs: the cooled model's value, the run going on from the stable state)."""
 
-    def __init__(self, min_resource: int = 1, reduction_factor: int = 3):
+    def __init__(self, min_resource: int = 1, reduction_factor: int = 3, mode: str = "truncated"):
         if not (isinstance(min_resource, int) and min_resource >= 1 and isinstance(reduction_factor, int)
-                and reduction_factor >= 2):  # fmt: skip
+                and reduction_factor >= 2 and mode in MODES):  # fmt: skip
             raise ValueError(
-                f"PromotingHalving: min_resource {min_resource!r}, reduction_factor {reduction_factor!r}; allowed: "
-                "integers >= 1 and >= 2"
+                f"PromotingHalving: min_resource {min_resource!r}, reduction_factor {reduction_factor!r}, mode "
+                f"{mode!r}; allowed: integers >= 1 and >= 2, and {' | '.join(MODES)}"
             )
         super().__init__(min_resource=min_resource, reduction_factor=reduction_factor)
-        self.rungs = Rungs(min_resource, reduction_factor)
+        self.rungs = Rungs(min_resource, reduction_factor, mode)
 
 
 def value_at(trial: Trial, epoch: int) -> float | None:
@@ -53,8 +57,12 @@ def value_at(trial: Trial, epoch: int) -> float | None:
 
 @dataclass(frozen=True)
 class Rungs:
+    """Where a trial's rungs are and how they decide. A rung's value is the trial's series there, which holds a
+    cooldown branch's value where the trainer measured one (store.add_epochs)."""
+
     min_epochs: int
     eta: int
+    mode: str = "truncated"
 
     def below(self, top: int) -> list[int]:
         """The rungs of a trial of `top` epochs: every min_epochs x eta^k under it (the top is its end, no rung)."""
@@ -64,28 +72,44 @@ class Rungs:
             r *= self.eta
         return out
 
-    def decide(self, trial: Trial, trials: list[Trial], objective: Objective, top: int | None) -> Decision:
-        """At a rung below its top, a trial goes on if its rung ranks it in the top 1/eta, else it pauses."""
+    def reached(self, trial: Trial, top: int | None, since: int = 0) -> int | None:
+        """The highest rung the trial reached after epoch `since` (its epochs read late, several at once: the rung
+        among them), if any."""
         epochs = trial.series.epochs
-        if top is None or not len(epochs) or int(epochs[-1]) not in self.below(top):
+        last = int(epochs[-1]) if len(epochs) else 0
+        return max((r for r in self.below(top or 0) if since < r <= last), default=None)
+
+    def decide(
+        self, trial: Trial, trials: list[Trial], objective: Objective, top: int | None, since: int = 0
+    ) -> Decision:
+        """A trial that reached a rung below its top since its last decision goes on if the rung ranks it in the
+        top 1/eta, else it pauses."""
+        rung = self.reached(trial, top, since)
+        if rung is None:
             return Decision.CONTINUE
-        rung = int(epochs[-1])
         ranked = self._ranked(value_at(trial, rung), _cohort(trials, rung, objective), objective)
         return Decision.CONTINUE if ranked else Decision.PAUSE
 
-    def promotable(self, trials: list[Trial], objective: Objective, sees: Callable[[Trial], bool]) -> Trial | None:
-        """The paused trial to resume now: one its rung's cohort ranks in the top 1/eta (the highest rung first,
-        then the best value there), among those whose checkpoint this agent `sees`."""
+    def promotable(
+        self,
+        trials: list[Trial],
+        objective: Objective,
+        top: Callable[[Trial], int | None],
+        sees: Callable[[Trial], bool],
+    ) -> Trial | None:
+        """The paused trial to resume now: one whose rung (the highest it reached) ranks it in the top 1/eta there
+        (the highest rung first, then the best value), among those whose checkpoint this agent `sees`."""
         cohorts: dict[int, np.ndarray] = {}
         ready = []
         for t in trials:
-            if t.state != State.PAUSED:
+            rung = self.reached(t, top(t)) if t.state == State.PAUSED else None
+            if rung is None:
                 continue
-            if t.epochs not in cohorts:
-                cohorts[t.epochs] = _cohort(trials, t.epochs, objective)
-            value = value_at(t, t.epochs)
-            if self._ranked(value, cohorts[t.epochs], objective) and sees(t):
-                ready.append((-t.epochs, objective.sort_key(value), t.seq, t))
+            if rung not in cohorts:
+                cohorts[rung] = _cohort(trials, rung, objective)
+            value = value_at(t, rung)
+            if self._ranked(value, cohorts[rung], objective) and sees(t):
+                ready.append((-rung, objective.sort_key(value), t.seq, t))
         return min(ready, key=lambda x: x[:3])[3] if ready else None
 
     def _ranked(self, value: float | None, cohort: np.ndarray, objective: Objective) -> bool:

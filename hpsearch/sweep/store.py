@@ -622,7 +622,8 @@ class Store:
 
     def add_epochs(self, trial_id: str, records: list[dict[str, Any]], agent: str, metric: str | None = None) -> None:
         """Record epochs, in the order the trainer wrote them, written by `agent`, in one transaction; the trial's
-        `series` keeps `metric`'s values. Epochs arrive in order, so later ones on record are stale: a resumed
+        `series` keeps `metric`'s values, at a rung epoch the rung's (`rung_METRIC`, the cooled model's: what a
+        decision there judges). Epochs arrive in order, so later ones on record are stale: a resumed
         trial runs again the epochs it finished after its last checkpoint (or, restarted, all of them)."""
         if not records:
             return
@@ -648,7 +649,9 @@ class Store:
                         for r, e in zip(batch, numbers, strict=True)
                     ],
                 )
-                kept = [(e, r[metric]) for r, e in zip(batch, numbers, strict=True) if metric in r]
+                rung = f"rung_{metric}"
+                kept = [(e, r[rung] if rung in r else r[metric]) for r, e in zip(batch, numbers, strict=True)
+                        if metric in r or rung in r]  # fmt: skip
                 series = series.before(numbers[0]).then(kept)
             # Fenced as `_own` is, in the same statement (a trial this agent no longer holds rolls all of it back).
             held = self._exec(

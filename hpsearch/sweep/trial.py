@@ -81,7 +81,6 @@ class TrialProcess:
         self.proc: subprocess.Popen | None = None
         self.ended = False  # signalled to end once (see end_groups)
         self._offset, self._inode = 0, -1
-        self.rungs: dict[int, dict[str, Any]] = {}  # rung epoch -> its record (a cooldown branch's value)
 
     def start(self) -> int:
         """Launch; return the process group id."""
@@ -112,7 +111,8 @@ class TrialProcess:
     def new_epochs(self) -> list[dict[str, Any]]:
         """Epoch records appended to the metrics file since the last call (complete lines only). A resumed
         trainer replaces the file with the epochs its checkpoint holds: then it is read again from the start.
-        A rung's record (keyed `rung`, no `epoch`) is no epoch: it goes to `rungs` instead."""
+        A rung's record (keyed `rung`, no `epoch`: a cooldown branch's value) is no epoch of its own: its `rung_*`
+        values join the record of its epoch, which the trainer writes with it."""
         try:
             with open(self.metrics_path, "rb") as fh:
                 inode = os.fstat(fh.fileno()).st_ino
@@ -125,7 +125,9 @@ class TrialProcess:
         end = chunk.rfind(b"\n") + 1
         self._offset += end
         records = [r for r in map(_record, chunk[:end].splitlines()) if r is not None]
-        self.rungs.update((r["rung"], r) for r in records if "epoch" not in r)
+        epochs = {r["epoch"]: r for r in records if "epoch" in r}
+        for rung in (r for r in records if "epoch" not in r and r["rung"] in epochs):
+            epochs[rung["rung"]].update((k, v) for k, v in rung.items() if k.startswith("rung_"))
         return [r for r in records if "epoch" in r]
 
     def send(self, sig: int) -> None:

@@ -135,6 +135,23 @@ def _system_attrs(trial: Trial) -> dict[str, Any]:
     return {**record.get("system_attrs", {}), **current}
 
 
+def _check_cooldown(sweep: Sweep) -> None:
+    """Cooldown rungs are branches of hpsearch's trainer on a wsd schedule: a sweep whose trials cannot run them is
+    refused (EngineError)."""
+    where = "scheduler: PromotingHalving(mode='cooldown')"
+    if sweep.config.get("program"):
+        raise EngineError(
+            f"{where} reads rungs from hpsearch's trainer's cooldown branches, which program "
+            f"{sweep.config['program']!r} does not run; allowed: no program, or mode truncated"
+        )
+    params = sweep.config.get("parameters") or {}
+    for key, allowed in (("sched", "wsd"), ("cooldown_at", None)):
+        spec = params.get(key)
+        if spec is not None and (allowed is None or spec != {"value": allowed}):
+            raise EngineError(f"{where} sets {key} of every trial itself; allowed: "
+                              + (f"{key}: {{value: {allowed}}} or none" if allowed else f"no {key}"))  # fmt: skip
+
+
 def _same(a: Any, b: Any) -> bool:
     """Equal, NaN equal to NaN (as a trial's values and intermediate values hold it)."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -177,6 +194,8 @@ class OptunaEngine(Engine):
         if self.rungs:
             self.pauses, self.stopper = True, f"promotion (rungs {self.rungs.min_epochs} x {self.rungs.eta}^k)"
             self.objective = objectives(sweep)[0]
+            if self.rungs.mode == "cooldown":
+                _check_cooldown(sweep)
         self._asked: tuple[int, str] | None = None  # (number, token) of the suggestion not yet seen claimed
         self._rebuild()
 
@@ -301,6 +320,9 @@ class OptunaEngine(Engine):
             self.study.enqueue_trial(*self.first[first])
         asked = self.study.ask(self.distributions) if self.distributions is not None else self.study.ask()
         params = asked.params if self.space is None else dict(self.space(asked))
+        if self.rungs and self.rungs.mode == "cooldown":  # the trainer measures each rung on a cooled branch
+            top = planned_epochs(self.sweep.config, params)
+            params = {**params, "sched": "wsd", "cooldown_at": ",".join(map(str, self.rungs.below(top or 0)))}
         token = secrets.token_hex(8)  # tells this agent's claim from another's at the same place
         self._asked = (asked.number, token)
         if is_exhausted is not None and self._repeats(asked):
@@ -316,14 +338,16 @@ class OptunaEngine(Engine):
         return any(t.params == asked.params for t in trials if t.number != asked.number and t.state != failed)
 
     def resume(self, trials: list[Trial], sees: Callable[[Trial], bool]) -> Trial | None:
-        return self.rungs.promotable(trials, self.objective, sees) if self.rungs else None
+        return self.rungs.promotable(trials, self.objective, self._top, sees) if self.rungs else None
 
-    def decide(self, trial: Trial, trials: list[Trial]) -> tuple[Decision, dict[str, Any] | None]:
+    def decide(self, trial: Trial, trials: list[Trial], since: int = 0) -> tuple[Decision, dict[str, Any] | None]:
         if not self.rungs:
-            return super().decide(trial, trials)
+            return super().decide(trial, trials, since)
         fresh = next(t for t in trials if t.id == trial.id)
-        top = planned_epochs(self.sweep.config, leaves(fresh.params))
-        return self.rungs.decide(fresh, trials, self.objective, top), None
+        return self.rungs.decide(fresh, trials, self.objective, self._top(fresh), since), None
+
+    def _top(self, trial: Trial) -> int | None:
+        return planned_epochs(self.sweep.config, leaves(trial.params))
 
     def should_stop(self, trial: Trial, trials: list[Trial]) -> tuple[bool, dict[str, Any] | None]:
         """The pruner's verdict (Optuna's `Trial.should_prune`); the trial's new attrs if the pruner set any."""
