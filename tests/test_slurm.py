@@ -140,7 +140,8 @@ def test_a_trial_spans_two_nodes_and_a_hang_ends_it_on_both(tmp_path: Path, clus
 
     (tmp_path / "hung").mkdir()
     hung = create(tmp_path / "hung", stub_sweep("grid", epochs=200, epoch_s=0.2, lr={"value": 0.1}), e)
-    submit(tmp_path / "hung", hung, e, "--nodes", "2", "--nodes-per-trial", "2", "--hang-timeout", "3")
+    # (a stopped worker takes no SIGTERM: the hung trial ends when SIGKILL follows, --grace seconds later)
+    submit(tmp_path / "hung", hung, e, "--nodes", "2", "--nodes-per-trial", "2", "--hang-timeout", "3", "--grace", "2")
     store = Store(tmp_path / "hung" / "runs")
     wait_for(lambda: store.trials(hung) and store.trials(hung)[0].epochs >= 2)
     trial_dir = str(tmp_path / "hung" / "runs" / hung / store.trials(hung)[0].id)
