@@ -145,6 +145,10 @@ def table_rows(data: dict[str, Any]) -> list[tuple[str, list[str]]]:
         rows.append(row("best_acc", lambda t: t["summary"].get("best_acc")))
     if any("test_acc" in t["summary"] for t in data["trials"]):  # measured once, as each trial ends
         rows.append(row("test_acc", lambda t: t["summary"].get("test_acc")))
+    rung = f"rung_{metric}"  # a cooldown branch's value at a rung epoch (the rungs a promotion judged)
+    if any(rung in r for t in data["trials"] for r in t["history"]):
+        rows.append(("rungs (cooled)", [", ".join(f"{r['epoch']}: {fmt_value(r[rung])}" for r in t["history"]
+                                                  if rung in r) for t in data["trials"]]))  # fmt: skip
     rows += [
         row("best epoch", lambda t: t["best_epoch"]),
         row("epochs run", lambda t: f"{t['epochs']} of {t['planned_epochs']}"),
@@ -553,7 +557,7 @@ table.trials td.best { box-shadow: inset 2px 0 #e0a800, inset -2px 0 #e0a800; fo
 tr.metric th, tr.metric td { font-weight: 700; font-size: 16px; background-color: #f4f8ff; }
 tr.metric td.best { background: #ffe899; }
 .state-finished { color: #17803d; } .state-stopped { color: #b35c00; } .state-failed, .state-crashed { color: #c62828; }
-.state-running, .state-preempted { color: #1f5fbf; }
+.state-running, .state-preempted, .state-paused { color: #1f5fbf; }
 table.importance th, table.importance td { padding: 4px 10px; text-align: left; border-bottom: 1px solid #eceef1; }
 table.importance td { width: 260px; position: relative; }
 .bar { display: inline-block; height: 12px; vertical-align: middle; border-radius: 2px; margin-right: 6px; }

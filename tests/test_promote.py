@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
-from conftest import hpsearch, make_sweep, open_store, run_agent, stub_sweep, sweep_status
+from conftest import env, hpsearch, make_sweep, open_store, run_agent, stub_sweep, sweep_status
 
 from hpsearch.simulate.curves import CurveTable
 from hpsearch.simulate.replay import replay
@@ -237,3 +239,29 @@ def test_cooldown_rungs_need_hpsearchs_trainer(tmp_path: Path):
     assert p.returncode == 2 and p.stderr.count("\n") == 1
     assert "mode='cooldown'" in p.stderr and "allowed: no program, or mode truncated" in p.stderr
     assert not (tmp_path / "store").exists()  # nothing stored
+
+
+def test_a_digits_sweep_with_cooldown_rungs_runs_end_to_end_on_two_agents_and_reports_each_trials_rungs(
+    tmp_path: Path,
+):
+    params = {"dataset": "digits", "model": "test_resnet", "cifar_stem": False, "epochs": 3, "batch_size": 64,
+              "workers": 0, "aa": "none", "warmup_epochs": 0, "val_split": 100}  # fmt: skip
+    config = {"parameters": {**{k: {"value": v} for k, v in params.items()}, "lr": {"values": [0.03, 0.1, 0.3]}},
+              "run_cap": 3}  # fmt: skip
+    sweep_id = make_sweep(tmp_path, promoting(tmp_path, config, min_epochs=1, eta=3, mode="cooldown"))
+    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
+    agents = [subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True) for _ in range(2)]  # fmt: skip
+    outs = [a.communicate(timeout=600)[0] for a in agents]
+    assert [a.returncode for a in agents] == [0, 0], outs
+    assert any("paused by promotion" in out for out in outs)  # the first at the rung: a cohort of one
+    store = open_store(tmp_path / "store")
+    trials, histories = store.trials(sweep_id), store.histories(sweep_id)
+    assert len(trials) == 3 and {t.state for t in trials} <= {"finished", "paused"}
+    for t in trials:  # each on wsd with a branch at its rung, recorded once per epoch
+        assert (t.params["sched"], t.params["cooldown_at"]) == ("wsd", "1")
+        assert [r["epoch"] for r in histories[t.id]] == list(range(1, t.epochs + 1))
+        assert "rung_val_acc" in histories[t.id][0] and value_at(t, 1) == histories[t.id][0]["rung_val_acc"]
+    md = hpsearch("report", sweep_id, "--format", "md", "--dir", str(tmp_path / "store"), cwd=tmp_path).stdout
+    row = next(line for line in md.splitlines() if line.startswith("| rungs (cooled)"))
+    assert row.count("1: ") == 3
