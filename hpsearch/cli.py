@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -139,6 +139,11 @@ def create_sweep(
         click.echo("hpsearch create-sweep: error: --prior: a W&B server's sweep keeps its own runs; allowed: "
                    "--backend local", err=True)  # fmt: skip
         sys.exit(2)
+    elif _pauses(config):
+        click.echo(f"hpsearch create-sweep: error: {file}: its scheduler pauses and promotes trials, which a W&B "
+                   "server's sweep cannot (a run does not resume inside a W&B sweep); allowed: --backend local, whose "
+                   "trials still log live W&B runs", err=True)  # fmt: skip
+        sys.exit(2)
     store = _store("create-sweep", store_dir, db)  # before the W&B server: a bad --db registers nothing
     if backend == "wandb":
         from hpsearch.sweep.engines.wandb_server import ServerError
@@ -163,6 +168,22 @@ def create_sweep(
     options = ("" if str(store_dir) == "hpsearch-runs" else f" --dir {store_dir}") + (" --db URL" if db else "")
     click.echo(f"run it with: hpsearch agent {sweep_id}{options}")
     click.echo(sweep_id)
+
+
+def _pauses(config: dict[str, Any]) -> bool:
+    """Whether the sweep's search pauses trials (a promotion scheduler), where its scheduler's source can be read
+    here; a W&B server reads it on the scheduler's own machine, so one that cannot be is not judged."""
+    from hpsearch.sweep.engine import EngineError, engine_for
+    from hpsearch.sweep.spec import SpecError, read_code
+    from hpsearch.sweep.store import Sweep
+
+    if config.get("method") != "custom":
+        return False
+    try:
+        sweep = Sweep("check", "", "local", config, 0.0, False, None, read_code(config))
+        return engine_for(None, sweep, 1).pauses
+    except (SpecError, EngineError):
+        return False
 
 
 @main.command()

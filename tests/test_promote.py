@@ -265,3 +265,15 @@ def test_a_digits_sweep_with_cooldown_rungs_runs_end_to_end_on_two_agents_and_re
     md = hpsearch("report", sweep_id, "--format", "md", "--dir", str(tmp_path / "store"), cwd=tmp_path).stdout
     row = next(line for line in md.splitlines() if line.startswith("| rungs (cooled)"))
     assert row.count("1: ") == 3
+
+
+def test_a_w_and_b_servers_sweep_cannot_pause_so_create_sweep_refuses_one_that_would(tmp_path: Path):
+    config = stub_sweep("custom", epochs=9, lr={"min": 0.01, "max": 0.99})
+    config.update(metric={"name": "val_acc", "goal": "maximize"},
+                  scheduler={"engine": "optuna", "source": "hpsearch/studies.py", "optimizer": "promote"})  # fmt: skip
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(config))
+    p = hpsearch("create-sweep", str(f), "--backend", "wandb", "--dir", str(tmp_path / "store"), cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert "pauses and promotes trials" in p.stderr and "allowed: --backend local" in p.stderr
+    assert not (tmp_path / "store").exists()  # nothing stored, nothing registered
