@@ -345,7 +345,9 @@ def test_a_signal_preempts_both_runs_and_the_next_agent_resumes_each(
 def test_a_hung_w_and_b_trial_is_ended_by_the_watchdog_and_fails_on_the_server(
     tmp_path: Path, server: WandbServer, agents
 ):
-    config = stub_sweep("grid", epochs=30, epoch_s=0.2, lr={"values": [0.1, 0.2]})
+    hold = tmp_path / "hold"  # the first run waits after its first epoch: the test stops it there
+    hold.touch()
+    config = stub_sweep("grid", epochs=3, recipe={"values": [{"lr": 0.1, "hold": str(hold)}, {"lr": 0.2}]})
     path = stub_wandb_sweep(tmp_path, server, config)
     agent = agents(path, tmp_path / "a", "--hang-timeout", "3", "--grace", "1")
     run = first_run(server)
@@ -359,7 +361,7 @@ def test_a_hung_w_and_b_trial_is_ended_by_the_watchdog_and_fails_on_the_server(
     assert trial.state == "failed" and quiet and int(quiet[1]) >= 3, trial.error
     assert run.state == "failed" and run.exitcode != 0 and not live_in_group(trial.pgid)
     (other,) = [r for r in server.runs.values() if r is not run]  # the slot took the next run
-    assert other.state == "finished" and epochs(other.history) == list(range(1, 31))
+    assert other.state == "finished" and epochs(other.history) == [1, 2, 3]
 
 
 def test_an_option_of_the_local_controller_is_refused_on_a_w_and_b_sweep(tmp_path: Path, server: WandbServer):
