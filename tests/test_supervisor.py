@@ -39,8 +39,11 @@ from hpsearch.train.model import build_model
 
 
 def test_progress_lines_and_the_watchdog_ending_a_hung_trial(tmp_path: Path):
-    # Grid order: the first trial hangs (SIGSTOP after its first epoch), the second runs its 3 epochs.
-    sweep_id = make_sweep(tmp_path, stub_sweep("grid", epoch_s=0.2, epochs={"values": [100, 3]}))
+    # Grid order: the first trial hangs (held after its first epoch, then SIGSTOP), the second runs its 3 epochs.
+    hold = tmp_path / "hold"
+    hold.touch()
+    recipes = [{"lr": 0.1, "hold": str(hold)}, {"lr": 0.2}]
+    sweep_id = make_sweep(tmp_path, stub_sweep("grid", epochs=3, recipe={"values": recipes}))
     store = open_store(tmp_path / "store")
     cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
     cmd += ["--hang-timeout", "3", "--grace", "2"]  # its epochs take 0.2 s: 5x its slowest is less than 3 s
