@@ -3,12 +3,13 @@ key, sockets, state and logs in a temporary folder, on 127.0.0.1 and free ports,
 are slurmd daemons on this one machine (`slurmd -N NAME`, each with a port of its own), which is enough for job
 arrays, requeues, signals and steps that span two nodes. Client commands find it through SLURM_CONF.
 
-A job step's slurmstepd outlives slurmd, and one whose end slurmctld has not heard yet keeps retrying to report it
-for an hour once slurmctld is gone: so jobs are ended, and their steps waited for, before the daemons stop, and the
-stop fails if a slurmstepd of the cluster is still left."""
+A job step's slurmstepd outlives slurmd, and one that has not reported its end when slurmctld stops stays behind,
+retrying and deaf to SIGTERM: so jobs are ended, and their steps waited for, before the daemons stop, and the stop
+fails if a slurmstepd of the cluster is still left."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -144,9 +145,11 @@ class SlurmCluster:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
-            left = [(p, " ".join(p.cmdline())) for p in self.steps()]
-            for p, _ in left:
-                p.kill()  # slurmstepd ignores SIGTERM
+            left = []
+            for p in self.steps():
+                with contextlib.suppress(psutil.Error):
+                    left.append(" ".join(p.cmdline()))
+                    p.kill()
             shutil.rmtree(self.dir, ignore_errors=True)
         if left:
-            raise RuntimeError(f"left running after the SLURM cluster stopped: {', '.join(c for _, c in left)}")
+            raise RuntimeError(f"left running after the SLURM cluster stopped: {', '.join(left)}")
