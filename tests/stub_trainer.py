@@ -29,14 +29,16 @@ out.mkdir(parents=True, exist_ok=True)
 ckpt, metrics = out / "checkpoint.pt", Path(flags["metrics_file"])
 primary = os.environ.get("RANK", "0") == "0"
 
-start = 0
+start, last = 0, None
 if flags.get("resume") == "true" and ckpt.exists():
-    start = json.loads(ckpt.read_text())["epoch"]
+    start, last = (json.loads(ckpt.read_text()).get(k) for k in ("epoch", "record"))
     print(f"resumed from {ckpt} after epoch {start}", flush=True)
 elif flags.get("resume") == "true":
     print(f"no checkpoint at {ckpt}: starting from epoch 0", flush=True)
 if primary and metrics.exists():
     kept = [line for line in metrics.read_text().splitlines(keepends=True) if json.loads(line)["epoch"] <= start]
+    if last and not any(json.loads(line)["epoch"] == start for line in kept):  # ended between checkpoint and record
+        kept.append(json.dumps(last) + "\n")
     metrics.with_suffix(".tmp").write_text("".join(kept))
     os.replace(metrics.with_suffix(".tmp"), metrics)
 
@@ -68,7 +70,7 @@ for epoch in range(start + 1, epochs + 1):
     record = {"epoch": epoch, "val_acc": acc, "best_acc": best, "val_loss": 5 - acc / 25, "train_loss": 1.0,
               "lr": lr, "epoch_time": time.time() - t0, "img_per_sec": 1000.0}  # fmt: skip
     if primary:  # the checkpoint first, as the trainer: a process ended once its record is read resumes after it
-        ckpt.with_suffix(".tmp").write_text(json.dumps({"epoch": epoch}))
+        ckpt.with_suffix(".tmp").write_text(json.dumps({"epoch": epoch, "record": record}))
         os.replace(ckpt.with_suffix(".tmp"), ckpt)
         with open(metrics, "a") as fh:
             fh.write(json.dumps(record) + "\n")

@@ -110,6 +110,7 @@ class Progress:
     train_images: int = 0
     last: dict[str, float] = field(default_factory=dict)  # the last epoch's metrics, for the summary
     rungs: list[dict[str, Any]] = field(default_factory=list)  # the rung records so far
+    lines: list[dict[str, Any]] = field(default_factory=list)  # the metrics lines of the last epoch (and its rung)
 
 
 def run(cfg: TrainConfig) -> dict[str, Any]:
@@ -118,7 +119,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     trial = setup(cfg)
     progress = resume(trial, Path(cfg.output_dir) / CHECKPOINT)
     compile_and_wrap(trial)
-    log = TrialLog(cfg, progress.epoch, progress.wandb_id) if trial.primary else None
+    log = TrialLog(cfg, progress.epoch, progress.wandb_id, progress.lines) if trial.primary else None
     writer = CheckpointWriter(Path(cfg.output_dir) / CHECKPOINT) if trial.primary else None
     summary: dict[str, Any] = {}
     try:
@@ -148,8 +149,10 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                 "epoch_time": time.perf_counter() - t0 - (rung["rung_time"] if rung else 0.0),
                 "img_per_sec": trial.steps * cfg.batch_size / t_train,
             }
+            progress.lines = [record, *([rung] if rung else [])]
             # The record once its checkpoint is on disk: an agent that reads epoch k and ends the process (a
-            # pause, a preemption) resumes it at epoch k + 1, never training or recording an epoch twice.
+            # pause, a preemption) resumes it at epoch k + 1, never training or recording an epoch twice (and one
+            # ended between the two gets the record from the checkpoint when it resumes: TrialLog).
             save_checkpoint(trial, progress, writer, log, then=functools.partial(log.epoch, record, cfg.epochs, rung)
                             if log else None)  # fmt: skip
             progress.last = {k: record[k] for k in ("val_acc", "val_acc5", "val_loss", "train_loss")}
@@ -281,7 +284,7 @@ def resume(trial: Training, ckpt_path: Path) -> Progress:
         trial.optimizer.load_state_dict(ckpt["optimizer"])
         trial.scheduler.load_state_dict(ckpt["scheduler"])
         progress = Progress(ckpt["epoch"], ckpt["best_acc"], ckpt["best_epoch"], ckpt.get("wandb_id"))
-        progress.rungs = ckpt.get("rungs", [])
+        progress.rungs, progress.lines = ckpt.get("rungs", []), ckpt.get("lines", [])
         if len(ckpt["rng"]) == trial.world:
             _set_rng(ckpt["rng"][trial.rank])
             trial.batches.load_state_dict(ckpt["rng"][trial.rank].get("data", {}))
@@ -390,6 +393,7 @@ def save_checkpoint(
                 "best_acc": progress.best_acc,
                 "best_epoch": progress.best_epoch,
                 "rungs": progress.rungs,
+                "lines": progress.lines,
                 "rng": rng,
                 "config": trial.cfg.to_dict(),
                 "wandb_id": log.wandb_id if log else None,

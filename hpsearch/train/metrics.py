@@ -30,11 +30,14 @@ class WriteError(Exception):
 
 
 class TrialLog:
-    def __init__(self, cfg: TrainConfig, start_epoch: int, wandb_id: str | None):
+    def __init__(
+        self, cfg: TrainConfig, start_epoch: int, wandb_id: str | None, last: list[dict[str, Any]] | None = None
+    ):
+        """`last`: the lines of `start_epoch` as its checkpoint holds them, for a file that lacks them."""
         self.metrics_path = Path(cfg.metrics_file) if cfg.metrics_file else None
         if self.metrics_path:
             self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
-            _truncate_after(self.metrics_path, start_epoch)
+            _truncate_after(self.metrics_path, start_epoch, last or [])
         self.unconfirmed = Path(cfg.output_dir) / UNCONFIRMED
         mode = default_mode() if cfg.wandb == "auto" else cfg.wandb
         self.run = _start_run(cfg, mode, wandb_id) if mode != "disabled" else None
@@ -132,12 +135,17 @@ def log_epoch(run: Any, rec: dict[str, Any]) -> None:
     run.log(rec, step=rec["epoch"], commit=True)
 
 
-def _truncate_after(path: Path, epoch: int) -> None:
-    """Drop lines of epochs (and rungs) a resumed trial will run again (written after its last checkpoint). The
-    file is replaced, not rewritten in place, so a reader tailing it sees a new file and starts over."""
-    if not path.exists():
+def _truncate_after(path: Path, epoch: int, last: list[dict[str, Any]]) -> None:
+    """Drop lines of epochs (and rungs) a resumed trial will run again (written after its last checkpoint), and add
+    the checkpoint's own epoch's lines (`last`) if the process ended between its checkpoint and its record, so that
+    no epoch goes unrecorded. The file is replaced, not rewritten in place, so a reader tailing it sees a new file
+    and starts over."""
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    kept = [line for line in lines if _epoch_of(line) <= epoch]
+    if last and not any(_epoch_of(line) == epoch for line in kept):
+        kept += [json.dumps(r) + "\n" for r in last]
+    if not path.exists() and not kept:
         return
-    kept = [line for line in path.read_text().splitlines(keepends=True) if _epoch_of(line) <= epoch]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(kept))
     os.replace(tmp, path)
