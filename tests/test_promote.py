@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from conftest import env, hpsearch, make_sweep, open_store, run_agent, stub_sweep, sweep_status
+from conftest import env, hpsearch, lapse, make_sweep, open_store, run_agent, stub_sweep, sweep_status, wait_for
 
 from hpsearch.simulate.curves import CurveTable
 from hpsearch.simulate.replay import replay
@@ -22,7 +22,7 @@ from hpsearch.sweep.controller import Start, SweepController, controller_for
 from hpsearch.sweep.engine import Engine, Suggestion
 from hpsearch.sweep.promotion import value_at
 from hpsearch.sweep.spec import read_code
-from hpsearch.sweep.store import State, Store
+from hpsearch.sweep.store import State, Store, new_id
 
 PROMOTING = """import optuna
 from hpsearch.sweep.promotion import PromotingHalving
@@ -277,3 +277,54 @@ def test_a_w_and_b_servers_sweep_cannot_pause_so_create_sweep_refuses_one_that_w
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
     assert "pauses and promotes trials" in p.stderr and "allowed: --backend local" in p.stderr
     assert not (tmp_path / "store").exists()  # nothing stored, nothing registered
+
+
+def test_an_agent_killed_mid_promotion_with_another_trial_paused_loses_nothing(tmp_path: Path, store_db):
+    hold = tmp_path / "hold"  # every epoch waits while it exists: the promoted trial's last one until the kill
+    hold.write_text("1")
+    config = stub_sweep("custom", epochs=2, epoch_s=0.05, lr={"min": 0.01, "max": 0.99}, hold={"value": str(hold)})
+    config = promoting(tmp_path, {**config, "run_cap": 2}, {"lr": 0.5}, {"lr": 0.1}, eta=2)
+    sweep_id = make_sweep(tmp_path, config)
+    store = open_store(tmp_path / "store")
+    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
+    agent = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def promoted_and_held() -> bool:
+        trials = store.trials(sweep_id)
+        return len(trials) == 2 and trials[0].state == "running" and trials[0].epochs == 2
+
+    wait_for(promoted_and_held)  # the good one promoted at its rung, its second epoch recorded; the poor one paused
+    agent.kill()
+    agent.communicate(timeout=60)
+    good, poor = store.trials(sweep_id)
+    assert (good.resumes, poor.state, poor.epochs) == (1, "paused", 1)
+    lapse(store, good.id)  # its agent died an hour ago, as far as the lease goes
+    hold.unlink()
+    p = run_agent(tmp_path, sweep_id)
+    assert p.returncode == 0, p.stdout + p.stderr
+    good, poor = store.trials(sweep_id)
+    assert (good.state, good.crashes, good.resumes) == ("finished", 1, 2)  # resumed after the crash, from epoch 2
+    assert [r["epoch"] for r in store.history(good.id)] == [1, 2]
+    assert (poor.state, [r["epoch"] for r in store.history(poor.id)]) == ("paused", [1])
+
+
+def test_three_agents_on_postgresql_run_every_promotion_once_and_no_epoch_twice(tmp_path: Path, postgres, monkeypatch):
+    monkeypatch.setenv("HPSEARCH_DB", postgres.create_database(f"t_{new_id()}"))
+    lrs = [round(0.9 - 0.1 * i, 1) for i in range(9)]  # worse and worse: the early ones are promoted as more arrive
+    config = stub_sweep("custom", epochs=9, epoch_s=0.05, lr={"min": 0.01, "max": 0.99})
+    config = promoting(tmp_path, {**config, "run_cap": 9}, *({"lr": lr} for lr in lrs), eta=3)
+    sweep_id = make_sweep(tmp_path, config)
+    cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
+    agents = [subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True) for _ in range(3)]  # fmt: skip
+    outs = [a.communicate(timeout=600)[0] for a in agents]
+    assert [a.returncode for a in agents] == [0, 0, 0], outs
+    store = open_store(tmp_path / "store")
+    trials, histories = store.trials(sweep_id), store.histories(sweep_id)
+    promotions = {t.id: sum(out.count(f"trial {t.id} promoted") for out in outs) for t in trials}
+    assert sum(promotions.values()) > 0
+    for t in trials:
+        assert promotions[t.id] == t.resumes and t.crashes == 0  # each promotion claimed once, by one agent
+        assert [r["epoch"] for r in histories[t.id]] == list(range(1, t.epochs + 1))
+        log = (tmp_path / "store" / sweep_id / t.id / "stdout.log").read_text()
+        assert log.count("resumed from") == t.resumes  # each run from the checkpoint where it paused
