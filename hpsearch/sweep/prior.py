@@ -29,6 +29,8 @@ ALLOWED = (
     "ENTITY/PROJECT/SWEEP_ID (a W&B sweep, with a W&B login)"
 )
 TAKEN = (State.FINISHED,)  # the source trials whose results are complete
+HISTORY_ROWS = 100_000  # (W&B samples a run's history down to this many rows: every epoch of any run)
+_NONE = object()  # a key with no value to take
 _LOG_V1 = {HP.LOG_UNIFORM_V1, HP.Q_LOG_UNIFORM_V1}  # (bounds given as exponents)
 
 
@@ -70,7 +72,8 @@ def read_priors(sources: list[str], config: dict[str, Any], store: Store | None)
     return out
 
 
-Row = tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any], dict[str, Any]]  # flat params, history, ...
+# (flat params, history, summary, attrs)
+Row = tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any], dict[str, Any]]
 
 
 def _rows(source: str, config: dict[str, Any], store: Store | None) -> list[Row]:
@@ -142,9 +145,6 @@ def _logged(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if not k.startswith("_")}
 
 
-HISTORY_ROWS = 100_000  # (W&B samples a run's history down to this many rows: every epoch of any run)
-
-
 def leaves_of(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The sweep's parameter specs by key, nested groups flattened."""
     out: dict[str, dict[str, Any]] = {}
@@ -172,9 +172,6 @@ def fit(config: dict[str, Any], flat: dict[str, Any], params: dict[str, Any] | N
             return None
         out[name] = value
     return out
-
-
-_NONE = object()  # a key with no value to take
 
 
 def lies_in(hp: HP, value: Any) -> bool:
