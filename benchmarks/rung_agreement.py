@@ -121,11 +121,11 @@ def agreement(table: CurveTable, metric: str = "val_acc", boot: int = 1000, seed
         out.append(row(label, full_e, full_e, cosine[:, 0], cosine[:, 1], spread=False))
     noise = np.concatenate([d[:, 1] - d[:, 0] for d in pairs])
     noise = noise[~np.isnan(noise)]
-    sd = f"{noise.std(ddof=1) / math.sqrt(2):.2f}" if len(noise) > 1 else "unmeasured"
+    sd = f"sd {noise.std(ddof=1) / math.sqrt(2):.2f}" if len(noise) > 1 else "unmeasured"
     out += [
         "",
-        f"The wsd runs' own full-length value against cosine's ({metric}, {n} configurations; seed noise: a run's "
-        f"{metric} varies by sd {sd} between seeds, from {len(noise)} seed pairs of full-length runs).",
+        f"The wsd runs' own full-length value against cosine's ({metric}, {n} configurations; seed noise of a run's "
+        f"{metric}: {sd}, from {len(noise)} seed pairs of full-length runs).",
         "",
         "| wsd run of E epochs | mean wsd - cosine | 95% interval | parity (the interval holds 0) |",
         "|---|---:|---:|---|",

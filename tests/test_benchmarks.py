@@ -159,7 +159,8 @@ def test_rung_agreement_ranks_each_reading_against_the_full_length(tmp_path: Pat
         ("full length, second seed (4 configurations)", 8, 8),
     ], out
     assert [(float(rho), int(kept)) for *_, rho, kept in rows] == [(-1.0, 0)] * 3 + [(1.0, 3)] * 10, out
-    assert "| cooldown 10% | +1.00 | +1.00..+1.00 | no |" in out and "sd 0.00 between seeds" in out
+    assert "| cooldown 10% | +1.00 | +1.00..+1.00 | no |" in out, out
+    assert "seed noise of a run's val_acc: sd 0.00, from 12 seed pairs" in out  # (each second seed: +1 throughout)
     p = subprocess.run([sys.executable, "-m", "benchmarks.rung_agreement", "--table", str(tmp_path / "none.jsonl")],
                        cwd=REPO, env=env(), capture_output=True, text=True, check=False)  # fmt: skip
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "cannot read" in p.stderr
