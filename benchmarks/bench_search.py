@@ -62,6 +62,18 @@ def _study(optimizer: str) -> Callable[[dict], dict]:
 
 
 # name -> (the sweep config from LCBench's space, its cost: 0 fast, 1 slow, 2 slowest), in the order they run
+def _cooled(make: Callable[[dict], dict], fraction: float) -> Callable[[dict], dict]:
+    """A cooldown-mode study's sweep: the scheduler sets each trial's wsd schedule; its cooldown is `fraction`."""
+
+    def cooled(space: dict) -> dict:
+        config = make(space)
+        config["parameters"].pop("sched", None)
+        config["parameters"]["cooldown_frac"] = {"value": fraction}
+        return config
+
+    return cooled
+
+
 METHODS: dict[str, tuple[Callable[[dict], dict], int]] = {
     "random": (_variant("random"), 0),
     "grid": (_variant("grid"), 0),  # (where the space is discrete: --space of values)
@@ -73,6 +85,13 @@ METHODS: dict[str, tuple[Callable[[dict], dict], int]] = {
     "bayes + hyperband": (_variant("bayes", HYPERBAND), 1),
     "bayes + hyperband, impute latest": (_variant("bayes", HYPERBAND, "latest"), 1),
     "optuna gp": (_study("gp"), 2),  # (a second or more per suggestion)
+    "optuna promote": (_study("promote"), 1),  # pause and promote (rungs at a 9th and a 3rd of the epochs)
+    "optuna promote_low": (_study("promote_low"), 1),  # (and a 27th)
+    "optuna promote_gp": (_study("promote_gp"), 2),
+    # (on a table recorded at several schedules: rungs at E/8, E/4, E/2, read truncated or on cooled branches)
+    "optuna promote_halving": (_study("promote_halving"), 1),
+    "optuna promote_halving_cooldown 10%": (_cooled(_study("promote_halving_cooldown"), 0.1), 1),
+    "optuna promote_halving_cooldown 20%": (_cooled(_study("promote_halving_cooldown"), 0.2), 1),
 }
 
 _sources: dict[str, Any] = {}  # per worker process: one surrogate per task
@@ -86,6 +105,9 @@ def _run(data: str, space: str, task: str, method: str, workers: int, seed: int)
     if task not in _sources:
         _sources[task] = CurveTable.from_jsonl(Path(task)) if task.endswith(".jsonl") else LCBench(task, Path(data))
     config = METHODS[method][0](yaml.safe_load(Path(space).read_text()))
+    if "promote" in method:  # its rungs are fractions of the trials' epochs: the curves' length
+        longest = LCBench.EPOCHS if isinstance(_sources[task], LCBench) else max(len(h) for _, h in _sources[task].rows)
+        config["parameters"].setdefault("epochs", {"value": longest})
     with tempfile.TemporaryDirectory() as tmp, Store(tmp) as store:
         budget = _sources[task].budget()
         r = replay(store, config, _sources[task], workers, budget, seed, read_code(config, REPO))

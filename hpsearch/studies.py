@@ -87,6 +87,25 @@ def promote_cooldown(sweep: Any) -> optuna.Study:
     return _study(sweep, _tpe(), _rungs(sweep, 2, "cooldown"))
 
 
+def _halving(sweep: Any, mode: str) -> optuna.pruners.BasePruner:
+    """Promotion with eta 2 and rungs at an eighth, a quarter and a half of the trials' epochs (5, 10 and 20 of 40:
+    the readings benchmarks/record_schedules.py records), read in `mode`."""
+    from hpsearch.sweep.promotion import PromotingHalving
+
+    epochs = _epochs(sweep)
+    return PromotingHalving(max(1, epochs // 8) if isinstance(epochs, int) else MIN_EPOCHS, 2, mode)
+
+
+def promote_halving(sweep: Any) -> optuna.Study:
+    """TPE with promotion at an eighth, a quarter and a half of the epochs, a half of each rung promoted."""
+    return _study(sweep, _tpe(), _halving(sweep, "truncated"))
+
+
+def promote_halving_cooldown(sweep: Any) -> optuna.Study:
+    """`promote_halving` with each rung read on a cooled model (as `promote_cooldown`)."""
+    return _study(sweep, _tpe(), _halving(sweep, "cooldown"))
+
+
 def promote_gp(sweep: Any) -> optuna.Study:
     """`promote` with Optuna's GP sampler, which models the trials that reached the top."""
     return _study(sweep, optuna.samplers.GPSampler(seed=random.getrandbits(32)), _rungs(sweep, 2))

@@ -328,3 +328,24 @@ def test_three_agents_on_postgresql_run_every_promotion_once_and_no_epoch_twice(
         assert [r["epoch"] for r in histories[t.id]] == list(range(1, t.epochs + 1))
         log = (tmp_path / "store" / sweep_id / t.id / "stdout.log").read_text()
         assert log.count("resumed from") == t.resumes  # each run from the checkpoint where it paused
+
+
+def test_a_cooldown_replay_judges_each_rung_on_its_recorded_branch_and_charges_the_branch(tmp_path: Path):
+    lrs = [0.05 * i for i in range(1, 20)]
+    rows = [{"config": {"lr": lr, "sched": "wsd", "cooldown_frac": 0.2, "epochs": 9, "cooldown_at": "1,3"},
+             "history": [{"epoch": e, "val_acc": 100 * lr * e / 9, "epoch_time": 1.0} for e in range(1, 10)],
+             "rungs": [{"rung": r, "rung_val_acc": 100 - 100 * lr, "rung_epochs": 1, "rung_time": 1.0}
+                       for r in (1, 3)]}  # the cooled value ranks the configurations the other way round
+            for lr in lrs]  # fmt: skip
+    (tmp_path / "curves.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    source = CurveTable.from_jsonl(tmp_path / "curves.jsonl")
+    config = promoting(tmp_path, {"parameters": {"lr": {"values": lrs}, "epochs": {"value": 9},
+                                                 "cooldown_frac": {"value": 0.2}}}, mode="cooldown")  # fmt: skip
+    with Store(tmp_path / "store") as store:
+        r = replay(store, config, source, 1, 150, 0, read_code(config, tmp_path))
+        trials, histories = store.trials(r.sweep), store.histories(r.sweep)
+    branches = sum(1 for h in histories.values() for record in h if "rung_val_acc" in record)
+    assert r.epochs == sum(len(h) for h in histories.values()) + branches  # each branch's epoch charged
+    assert r.paused and all(value_at(t, 1) == 100 - 100 * t.params["lr"] for t in trials)
+    finished = [t.params["lr"] for t in trials if t.state == "finished"]
+    assert finished and max(finished) < 0.5  # promoted by the cooled value: the low learning rates

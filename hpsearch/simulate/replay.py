@@ -70,8 +70,15 @@ class _Running:
 
 
 def epoch_time(record: dict[str, Any]) -> float:
+    """The epoch's seconds, and its cooldown branch's if it ended on one."""
     t = record.get("epoch_time")
-    return float(t) if isinstance(t, (int, float)) and t > 0 else 1.0
+    branch = record.get("rung_time", 0.0)
+    return (float(t) if isinstance(t, (int, float)) and t > 0 else 1.0) + float(branch)
+
+
+def epochs_of(record: dict[str, Any]) -> int:
+    """The epochs an epoch record cost: 1, and its cooldown branch's epochs if it ended on one."""
+    return 1 + int(record.get("rung_epochs", 0))
 
 
 def replay(
@@ -85,9 +92,10 @@ def replay(
     priors: list[Prior] | None = None,
 ) -> Replay:
     """Run `config`'s search (`code`: its scheduler's source, as spec.read_code keeps it) against `source` with
-    `workers` trials at once until `budget` epochs are spent (each trial charged the epochs it ran) or the search is
-    done. The engine draws from Python's and numpy's global random state, seeded with `seed`; the sweep's id is
-    the seed's too (Optuna's Hyperband pruner assigns brackets by it), so `store` holds one replay per seed.
+    `workers` trials at once until `budget` epochs are spent (each trial charged the epochs it ran, its cooldown
+    branches included) or the search is done. The engine draws from Python's and numpy's global random state,
+    seeded with `seed`; the sweep's id is the seed's too (Optuna's Hyperband pruner assigns brackets by it), so
+    `store` holds one replay per seed.
     `priors`: results told to the sweep as `create-sweep --prior` tells them (not run, not in the budget)."""
     began = time.perf_counter()
     random.seed(seed)
@@ -151,7 +159,7 @@ def replay(
             record = rn.curve.records[rn.ran]
             rn.ran += 1
             rn.pending.append(record)
-            spent += 1
+            spent += epochs_of(record)
             if controller.stops and rn.ran < rn.curve.planned:
                 flush()
                 decision = controller.decide(rn.trial)
