@@ -189,6 +189,8 @@ def table(args: argparse.Namespace) -> None:
                 cells.append(" / ".join(f"{m:.2f}" for m in means) + f" ({len(runs)})")
             mean_trials = f"{statistics.fmean(trials):.0f}" if trials else "-"
             print(f"| {method} | " + " | ".join(cells) + f" | {mean_trials} |")
+    if args.reach:
+        reach_table(args, lines, worst)
     if not any(task in extremes for task in args.tasks):  # a curve table of our own has no YAHPO statistics
         return
     print("\nRandom search, 1 worker, at 100% of the budget: mean best val_accuracy and normalized regret "
@@ -200,6 +202,37 @@ def table(args: argparse.Namespace) -> None:
             lo, hi = extremes[task]
             best = statistics.fmean(r["incumbent"][-1][1] for r in runs)
             print(f"| {task} | {best:.2f} | {(hi - best) / (hi - lo):.3f} |")
+
+
+def reach_table(args: argparse.Namespace, lines: list[dict[str, Any]], worst: float) -> None:
+    """Per task and workers: each method's mean best at 25 / 50 / 100% of the budget with its standard error, and
+    the budget (median fraction over seeds, and how many reached it) to reach the mean final value of `--reach`."""
+    objective = Objective.of(yaml.safe_load(Path(args.space).read_text())["metric"])
+    for task in args.tasks:
+        for workers in args.workers:
+            print(f"\n{Path(task).stem}, {workers} worker(s): mean best ± standard error (seeds), and the budget to "
+                  f"reach {args.reach}'s mean value at 100%:\n")  # fmt: skip
+            print("| method | 25% | 50% | 100% | budget to reach (seeds that did) | seeds |\n|---|---|---|---|---|---|")
+            of = {m: [r for r in lines if (r["task"], r["method"], r["workers"]) == (task, m, workers)]
+                  for m in args.methods}  # fmt: skip
+            if not of.get(args.reach):
+                continue
+            target = statistics.fmean(r["incumbent"][-1][1] for r in of[args.reach])
+            for method, runs in of.items():
+                if not runs:
+                    continue
+                cells = []
+                for f in (0.25, 0.5, 1.0):
+                    at = [best_at(r["incumbent"], f * r.get("budget", LCBench.BUDGET)) for r in runs]
+                    values = [worst if b is None else b for b in at]
+                    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+                    cells.append(f"{statistics.fmean(values):.2f} ± {se:.2f}")
+                spent = [next((x / r.get("budget", LCBench.BUDGET) for x, v in r["incumbent"]
+                               if not objective.better(target, v)), math.inf) for r in runs]  # fmt: skip
+                hits = sum(math.isfinite(x) for x in spent)
+                median = statistics.median(spent)
+                reach = f"{median:.2f} ({hits}/{len(runs)})" if math.isfinite(median) else f"not reached ({hits})"
+                print(f"| {method} | " + " | ".join(cells) + f" | {reach} | {len(runs)} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,6 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, default=2, help="replays run at once (processes)")
     ap.add_argument("--out", nargs="+", default=["bench_search.jsonl"], help="replays go to the first; all are read")
     ap.add_argument("--table", action="store_true", help="print the tables from --out; run nothing")
+    ap.add_argument("--reach", choices=list(METHODS), help="--table: also each method's spread and its budget to "
+                    "reach this method's final value")  # fmt: skip
     args = ap.parse_args(argv)
     table(args) if args.table else run(args)
 
