@@ -112,6 +112,7 @@ class FakeController:
     done: bool = False
     stop_after: dict[str, int] = field(default_factory=dict)  # trial id -> stop once it recorded this many epochs
     stop_now: set[str] = field(default_factory=set)  # trials a server said stop for
+    pause_after: dict[str, int] = field(default_factory=dict)  # trial id -> pause once it recorded this many epochs
     unavailable: tuple[float, float] | None = None  # (from, until) on the clock: the database does not answer
     taken: set[str] = field(default_factory=set)  # trials another agent took over
     lost: str | None = None
@@ -145,8 +146,11 @@ class FakeController:
         self._check(trial.id)
         self.epochs.setdefault(trial.id, []).extend(r["epoch"] for r in records)
 
-    def should_stop(self, trial: Trial) -> bool:
-        return trial.id in self.stop_now or len(self.epochs.get(trial.id, [])) >= self.stop_after.get(trial.id, 10**9)
+    def decide(self, trial: Trial) -> str:
+        done = len(self.epochs.get(trial.id, []))
+        if trial.id in self.stop_now or done >= self.stop_after.get(trial.id, 10**9):
+            return "stop"
+        return "pause" if done >= self.pause_after.get(trial.id, 10**9) else "continue"
 
     def beat(self, trials: list[Trial]) -> list[str]:
         if self.lost:
@@ -260,6 +264,17 @@ def test_a_stop_from_the_controller_ends_only_that_trial_and_records_its_last_ep
     assert state == State.STOPPED and summary["epoch"] == 2
     assert controller.finished["t1"][0] == State.FINISHED
     assert "trial t2 stopped early by hyperband after epoch 2" in lines
+
+
+def test_a_pause_ends_the_trial_and_records_it_paused_and_a_trial_at_its_last_epoch_is_never_asked():
+    agent, controller, procs, lines = make([Script([1.0, 2.0, 3.0, 4.0], exit_at=4.5)] * 2, slots=2)
+    controller.pause_after = {"t2": 2}
+    controller.stop_after = {"t1": 4}  # its 4th epoch is its last: it has finished, whatever a stop rule says
+    assert agent.run() == 0
+    state, _, _, summary = controller.finished["t2"]
+    assert state == State.PAUSED and summary["epoch"] == 2 and procs["t2"].terminated_at is not None
+    assert "trial t2 paused by hyperband after epoch 2; a promotion resumes it from its checkpoint" in lines
+    assert controller.finished["t1"][0] == State.FINISHED
 
 
 def test_slots_run_trials_at_once_each_in_its_own_slot():
