@@ -4,8 +4,8 @@
 For each N, fills a store (SQLite in a temporary folder, or the PostgreSQL database --db names, which gets new
 sweeps) with N trials of sweeps/aug.yaml's search space: every trial with E epochs of history but the four still
 running (half-way) and a third stopped early. Then, for each engine (W&B's random, grid and bayes with hyperband;
-Optuna's default study, and TPE alone, with its Hyperband and ASHA pruners, and with promotion), times what an agent asks:
-`next_trial` (a claim: the engine's suggestion and the store's exactly-once write) and `decide` (asked after
+Optuna's default study, and TPE alone, with its Hyperband and ASHA pruners, and with promotion), times what an
+agent asks: `next_trial` (a claim: the engine's suggestion and the store's exactly-once write) and `decide` (asked after
 every epoch of every running trial: each timed call follows a new epoch of that trial, as in an agent). The first
 call is a fresh agent's (cold: it reads the whole sweep); the warm figure is the best of --repeat later calls.
 Then `report`.
