@@ -62,13 +62,15 @@ def _study(optimizer: str) -> Callable[[dict], dict]:
 
 
 # name -> (the sweep config from LCBench's space, its cost: 0 fast, 1 slow, 2 slowest), in the order they run
-def _cooled(make: Callable[[dict], dict], fraction: float) -> Callable[[dict], dict]:
-    """A cooldown-mode study's sweep: the scheduler sets each trial's wsd schedule; its cooldown is `fraction`."""
+def _cooled(make: Callable[[dict], dict], fraction: float, sched: str | None = None) -> Callable[[dict], dict]:
+    """A sweep on wsd with a cooldown of `fraction`: `sched` fixed here, or (None) set by a cooldown-mode study."""
 
     def cooled(space: dict) -> dict:
         config = make(space)
         config["parameters"].pop("sched", None)
         config["parameters"]["cooldown_frac"] = {"value": fraction}
+        if sched:
+            config["parameters"]["sched"] = {"value": sched}
         return config
 
     return cooled
@@ -92,6 +94,8 @@ METHODS: dict[str, tuple[Callable[[dict], dict], int]] = {
     "optuna promote_halving": (_study("promote_halving"), 1),
     "optuna promote_halving_cooldown 10%": (_cooled(_study("promote_halving_cooldown"), 0.1), 1),
     "optuna promote_halving_cooldown 20%": (_cooled(_study("promote_halving_cooldown"), 0.2), 1),
+    "optuna gp, wsd 20%": (_cooled(_study("gp"), 0.2, "wsd"), 2),  # (full length, on the schedule cooldown mode runs)
+    "optuna tpe, wsd 20%": (_cooled(_study("tpe"), 0.2, "wsd"), 1),
 }
 
 _sources: dict[str, Any] = {}  # per worker process: one surrogate per task

@@ -231,16 +231,16 @@ class CurveTable:
         return int(np.lexsort((np.arange(n), distance, mismatches))[0])
 
     def curve(self, config: dict[str, Any], scales: dict[str, Scale]) -> Curve:
-        """The nearest configuration's curve as it was recorded, its cooldown branches' values with their epochs'
-        records. A line is one whole run: its schedule's length (its `epochs`) is part of what was matched, so it
-        runs to those epochs (else the longest curve's), never to the trial's own; a curve shorter than that is a
-        run that failed there."""
+        """The nearest configuration's curve as it was recorded (for a trial that branches, `cooldown_at`, its
+        cooldown branches' values with their epochs' records). A line is one whole run: its schedule's length (its
+        `epochs`) is part of what was matched, so it runs to those epochs (else the longest curve's), never to the
+        trial's own; a curve shorter than that is a run that failed there."""
         i = self.nearest(config, scales)
         row_config, history = self.rows[i]
         planned = row_config["epochs"] if _integer(row_config.get("epochs")) else self.longest
         branches = {r["rung"]: {k: v for k, v in r.items() if k.startswith("rung_")} for r in self.rungs[i]}
-        if branches:  # a rung's values with the record of its epoch, as the agent reads a trainer's (trial.py)
-            history = [{**r, **branches.get(r["epoch"], {})} for r in history]
+        if branches and config.get("cooldown_at"):  # a trial that branches: each rung's values with its epoch's
+            history = [{**r, **branches.get(r["epoch"], {})} for r in history]  # record, as the agent reads them
         return Curve(history, planned, str(i))
 
     # -- fidelity modes: a table of configurations recorded at several schedules --
