@@ -51,8 +51,8 @@ def test_bench_controller_times_every_engine_and_report():
         n, what, cold, warm = re.fullmatch(r"\s*(\d+)  (.+?)\s+(\d+)\s+([\d.]+|nan)", line).groups()
         assert n == "8"
         times[what] = float(cold), float(warm)
-    engines = ["random", "grid", "bayes", "optuna", "optuna tpe", "optuna hyperband", "optuna asha"]
-    stopping = ["random", "grid", "bayes", "optuna hyperband", "optuna asha"]  # those with an early stop
+    engines = ["random", "grid", "bayes", "optuna", "optuna tpe", "optuna hyperband", "optuna asha", "optuna promote"]
+    stopping = ["random", "grid", "bayes", "optuna hyperband", "optuna asha", "optuna promote"]  # those that decide
     assert set(times) == {f"next_trial ({e})" for e in engines} | {f"decide ({e})" for e in stopping} | {
         "report (html)"
     }, p.stdout
