@@ -107,6 +107,7 @@ def replay(
     sweep_scales = scales(config)
     running: dict[int, _Running] = {}
     paused: dict[str, _Running] = {}  # by trial id: where each paused trial's curve waits
+    controller.sees = lambda trial: trial.id in paused  # a paused curve's place stands for its checkpoint
     counts = {State.PAUSED: 0, State.STOPPED: 0, Start.PROMOTED: 0}
     now, spent, trial_count, distinct = 0.0, 0, 0, set()
     incumbent: list[list[float]] = []
@@ -120,10 +121,8 @@ def replay(
     def end(slot: int, state: State) -> None:
         rn = running.pop(slot)
         counts[state] = counts.get(state, 0) + 1
-        if state == State.PAUSED:  # its checkpoint, which an agent must see to promote it
+        if state == State.PAUSED:
             paused[rn.trial.id] = rn
-            store.checkpoint(rn.trial).parent.mkdir(parents=True, exist_ok=True)
-            store.checkpoint(rn.trial).touch()
         controller.record_epochs(rn.trial, rn.pending)
         last = rn.curve.records[rn.ran - 1]
         error = f"its curve ends after epoch {rn.ran} of {rn.curve.planned}" if state == State.FAILED else None

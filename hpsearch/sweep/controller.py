@@ -188,7 +188,7 @@ class SweepController:
                 continue
             if self.engine.pauses:
                 with self._deciding():
-                    promoted = self.engine.resume(trials, lambda t: self.store.checkpoint(t).exists())
+                    promoted = self.engine.resume(trials, self.sees)
                 if promoted:
                     if self.store.take(promoted, self.agent_id):
                         return self._hold(Claim(self.store.trial(promoted.id), Start.PROMOTED))
@@ -242,6 +242,10 @@ class SweepController:
         self._held[claim.trial.id] = claim.trial.epochs
         claim.planned = planned_epochs(self.sweep.config, leaves(claim.trial.params))
         return claim
+
+    def sees(self, trial: Trial) -> bool:
+        """Whether this machine sees the trial's checkpoint (a paused trial is promoted only where it does)."""
+        return self.store.checkpoint(trial).exists()
 
     def resumable(self, trial: Trial) -> bool:
         """A crashed trial that may yet be resumed (by an agent that sees its checkpoint)."""
