@@ -139,7 +139,7 @@ def replay(
             claim = controller.next_trial(slot)
             if claim is None:
                 continue
-            if claim.how == Start.PROMOTED:
+            if claim.trial.id in paused:  # promoted where it paused (a compressed rung's promotion is a new run)
                 rn = running[slot] = paused.pop(claim.trial.id)
                 rn.trial, rn.next_at = claim.trial, now + epoch_time(rn.curve.records[rn.ran])
                 counts[Start.PROMOTED] += 1

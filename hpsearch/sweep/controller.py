@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from hpsearch.defaults import MAX_RESUMES, STALE_AFTER
-from hpsearch.sweep.engine import Decision, Engine, Lost, Suggestion, engine_for
+from hpsearch.sweep.engine import Decision, Engine, Lost, Suggestion, engine_for, promoted_from
 from hpsearch.sweep.prior import is_prior
 from hpsearch.sweep.spec import leaves
 from hpsearch.sweep.status import planned_epochs
@@ -189,12 +189,18 @@ class SweepController:
             if self.engine.pauses:
                 with self._deciding():
                     promoted = self.engine.resume(trials, self.sees)
+                if isinstance(promoted, Suggestion):  # a configuration promoted to a longer run of its own
+                    if claim := self._add(promoted, trials, Start.PROMOTED):
+                        return claim
+                    continue
                 if promoted:
                     if self.store.take(promoted, self.agent_id):
                         return self._hold(Claim(self.store.trial(promoted.id), Start.PROMOTED))
                     continue
-            # (a prior, a result told to the sweep when it was created, never ran: not in its budget)
-            capped = sum(not is_prior(t) for t in trials) >= self.sweep.config.get("run_cap", math.inf)
+            # (a prior, a result told to the sweep when it was created, never ran, and a promoted configuration's
+            # longer run is not a new one: neither counts in its budget)
+            configurations = sum(not is_prior(t) and not promoted_from(t) for t in trials)
+            capped = configurations >= self.sweep.config.get("run_cap", math.inf)
             suggestion = None
             if not capped:
                 with self._deciding():
@@ -208,12 +214,16 @@ class SweepController:
                     self.done = True
                     return None
                 continue  # another agent claimed since
-            trial = self.store.add_trial(
-                self.sweep.id, suggestion.params, self.agent_id, after=len(trials), attrs=suggestion.attrs
-            )
-            if trial:
-                return self._hold(Claim(trial, Start.STARTED))
+            if claim := self._add(suggestion, trials, Start.STARTED):
+                return claim
         return None
+
+    def _add(self, suggestion: Suggestion, trials: list[Trial], how: Start) -> Claim | None:
+        """The suggested trial, claimed if no other agent claimed since `trials` were read (else None)."""
+        trial = self.store.add_trial(
+            self.sweep.id, suggestion.params, self.agent_id, after=len(trials), attrs=suggestion.attrs
+        )
+        return self._hold(Claim(trial, how)) if trial else None
 
     def _claim_handed(self, slot: int) -> Claim | None:
         """The trial the engine handed to this slot: a known one resumes (from its checkpoint), a new one starts."""

@@ -67,8 +67,10 @@ class Engine:
         """A new trial for the free slot `slot`, or None: nothing now (`done` says whether ever)."""
         raise NotImplementedError
 
-    def resume(self, trials: list[Trial], sees: Callable[[Trial], bool]) -> Trial | None:
-        """A paused trial to resume now (a promotion), among those whose checkpoint this agent `sees`; else None."""
+    def resume(self, trials: list[Trial], sees: Callable[[Trial], bool]) -> Trial | Suggestion | None:
+        """A promotion now: a paused trial to resume, among those whose checkpoint this agent `sees`, or a finished
+        run's configuration to run again at a longer schedule (its attrs name the run, `promoted_from`); else
+        None."""
         return None
 
     def decide(self, trial: Trial, trials: list[Trial], since: int = 0) -> tuple[Decision, dict[str, Any] | None]:
@@ -99,6 +101,11 @@ class Engine:
 
     def close(self) -> None:
         """The agent is done with the sweep."""
+
+
+def promoted_from(trial: Trial) -> str | None:
+    """The trial whose configuration this one runs again at a longer schedule (a compressed rung's promotion)."""
+    return trial.attrs.get("promoted_from")
 
 
 @contextlib.contextmanager
