@@ -58,57 +58,62 @@ def tpe_asha(sweep: Any) -> optuna.Study:
     return _study(sweep, _tpe(), pruner)
 
 
-def _rungs(sweep: Any, below: int, mode: str = "truncated") -> optuna.pruners.BasePruner:
-    """Promotion with eta 3 and the lowest rung at the trials' epochs / 3^`below` (at least 1): `below` rungs under
-    the top, none so low that its ranks are a coin flip on a long schedule; rungs read in `mode`."""
+def _rungs(sweep: Any, eta: int, below: int, mode: str = "truncated") -> optuna.pruners.BasePruner:
+    """Promotion with reduction factor `eta` and the lowest rung at the trials' epochs / eta^`below` (at least 1):
+    `below` rungs under the top, none so low that its ranks are a coin flip on a long schedule; rungs read in
+    `mode`."""
     from hpsearch.sweep.promotion import PromotingHalving
 
     epochs = _epochs(sweep)
-    lowest = max(1, round(epochs / REDUCTION**below)) if isinstance(epochs, int) else MIN_EPOCHS
-    return PromotingHalving(lowest, REDUCTION, mode)
+    lowest = max(1, round(epochs / eta**below)) if isinstance(epochs, int) else MIN_EPOCHS
+    return PromotingHalving(lowest, eta, mode)
 
 
 def promote(sweep: Any) -> optuna.Study:
     """TPE with pause and promote (hpsearch/sweep/promotion.py): rungs at a 9th and a 3rd of the trials' epochs;
     TPE sees each paused trial at the rung it reached. Plain Optuna and `wandb sweep-scheduler` run its pruner as
     Optuna's ASHA stopping rule."""
-    return _study(sweep, _tpe(), _rungs(sweep, 2))
+    return _study(sweep, _tpe(), _rungs(sweep, REDUCTION, 2))
 
 
 def promote_low(sweep: Any) -> optuna.Study:
     """`promote` with a third rung lower, at a 27th of the trials' epochs."""
-    return _study(sweep, _tpe(), _rungs(sweep, 3))
+    return _study(sweep, _tpe(), _rungs(sweep, REDUCTION, 3))
 
 
 def promote_cooldown(sweep: Any) -> optuna.Study:
     """`promote` with each rung read on a cooled model: hpsearch's trainer runs every trial on a wsd schedule and
     trains a short cooldown branch at each rung, whose value the rung judges (the run goes on from the stable
     state)."""
-    return _study(sweep, _tpe(), _rungs(sweep, 2, "cooldown"))
+    return _study(sweep, _tpe(), _rungs(sweep, REDUCTION, 2, "cooldown"))
 
 
-def _halving(sweep: Any, mode: str) -> optuna.pruners.BasePruner:
-    """Promotion with eta 2 and rungs at an eighth, a quarter and a half of the trials' epochs (5, 10 and 20 of 40:
-    the readings benchmarks/record_schedules.py records), read in `mode`."""
-    from hpsearch.sweep.promotion import PromotingHalving
-
-    epochs = _epochs(sweep)
-    return PromotingHalving(max(1, epochs // 8) if isinstance(epochs, int) else MIN_EPOCHS, 2, mode)
+def promote_compressed(sweep: Any) -> optuna.Study:
+    """`promote` with each rung a whole run of its length (its schedule compressed into it), a promotion running
+    the configuration again at the next rung's length."""
+    return _study(sweep, _tpe(), _rungs(sweep, REDUCTION, 2, "compressed"))
 
 
+# eta 2, rungs at an eighth, a quarter and a half of the epochs (5, 10 and 20 of 40: the readings
+# benchmarks/record_schedules.py records), a half of each rung promoted
 def promote_halving(sweep: Any) -> optuna.Study:
     """TPE with promotion at an eighth, a quarter and a half of the epochs, a half of each rung promoted."""
-    return _study(sweep, _tpe(), _halving(sweep, "truncated"))
+    return _study(sweep, _tpe(), _rungs(sweep, 2, 3))
 
 
 def promote_halving_cooldown(sweep: Any) -> optuna.Study:
     """`promote_halving` with each rung read on a cooled model (as `promote_cooldown`)."""
-    return _study(sweep, _tpe(), _halving(sweep, "cooldown"))
+    return _study(sweep, _tpe(), _rungs(sweep, 2, 3, "cooldown"))
+
+
+def promote_halving_compressed(sweep: Any) -> optuna.Study:
+    """`promote_halving` with each rung a whole run of its length (as `promote_compressed`)."""
+    return _study(sweep, _tpe(), _rungs(sweep, 2, 3, "compressed"))
 
 
 def promote_gp(sweep: Any) -> optuna.Study:
     """`promote` with Optuna's GP sampler, which models the trials that reached the top."""
-    return _study(sweep, optuna.samplers.GPSampler(seed=random.getrandbits(32)), _rungs(sweep, 2))
+    return _study(sweep, optuna.samplers.GPSampler(seed=random.getrandbits(32)), _rungs(sweep, REDUCTION, 2))
 
 
 def gp(sweep: Any) -> optuna.Study:

@@ -139,10 +139,10 @@ def replay(
             claim = controller.next_trial(slot)
             if claim is None:
                 continue
+            counts[Start.PROMOTED] += claim.how == Start.PROMOTED
             if claim.trial.id in paused:  # promoted where it paused (a compressed rung's promotion is a new run)
                 rn = running[slot] = paused.pop(claim.trial.id)
                 rn.trial, rn.next_at = claim.trial, now + epoch_time(rn.curve.records[rn.ran])
-                counts[Start.PROMOTED] += 1
                 continue
             curve = source.curve(leaves(claim.trial.params), sweep_scales)
             running[slot] = _Running(claim.trial, curve, now + epoch_time(curve.records[0]))

@@ -11,6 +11,12 @@ Nothing here is held in memory between decisions: the rungs' cohorts are the tri
 which every agent reads, and a promotion is claimed as any resume is (the store's compare-and-set on the paused
 state), so each runs once whichever agent asks, and the book survives any agent.
 
+In `compressed` mode a rung is not a point of a longer run but a whole run of the rung's length (its schedule,
+warmup included, compressed into it: BOHB's and the NAS benchmarks' convention): a configuration starts at the
+lowest rung, and its promotion is a new trial of the same configuration at the next rung's length, from scratch
+(`promoted_from` names the run it promotes; the store's claim makes each promotion run once). A promoted
+configuration pays its lower rungs again, and nothing pauses.
+
 `PromotingHalving` is the Optuna pruner that names this scheduler in a study: plain Optuna and `wandb
 sweep-scheduler`, which cannot resume a trial (optuna#3351), run it as Optuna's own ASHA stopping rule; hpsearch's
 agents pause and promote with it.
@@ -25,17 +31,18 @@ import numpy as np
 import optuna
 
 from hpsearch.objective import Objective, finite
-from hpsearch.sweep.engine import Decision
+from hpsearch.sweep.engine import Decision, promoted_from
 from hpsearch.sweep.store import State, Trial
 
-MODES = ("truncated", "cooldown")
+MODES = ("truncated", "cooldown", "compressed")
 
 
 class PromotingHalving(optuna.pruners.SuccessiveHalvingPruner):
     """Optuna's SuccessiveHalvingPruner (ASHA, stopping) with rungs at `min_resource` x `reduction_factor`^k epochs;
     under `hpsearch agent`, promotion (see the module's doc). `mode` is how a rung is read: `truncated`, the run's
     own epoch there; `cooldown`, a cooldown branch of hpsearch's trainer there (sched wsd, its `cooldown_at` the
-    trial's rungs: the cooled model's value, the run going on from the stable state)."""
+    trial's rungs: the cooled model's value, the run going on from the stable state); `compressed`, a whole run of
+    the rung's length (see the module's doc)."""
 
     def __init__(self, min_resource: int = 1, reduction_factor: int = 3, mode: str = "truncated"):
         if not (isinstance(min_resource, int) and min_resource >= 1 and isinstance(reduction_factor, int)
@@ -72,6 +79,10 @@ class Rungs:
             r *= self.eta
         return out
 
+    def after(self, rung: int, top: int) -> int:
+        """The rung above `rung` in a trial of `top` epochs: the next one, else the top."""
+        return next((r for r in self.below(top) if r > rung), top)
+
     def reached(self, trial: Trial, top: int | None, since: int = 0) -> int | None:
         """The highest rung the trial reached after epoch `since` (its epochs read late, several at once: the rung
         among them), if any."""
@@ -96,19 +107,33 @@ class Rungs:
         objective: Objective,
         top: Callable[[Trial], int | None],
         sees: Callable[[Trial], bool],
+        length: Callable[[Trial], int | None],
     ) -> Trial | None:
-        """The paused trial to resume now: one whose rung (the highest it reached) ranks it in the top 1/eta there
-        (the highest rung first, then the best value), among those whose checkpoint this agent `sees`."""
+        """The trial to promote now: one waiting at a rung that ranks it in the top 1/eta there (the highest rung
+        first, then the best value). Waiting: a paused trial at the highest rung it reached, if this agent `sees`
+        its checkpoint; in compressed mode, a finished run whose `length` is a rung below its configuration's `top`
+        and that no trial promoted yet (its cohort: the runs of that length)."""
+        compressed = self.mode == "compressed"
+        promoted = {promoted_from(t) for t in trials} if compressed else set()
+
+        def waits_at(t: Trial) -> int | None:
+            if not compressed:
+                return self.reached(t, top(t)) if t.state == State.PAUSED else None
+            n, full = length(t), top(t)
+            waiting = t.state == State.FINISHED and t.id not in promoted and n and full and n < full
+            return n if waiting else None
+
         cohorts: dict[int, np.ndarray] = {}
         ready = []
         for t in trials:
-            rung = self.reached(t, top(t)) if t.state == State.PAUSED else None
+            rung = waits_at(t)
             if rung is None:
                 continue
             if rung not in cohorts:
-                cohorts[rung] = _cohort(trials, rung, objective)
+                among = [u for u in trials if length(u) == rung] if compressed else trials
+                cohorts[rung] = _cohort(among, rung, objective)
             value = value_at(t, rung)
-            if self._ranked(value, cohorts[rung], objective) and sees(t):
+            if self._ranked(value, cohorts[rung], objective) and (compressed or sees(t)):
                 ready.append((-rung, objective.sort_key(value), t.seq, t))
         return min(ready, key=lambda x: x[:3])[3] if ready else None
 

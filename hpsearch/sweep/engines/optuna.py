@@ -31,12 +31,16 @@ import warnings
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from hpsearch.params import DEFAULTS
 from hpsearch.sweep.engine import Decision, Engine, EngineError, Suggestion, source_file
 from hpsearch.sweep.spec import leaves
 from hpsearch.sweep.status import objectives, planned_epochs
 from hpsearch.sweep.store import State, Sweep, Trial, version
+
+if TYPE_CHECKING:
+    from hpsearch.sweep.promotion import Rungs
 
 
 def _not_the_greenlet_notice(record: logging.LogRecord) -> bool:
@@ -135,10 +139,29 @@ def _system_attrs(trial: Trial) -> dict[str, Any]:
     return {**record.get("system_attrs", {}), **current}
 
 
-def _check_cooldown(sweep: Sweep) -> None:
-    """Cooldown rungs are branches of hpsearch's trainer on a wsd schedule: a sweep whose trials cannot run them is
-    refused (EngineError)."""
-    where = "scheduler: PromotingHalving(mode='cooldown')"
+def _check_rungs(sweep: Sweep, rungs: Rungs) -> None:
+    """A sweep whose trials cannot serve the rungs is refused (EngineError): rungs at or above the trials' epochs
+    (none would ever be reached), compressed rungs where the trials' length is no parameter, cooldown rungs
+    anywhere but on hpsearch's trainer's wsd schedule."""
+    where = f"scheduler: PromotingHalving(min_resource={rungs.min_epochs}, mode={rungs.mode!r})"
+    program = sweep.config.get("program")
+    epochs = (sweep.config.get("parameters") or {}).get("epochs")
+    fixed = epochs.get("value") if isinstance(epochs, dict) else None
+    top = fixed if isinstance(fixed, int) else None if epochs or program else DEFAULTS["epochs"]
+    if top is not None and not rungs.below(top):
+        raise EngineError(f"{where}: its lowest rung is not below the trials' {top} epochs, so no trial would reach "
+                          f"a rung; allowed: min_resource below epochs")  # fmt: skip
+    if rungs.mode == "compressed" and program and epochs is None:
+        raise EngineError(
+            f"{where} runs each configuration again at each rung's length, passed as --epochs, but the sweep of "
+            f"program {program!r} has no epochs parameter; allowed: an epochs parameter, or mode truncated"
+        )
+    if rungs.mode == "cooldown":
+        _check_cooldown(sweep, where)
+
+
+def _check_cooldown(sweep: Sweep, where: str) -> None:
+    """Cooldown rungs are branches of hpsearch's trainer on a wsd schedule."""
     if sweep.config.get("program"):
         raise EngineError(
             f"{where} reads rungs from hpsearch's trainer's cooldown branches, which program "
@@ -192,10 +215,11 @@ class OptunaEngine(Engine):
         # Promotion: the pruner's rungs pause and resume trials here (see sweep/promotion.py)
         self.rungs = self.pruner.rungs if single and isinstance(self.pruner, PromotingHalving) else None
         if self.rungs:
-            self.pauses, self.stopper = True, f"promotion (rungs {self.rungs.min_epochs} x {self.rungs.eta}^k)"
-            self.objective = objectives(sweep)[0]
-            if self.rungs.mode == "cooldown":
-                _check_cooldown(sweep)
+            _check_rungs(sweep, self.rungs)
+            self.pauses, self.objective = True, objectives(sweep)[0]
+            self.stopper = f"promotion ({self.rungs.mode} rungs {self.rungs.min_epochs} x {self.rungs.eta}^k)"
+            # (a compressed rung is a whole run: a promotion starts the configuration again, nothing is decided)
+            self.stops = self.rungs.mode != "compressed"
         self._asked: tuple[int, str] | None = None  # (number, token) of the suggestion not yet seen claimed
         self._rebuild()
 
@@ -263,7 +287,8 @@ class OptunaEngine(Engine):
         ts = self.optuna.trial.TrialState
         if trial.state in (State.RUNNING, State.PREEMPTED):
             return ts.RUNNING, None
-        if trial.state in (State.STOPPED, State.PAUSED):  # (the sampler sees a paused trial at the rung it reached)
+        # (the sampler sees a paused trial, or a compressed rung's whole run, at the rung it reached)
+        if trial.state in (State.STOPPED, State.PAUSED) or trial.state == State.FINISHED and self._below_top(trial):
             return ts.PRUNED, None
         values = [trial.summary.get(m) for m in self.metrics]
         if trial.state == State.FINISHED and all(isinstance(v, (int, float)) and v == v for v in values):
@@ -320,16 +345,37 @@ class OptunaEngine(Engine):
             self.study.enqueue_trial(*self.first[first])
         asked = self.study.ask(self.distributions) if self.distributions is not None else self.study.ask()
         params = asked.params if self.space is None else dict(self.space(asked))
-        if self.rungs and self.rungs.mode == "cooldown":  # the trainer measures each rung on a cooled branch
-            top = planned_epochs(self.sweep.config, params)
-            params = {**params, "sched": "wsd", "cooldown_at": ",".join(map(str, self.rungs.below(top or 0)))}
         token = secrets.token_hex(8)  # tells this agent's claim from another's at the same place
         self._asked = (asked.number, token)
         if is_exhausted is not None and self._repeats(asked):
             # Once every point of a finite space has started, Optuna's grid hands out unfinished ones again; here
             # a point runs once: nothing now, and the sweep is done when the last one ends.
             return None
-        return Suggestion(params, self._record(asked.number, token, first))
+        attrs = self._record(asked.number, token, first)
+        if self.rungs and self.rungs.mode == "cooldown":  # the trainer measures each rung on a cooled branch
+            top = planned_epochs(self.sweep.config, params)
+            params = {**params, "sched": "wsd", "cooldown_at": ",".join(map(str, self.rungs.below(top or 0)))}
+        if self.rungs and self.rungs.mode == "compressed":  # a new configuration starts at the lowest rung
+            full = self._full(params)
+            lowest = min(self.rungs.below(full["epochs"]), default=full["epochs"])
+            params, attrs = self._run(params, full, lowest), {**attrs, "full": full}
+        return Suggestion(params, attrs)
+
+    def _full(self, params: dict[str, Any]) -> dict[str, int]:
+        """A configuration's own values of what a compressed rung shortens: its epochs, and its warmup's (of
+        hpsearch's trainer, or of a program whose sweep has the parameter)."""
+        warmup = params.get("warmup_epochs", None if self.sweep.config.get("program") else DEFAULTS["warmup_epochs"])
+        full = {"epochs": planned_epochs(self.sweep.config, leaves(params))}
+        return full | ({"warmup_epochs": warmup} if isinstance(warmup, int) else {})
+
+    @staticmethod
+    def _run(params: dict[str, Any], full: dict[str, int], epochs: int) -> dict[str, Any]:
+        """The parameters of the configuration's run of `epochs` epochs: its whole schedule, warmup included,
+        compressed into them."""
+        run = {**params, "epochs": epochs}
+        if "warmup_epochs" in full:
+            run["warmup_epochs"] = round(full["warmup_epochs"] * epochs / full["epochs"])
+        return run
 
     def _repeats(self, asked: Any) -> bool:
         """Whether another trial of the study (not a failed one) has the parameters just asked."""
@@ -337,8 +383,16 @@ class OptunaEngine(Engine):
         trials = self.storage.get_all_trials(self.study_id, deepcopy=False)
         return any(t.params == asked.params for t in trials if t.number != asked.number and t.state != failed)
 
-    def resume(self, trials: list[Trial], sees: Callable[[Trial], bool]) -> Trial | None:
-        return self.rungs.promotable(trials, self.objective, self._top, sees) if self.rungs else None
+    def resume(self, trials: list[Trial], sees: Callable[[Trial], bool]) -> Trial | Suggestion | None:
+        promoted = self.rungs.promotable(trials, self.objective, self._top, sees, self._length) if self.rungs else None
+        if promoted is None or self.rungs.mode != "compressed":
+            return promoted
+        # the configuration again at the next rung's length, from scratch, as the same point of the study
+        full = promoted.attrs["full"]
+        record = {k: v for k, v in promoted.attrs.get("optuna", {}).items() if k in ("params", "distributions")}
+        epochs = self.rungs.after(self._length(promoted), full["epochs"])
+        attrs = {"optuna": record, "full": full, "promoted_from": promoted.id}
+        return Suggestion(self._run(promoted.params, full, epochs), attrs)
 
     def decide(self, trial: Trial, trials: list[Trial], since: int = 0) -> tuple[Decision, dict[str, Any] | None]:
         if not self.rungs:
@@ -346,8 +400,17 @@ class OptunaEngine(Engine):
         fresh = next(t for t in trials if t.id == trial.id)
         return self.rungs.decide(fresh, trials, self.objective, self._top(fresh), since), None
 
-    def _top(self, trial: Trial) -> int | None:
+    def _length(self, trial: Trial) -> int | None:
+        """The epochs the trial runs (a compressed rung's run: its rung's)."""
         return planned_epochs(self.sweep.config, leaves(trial.params))
+
+    def _top(self, trial: Trial) -> int | None:
+        """Its configuration's full length, where its rungs lie below."""
+        return trial.attrs.get("full", {}).get("epochs") or self._length(trial)
+
+    def _below_top(self, trial: Trial) -> bool:
+        """A compressed rung's run, shorter than its configuration's full length."""
+        return "full" in trial.attrs and (self._length(trial) or 0) < trial.attrs["full"]["epochs"]
 
     def should_stop(self, trial: Trial, trials: list[Trial]) -> tuple[bool, dict[str, Any] | None]:
         """The pruner's verdict (Optuna's `Trial.should_prune`); the trial's new attrs if the pruner set any."""
