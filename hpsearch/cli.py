@@ -130,7 +130,7 @@ def create_sweep(
         sweep = Sweep(new_id(), name or config.get("name") or "", "local", {**config, **named}, 0.0, False, None,
                       code)  # fmt: skip
         try:
-            engine_for(None, sweep, 1)  # (a local engine needs no store)
+            engine_for(sweep)
         except EngineError as e:
             click.echo(f"hpsearch create-sweep: error: {file}: {e}", err=True)
             sys.exit(2)
@@ -146,8 +146,8 @@ def create_sweep(
         sys.exit(2)
     store = _store("create-sweep", store_dir, db)  # before the W&B server: a bad --db registers nothing
     if backend == "wandb":
-        from hpsearch.sweep.engines.wandb_server import ServerError
-        from hpsearch.sweep.engines.wandb_server import create_sweep as create_remote
+        from hpsearch.sweep.wandb_server import ServerError
+        from hpsearch.sweep.wandb_server import create_sweep as create_remote
 
         try:
             remote = create_remote(config, project, entity)
@@ -181,7 +181,7 @@ def _pauses(config: dict[str, Any]) -> bool:
         return False
     try:
         sweep = Sweep("check", "", "local", config, 0.0, False, None, read_code(config))
-        return engine_for(None, sweep, 1).pauses
+        return engine_for(sweep).pauses
     except (SpecError, EngineError):
         return False
 
@@ -228,10 +228,11 @@ def _pauses(config: dict[str, Any]) -> bool:
 @click.pass_context
 def agent(ctx: click.Context, sweep_id: str, store_dir: Path, db: str | None, **options: object) -> None:
     """Run the sweep's trials, one torchrun process group each, until it is done (or --count)."""
-    from hpsearch.sweep.engine import EngineError, Lost
-    from hpsearch.sweep.engines.wandb_server import ServerError
+    from hpsearch.sweep.controller import Lost
+    from hpsearch.sweep.engine import EngineError
     from hpsearch.sweep.runner import AgentError, AgentOptions, run_agent
     from hpsearch.sweep.slots import SlotError
+    from hpsearch.sweep.wandb_server import ServerError
     from hpsearch.train.fetch import DataError
 
     store, sweep = _open_sweep("agent", store_dir, db, sweep_id, remote_ok=True)
@@ -571,7 +572,7 @@ def _open_sweep(
         by_id = store.sweep(sweep_id.rsplit("/", 1)[-1])
         sweep = by_id if by_id and by_id.backend == "wandb" else None
     if sweep is None and mirror:
-        from hpsearch.sweep.engines.wandb_server import ServerError, mirror_sweep
+        from hpsearch.sweep.wandb_server import ServerError, mirror_sweep
 
         try:
             sweep = mirror_sweep(store, sweep_id)

@@ -19,10 +19,10 @@ from conftest import env, hpsearch, lapse, make_sweep, open_store, run_agent, st
 from hpsearch.simulate.curves import CurveTable
 from hpsearch.simulate.replay import replay
 from hpsearch.sweep.controller import Start, SweepController, controller_for
-from hpsearch.sweep.engine import Engine, Suggestion
 from hpsearch.sweep.promotion import value_at
 from hpsearch.sweep.spec import read_code
 from hpsearch.sweep.store import State, Store, new_id
+from hpsearch.sweep.wandb_server import ServerController
 
 PROMOTING = """import optuna
 from hpsearch.sweep.promotion import PromotingHalving
@@ -157,19 +157,19 @@ def test_a_nan_reaches_optunas_pruner_and_the_diverged_trial_is_pruned(tmp_path:
         assert run_to(c, c.next_trial(0), [math.nan, 80.0, 90.0]) == "stop"
 
 
-class _Handing(Engine):
-    """An engine that hands every slot the same known run, as a W&B server hands a run to resume."""
+class _Handing:
+    """A W&B server that hands every slot the same known run, as it hands a run to resume."""
 
-    assigns_trials = True
+    done = False
 
-    def __init__(self, trial_id: str):
-        self.trial_id, self.handed_back = trial_id, []
+    def __init__(self, run_id: str):
+        self.run_id, self.handed_back = run_id, []
 
-    def suggest(self, slot: int, trials: list) -> Suggestion:
-        return Suggestion({"lr": 0.1}, trial_id=self.trial_id)
+    def handed(self, slot: int) -> dict:
+        return {"type": "resume", "run_id": self.run_id, "args": {"lr": {"value": 0.1}}}
 
-    def unclaimed(self, slot: int, suggestion: Suggestion) -> None:
-        self.handed_back.append(suggestion.trial_id)
+    def hand_back(self, slot: int, command: dict) -> None:
+        self.handed_back.append(command["run_id"])
 
 
 def test_a_handed_run_another_agent_took_first_is_handed_back_not_an_error(tmp_path: Path):
@@ -177,12 +177,12 @@ def test_a_handed_run_another_agent_took_first_is_handed_back_not_an_error(tmp_p
         sweep = store.add_sweep({"method": "random", "parameters": {"lr": {"value": 0.1}}}, "local")
         trial = store.add_trial(sweep.id, {"lr": 0.1}, "agent-a", trial_id="run1")
         store.end(trial.id, State.PREEMPTED, "agent-a")
-        engine = _Handing("run1")
-        late = SweepController(store, sweep, "agent-c", engine)
+        server = _Handing("run1")
+        late = ServerController(store, sweep, "agent-c", server)
         seen = store.trial("run1")
         assert store.take(seen, "agent-b")  # agent b claims it between c's read and c's claim
         store.trials = lambda sweep_id, real=store.trials: [seen]  # what c read: still preempted
-        assert late.next_trial(0) is None and engine.handed_back == ["run1"]
+        assert late.next_trial(0) is None and server.handed_back == ["run1"]
         assert store.trial("run1").agent == "agent-b"
 
 

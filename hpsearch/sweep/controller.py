@@ -2,8 +2,9 @@
 
 Two jobs, kept apart as optuna's RDB storage keeps its heartbeat apart from its samplers: deciding (an engine:
 sweep/engine.py) and holding (`SweepController`, here): the agent holds the trials it runs through the store, as a
-lease (claims, heartbeats, records, ends), whatever decides. The agent (sweep/agent.py) supervises trials the same
-way for every engine and never knows which one decides.
+lease (claims, heartbeats, records, ends), whatever decides. A W&B server's sweep, where the server decides and
+hands each slot its run, has its own controller beside this one (sweep/wandb_server.py). The agent
+(sweep/agent.py) supervises trials the same way under either and never knows which one decides.
 """
 
 from __future__ import annotations
@@ -15,17 +16,24 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hpsearch.defaults import MAX_RESUMES, STALE_AFTER
-from hpsearch.sweep.engine import Decision, Engine, Lost, Suggestion, engine_for, promoted_from
+from hpsearch.sweep.engine import Decision, Engine, Suggestion, engine_for, promoted_from
 from hpsearch.sweep.prior import is_prior
 from hpsearch.sweep.spec import leaves
 from hpsearch.sweep.status import planned_epochs
 from hpsearch.sweep.store import State, Store, Sweep, Trial, Version, version
 
+if TYPE_CHECKING:
+    from hpsearch.sweep.wandb_server import ServerController
+
 CLAIM_ATTEMPTS = 5  # suggestions made again because another agent claimed first, before trying next round
 __all__ = ["Claim", "Controller", "Lost", "Start", "SweepController", "TrialCache", "controller_for"]
+
+
+class Lost(Exception):
+    """The controller cannot go on (a W&B server that stopped answering): the agent ends its trials and exits."""
 
 
 class Start(StrEnum):
@@ -84,7 +92,8 @@ class Controller(Protocol):
         """The agent ended the trial without recording it (taken over by another agent, or the agent gave up)."""
 
     def close(self) -> None:
-        """The agent is done with the controller. Raises Lost after a W&B server was lost (see WandbServer.close)."""
+        """The agent is done with the controller. Raises Lost after a W&B server was lost (see
+        ServerController.close)."""
 
 
 class TrialCache:
@@ -110,10 +119,12 @@ class SweepController:
     """Holds the agent's trials in the store and asks the engine what to run and when to stop.
 
     Claims are exactly-once: a suggestion is recorded only if no other agent claimed since it was made (the
-    sweep's short lock), else made again; so no trial or grid point is handed out twice and run_cap holds. Unless
-    the engine assigns trials itself (a W&B server), a preempted trial resumes first, then a crashed one whose
-    checkpoint this machine sees (or that crashed before its first epoch), at most `max_resumes` crashes each, then
-    a paused one the engine promotes (taken from the paused state, so each promotion runs once), then a new one."""
+    sweep's short lock), else made again; so no trial or grid point is handed out twice and run_cap holds. A
+    preempted trial resumes first, then a crashed one whose checkpoint this machine sees (or that crashed before
+    its first epoch), at most `max_resumes` crashes each, then a paused one the engine promotes (taken from the
+    paused state, so each promotion runs once), then a new one."""
+
+    stops_anytime = False  # an engine decides only after a trial's new epochs
 
     def __init__(
         self,
@@ -142,10 +153,6 @@ class SweepController:
     def stops(self) -> bool:
         return self.engine.stops
 
-    @property
-    def stops_anytime(self) -> bool:
-        return self.engine.stops_anytime
-
     @contextlib.contextmanager
     def _deciding(self) -> Iterator[None]:
         """Count the time of the engine call inside in engine_seconds: the whole call, so that what an adapter
@@ -158,11 +165,9 @@ class SweepController:
 
     def next_trial(self, slot: int) -> Claim | None:
         """Claim the next trial for `slot`; None when the sweep has nothing left (`done`), or nothing now (other
-        agents kept claiming first, or a server has not handed this slot a run yet: try again next round)."""
+        agents kept claiming first: try again next round)."""
         if self.done:
             return None
-        if self.engine.assigns_trials:
-            return self._claim_handed(slot)
         if math.isfinite(self.stale_after):
             self.store.mark_crashed(self.sweep.id, self.stale_after)
         for _ in range(CLAIM_ATTEMPTS):
@@ -225,29 +230,6 @@ class SweepController:
         )
         return self._hold(Claim(trial, how)) if trial else None
 
-    def _claim_handed(self, slot: int) -> Claim | None:
-        """The trial the engine handed to this slot: a known one resumes (from its checkpoint), a new one starts."""
-        with self._deciding():
-            suggestion: Suggestion | None = self.engine.suggest(slot, [])
-        if suggestion is None:
-            self.done = self.engine.done
-            return None
-        try:  # the store first: if the database does not answer, the engine hands the same run again next round
-            known = next((t for t in self.store.trials(self.sweep.id) if t.id == suggestion.trial_id), None)
-            if known and self.store.take(known, self.agent_id):
-                claim = Claim(self.store.trial(known.id), Start.RESUMED)
-            elif known:  # another agent took it first: a lost race, not an error
-                self.engine.unclaimed(slot, suggestion)
-                return None
-            else:
-                trial = self.store.add_trial(self.sweep.id, suggestion.params, self.agent_id, suggestion.trial_id)
-                claim = Claim(trial, Start.STARTED)
-        except Exception:
-            self.engine.unclaimed(slot, suggestion)
-            raise
-        self.engine.claimed(slot, claim.trial)
-        return self._hold(claim)
-
     def _hold(self, claim: Claim) -> Claim:
         self._held[claim.trial.id] = claim.trial.epochs
         claim.planned = planned_epochs(self.sweep.config, leaves(claim.trial.params))
@@ -266,13 +248,12 @@ class SweepController:
 
     def record_epochs(self, trial: Trial, records: list[dict[str, Any]]) -> None:
         self.store.add_epochs(trial.id, records, self.agent_id, self.sweep.series_metric)
-        self.engine.recorded(trial, records)
 
     def decide(self, trial: Trial) -> Decision:
         """The engine's verdict on the running trial, over every trial of the sweep as it stands."""
         if not self.engine.stops:
             return Decision.CONTINUE
-        trials = self.trials.read() if self.engine.reads_trials else []
+        trials = self.trials.read()
         since = self._held.get(trial.id, 0)
         self._held[trial.id] = next((t.epochs for t in trials if t.id == trial.id), since)
         with self._deciding():
@@ -282,8 +263,6 @@ class SweepController:
         return decision
 
     def beat(self, trials: list[Trial]) -> list[str]:
-        if self.engine.lost:
-            raise Lost(self.engine.lost)
         return self.store.heartbeat(self.agent_id, [t.id for t in trials])
 
     def finish(
@@ -296,16 +275,12 @@ class SweepController:
     ) -> None:
         self.store.end(trial.id, state, self.agent_id, exit_code, error, summary)
         self._held.pop(trial.id, None)
-        self.engine.ended(trial, state, exit_code, summary)
 
     def abandon(self, trial: Trial) -> None:
         self._held.pop(trial.id, None)
-        self.engine.abandoned(trial)
 
     def close(self) -> None:
-        if self.engine.assigns_trials and self.engine.done and not self.engine.lost:
-            self.store.mark_exhausted(self.sweep.id)  # the server said the sweep is done
-        self.engine.close()
+        """Nothing to let go of: the store is the caller's."""
 
 
 def controller_for(
@@ -316,7 +291,12 @@ def controller_for(
     max_resumes: int = MAX_RESUMES,
     stale_after: float = STALE_AFTER,
     reseed: bool = True,
-) -> SweepController:
-    """The controller of an agent with `slots` slots on `sweep`, with the engine that decides for it."""
-    engine = engine_for(store, sweep, slots, reseed)
-    return SweepController(store, sweep, agent_id, engine, max_resumes, stale_after)
+) -> SweepController | ServerController:
+    """The controller of an agent with `slots` slots on `sweep`: a W&B server's sweep's own (which registers the
+    slots with the server: raises wandb_server.ServerError), else the store's, with the engine that decides.
+    `reseed`: see engine_for."""
+    if sweep.backend == "wandb":
+        from hpsearch.sweep.wandb_server import Server, ServerController
+
+        return ServerController(store, sweep, agent_id, Server(sweep, slots))
+    return SweepController(store, sweep, agent_id, engine_for(sweep, reseed), max_resumes, stale_after)

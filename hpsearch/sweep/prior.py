@@ -124,7 +124,7 @@ def _wandb_rows(source: str, names: list[str]) -> tuple[list[str], list[Row]]:
                          f"WANDB_API_KEY), or {ALLOWED}")  # fmt: skip
     import wandb
 
-    from hpsearch.sweep.engines.wandb_server import server_error
+    from hpsearch.sweep.wandb_server import server_error
 
     try:
         sweep = wandb.Api().sweep(source)

@@ -60,8 +60,8 @@ def run_agent(
 ) -> int:
     """Run the sweep's trials until it is done; the exit code. `echo` takes the agent's lines, `fail` the one line
     on why it gave up, if it did. Raises AgentError or slots.SlotError (a usage error: nothing ran) and, for a W&B
-    sweep, engines.wandb_server.ServerError (the server refused the agents) or, once `fail` has said so, Lost (the
-    server is gone: the process must leave at once, see WandbServer.close)."""
+    sweep, wandb_server.ServerError (the server refused the agents) or, once `fail` has said so, Lost (the server
+    is gone: the process must leave at once, see ServerController.close)."""
     alloc = slurm.allocation()
     if opts.nodes_per_trial > 1 and (alloc is None or alloc.nodes < opts.nodes_per_trial):
         has = f"an allocation of {alloc.nodes}" if alloc else "no SLURM allocation"

@@ -1,12 +1,14 @@
-"""A W&B server's sweep controller as the engine: it hands each slot its run and stops it; the agent holds and runs
-the trials exactly like local ones (sweep/controller.py, sweep/agent.py, sweep/trial.py).
+"""A W&B server's sweep, run by its own controller: the server decides (it hands each slot its run and stops it),
+so no engine is asked; `ServerController` holds the runs beside the store-backed `SweepController`
+(sweep/controller.py), and the agent runs the trials exactly like local ones (sweep/agent.py, sweep/trial.py).
+Also here: registering a sweep with the server, and mirroring one made elsewhere.
 
 Each slot of the agent is its own agent as the server sees it, registered on its own and heartbeating its own
 run's state, exactly as if one `wandb agent` ran per slot with its own CUDA_VISIBLE_DEVICES: the server hands
 each slot its run, and its `stop` reaches the right trial. One hpsearch process owns the slots' W&B runs
 (wandb supports several runs in one process): it logs each epoch the trainer writes to its metrics file and sets
 the summary, so only one process talks to W&B per trial. The local store mirrors every trial, so `status` and
-`report` work the same for every engine.
+`report` work the same for every sweep.
 
 wandb has no public API for an agent's own protocol; the calls here (CreateAgent, Heartbeat) are the ones its
 own agent (`wandb.agents.pyagent`) makes, through the same wandb-core connection and its retries.
@@ -24,7 +26,10 @@ import time
 from typing import Any
 
 from hpsearch.defaults import POLL, WANDB_HEARTBEAT, WANDB_TIMEOUT
-from hpsearch.sweep.engine import Engine, Lost, Suggestion
+from hpsearch.sweep.controller import Claim, Lost, Start
+from hpsearch.sweep.engine import Decision
+from hpsearch.sweep.spec import leaves
+from hpsearch.sweep.status import planned_epochs
 from hpsearch.sweep.store import State, Store, Sweep, Trial
 from hpsearch.train.metrics import epoch_axis, log_epoch
 
@@ -75,7 +80,7 @@ class _SlotAgent:
     for a run) only while the agent keeps asking for a trial for it, so the server never hands it a run that
     will not start (after --count, a signal, ...)."""
 
-    def __init__(self, owner: WandbServer, agent_id: str):
+    def __init__(self, owner: Server, agent_id: str):
         self.owner, self.id = owner, agent_id
         self.run_id: str | None = None  # the run the server handed to this slot, until it ends
         self.command: dict[str, Any] | None = None  # a `run` or `resume` not yet started
@@ -112,24 +117,20 @@ class _SlotAgent:
             self.owner.done = True
 
 
-class WandbServer(Engine):
-    stopper = "the W&B sweep controller"
-    stops = True
-    stops_anytime = True  # the server's stop comes on a slot's heartbeat
-    reads_trials = False
-    assigns_trials = True  # the server hands each slot its run, a preempted one to whichever agent asks next
+class Server:
+    """The agent's slots as the W&B server sees them: one registered W&B agent each, heartbeating in its own
+    thread; what the server handed and said to each, under one lock."""
 
-    def __init__(self, store: Store, sweep: Sweep, slots: int):
+    def __init__(self, sweep: Sweep, slots: int):
         """Registers one W&B agent per slot with the server; raises ServerError (one line) if it refuses."""
         import wandb
         from wandb.apis.public.sweeps import _register_agent
 
         self.entity, self.project, self.sweep_name = (sweep.remote or "//" + sweep.id).split("/")
-        self.dir = store.root / sweep.id  # run folders go to the sweep's folder, not ./wandb of the caller
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.lock = threading.Lock()
         self.closing = False
-        self.runs: dict[str, Any] = {}  # trial id -> its wandb Run
+        self.done = False  # the server said exit: it hands out nothing more
+        self.lost: str | None = None  # why the server cannot be reached any more
         try:
             self.api = wandb.Api()
             host = socket.gethostname()
@@ -157,64 +158,140 @@ class WandbServer(Engine):
         with self.lock:
             self.lost = self.lost or why
 
-    def _slot_of(self, trial: Trial) -> _SlotAgent | None:
-        return next((s for s in self.slots if s.run_id == trial.id), None)
+    def _slot_of(self, run_id: str) -> _SlotAgent | None:
+        return next((s for s in self.slots if s.run_id == run_id), None)
 
-    def suggest(self, slot: int, trials: list[Trial]) -> Suggestion | None:
-        """The run the server handed to this slot; None until one came."""
+    def handed(self, slot: int) -> dict[str, Any] | None:
+        """The `run` or `resume` command the server handed to this slot; None until one came."""
         agent = self.slots[slot]
         with self.lock:
             command, agent.command = agent.command, None
             first_ask = command is None and time.monotonic() - agent.wanted_at > 2 * POLL
             if command is None and not self.done:
                 agent.wanted_at = time.monotonic()
-        if command is None:
-            if first_ask:  # a slot that just became free asks at once, then at the heartbeat's pace
-                agent.wake.set()
-            return None
-        return Suggestion({k: v["value"] for k, v in command["args"].items()}, trial_id=command["run_id"])
+        if command is None and first_ask:  # a slot that just became free asks at once, then at the heartbeat's pace
+            agent.wake.set()
+        return command
 
-    def unclaimed(self, slot: int, suggestion: Suggestion) -> None:
+    def hand_back(self, slot: int, command: dict[str, Any]) -> None:
+        """The store could not take the run handed to `slot`: hand it again next time."""
         with self.lock:
-            self.slots[slot].command = {
-                "run_id": suggestion.trial_id, "args": {k: {"value": v} for k, v in suggestion.params.items()}
-            }  # fmt: skip
+            self.slots[slot].command = command
 
-    def claimed(self, slot: int, trial: Trial) -> None:
+    def stopped(self, run_id: str) -> bool:
+        """Whether the server said stop for the run."""
+        with self.lock:
+            slot = self._slot_of(run_id)
+            return bool(slot and slot.stop)
+
+    def free(self, run_id: str) -> None:
+        """Free the run's slot; its run is another agent's now, or the server's to hand out again."""
+        with self.lock:
+            slot = self._slot_of(run_id)
+            if slot:
+                slot.run_id, slot.stop = None, False
+
+    def close(self) -> None:
+        """Stop heartbeating."""
+        self.closing = True
+        for slot in self.slots:
+            slot.wake.set()
+
+
+class ServerController:
+    """The controller of an agent on a W&B server's sweep (controller.Controller): the server hands each slot its
+    run and stops it, so no engine is asked and nothing of the store-backed claims applies (no resume of crashed
+    trials, no run_cap: the server's). Each run is mirrored into the store, a known one taken (a `resume`: the
+    server hands a preempted run to whichever agent asks next), a new one added, and held there exactly like a
+    local trial (leases, heartbeats, records); this process owns each trial's W&B run and logs its epochs."""
+
+    stopper = "the W&B sweep controller"
+    stops_anytime = True  # the server's stop comes on a slot's heartbeat
+
+    def __init__(self, store: Store, sweep: Sweep, agent_id: str, server: Server):
+        self.store, self.sweep, self.agent_id, self.server = store, sweep, agent_id, server
+        self.dir = store.root / sweep.id  # run folders go to the sweep's folder, not ./wandb of the caller
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.done = False
+        self.runs: dict[str, Any] = {}  # trial id -> its wandb Run
+
+    def next_trial(self, slot: int) -> Claim | None:
+        """The run the server handed to `slot`, claimed: a known one resumes (from its checkpoint), a new one
+        starts; None until the server hands one (or after its exit: `done`)."""
+        if self.done:
+            return None
+        command = self.server.handed(slot)
+        if command is None:
+            self.done = self.server.done
+            return None
+        run_id, params = command["run_id"], {k: v["value"] for k, v in command["args"].items()}
+        try:  # the store first: if the database does not answer, the server's run is handed again next round
+            known = next((t for t in self.store.trials(self.sweep.id) if t.id == run_id), None)
+            if known and self.store.take(known, self.agent_id):
+                claim = Claim(self.store.trial(known.id), Start.RESUMED)
+            elif known:  # another agent took it first: a lost race, not an error
+                self.server.hand_back(slot, command)
+                return None
+            else:
+                claim = Claim(self.store.add_trial(self.sweep.id, params, self.agent_id, run_id), Start.STARTED)
+        except Exception:
+            self.server.hand_back(slot, command)
+            raise
+        self._init_run(claim.trial)
+        claim.planned = planned_epochs(self.sweep.config, leaves(claim.trial.params))
+        return claim
+
+    def _init_run(self, trial: Trial) -> None:
         """Start the trial's W&B run in this process."""
         import wandb
 
+        server = self.server
         try:
             run = wandb.init(
                 id=trial.id,
-                entity=self.entity or None,
-                project=self.project or None,
+                entity=server.entity or None,
+                project=server.project or None,
                 config=trial.params,
                 dir=self.dir,
                 resume="allow",  # a `resume` hands back a preempted run: its history goes on where it stopped
                 reinit="create_new",
-                settings=wandb.Settings(sweep_id=self.sweep_name, silent=True),
+                settings=wandb.Settings(sweep_id=server.sweep_name, silent=True),
             )
         except Exception as e:
             raise Lost(f"lost {server_error(e)}") from None
         epoch_axis(run)
         self.runs[trial.id] = run
 
-    def recorded(self, trial: Trial, records: list[dict[str, Any]]) -> None:
+    def started(self, trial: Trial, pgid: int) -> None:
+        self.store.set_process(trial.id, self.agent_id, pgid, socket.gethostname())
+
+    def record_epochs(self, trial: Trial, records: list[dict[str, Any]]) -> None:
+        self.store.add_epochs(trial.id, records, self.agent_id, self.sweep.series_metric)
         run = self.runs[trial.id]
         for record in records:
             if record["epoch"] >= run.step:  # a resumed run already holds the epochs before its checkpoint
                 log_epoch(run, record)
 
-    def should_stop(self, trial: Trial, trials: list[Trial]) -> tuple[bool, None]:
-        with self.lock:
-            slot = self._slot_of(trial)
-            return bool(slot and slot.stop), None
+    def decide(self, trial: Trial) -> Decision:
+        return Decision.STOP if self.server.stopped(trial.id) else Decision.CONTINUE
 
-    def ended(self, trial: Trial, state: State, exit_code: int | None, summary: dict[str, Any] | None) -> None:
-        run = self.runs.pop(trial.id)
-        self.abandoned(trial)
-        if self.lost:  # the run cannot reach the server; close() leaves without waiting on it
+    def beat(self, trials: list[Trial]) -> list[str]:
+        if self.server.lost:
+            raise Lost(self.server.lost)
+        return self.store.heartbeat(self.agent_id, [t.id for t in trials])
+
+    def finish(
+        self,
+        trial: Trial,
+        state: State,
+        exit_code: int | None = None,
+        error: str | None = None,
+        summary: dict[str, Any] | None = None,
+    ) -> None:
+        self.store.end(trial.id, state, self.agent_id, exit_code, error, summary)
+        run = self.runs[trial.id]
+        self.abandon(trial)
+        if self.server.lost:  # the run cannot reach the server; close() leaves without waiting on it
             return
         if state == State.PREEMPTED:  # W&B hands a run marked preempting that exits non-zero to the next agent
             run.mark_preempting()
@@ -223,19 +300,16 @@ class WandbServer(Engine):
         codes = {State.FINISHED: 0, State.STOPPED: 128 + signal.SIGTERM}
         run.finish(exit_code=codes.get(state, exit_code or 1))
 
-    def abandoned(self, trial: Trial) -> None:
-        """Free the trial's slot; its run is another agent's now, or the server's to hand out again."""
+    def abandon(self, trial: Trial) -> None:
         self.runs.pop(trial.id, None)
-        with self.lock:
-            slot = self._slot_of(trial)
-            if slot:
-                slot.run_id, slot.stop = None, False
+        self.server.free(trial.id)
 
     def close(self) -> None:
-        """Stop heartbeating. After a lost server, raises Lost: the process must then leave without wandb's exit
-        handlers, which would first try to upload the runs (retrying for days)."""
-        self.closing = True
-        for slot in self.slots:
-            slot.wake.set()
-        if self.lost:
-            raise Lost(self.lost)
+        """Stop heartbeating; after the server's exit the store records the sweep exhausted. After a lost server,
+        raises Lost: the process must then leave without wandb's exit handlers, which would first try to upload
+        the runs (retrying for days)."""
+        if self.server.done and not self.server.lost:
+            self.store.mark_exhausted(self.sweep.id)
+        self.server.close()
+        if self.server.lost:
+            raise Lost(self.server.lost)
