@@ -311,7 +311,8 @@ def test_an_agent_killed_mid_promotion_with_another_trial_paused_loses_nothing(t
 def test_three_agents_on_postgresql_run_every_promotion_once_and_no_epoch_twice(tmp_path: Path, postgres, monkeypatch):
     monkeypatch.setenv("HPSEARCH_DB", postgres.create_database(f"t_{new_id()}"))
     lrs = [round(0.9 - 0.1 * i, 1) for i in range(9)]  # worse and worse: the early ones are promoted as more arrive
-    config = stub_sweep("custom", epochs=9, epoch_s=0.05, lr={"min": 0.01, "max": 0.99})
+    # (an epoch longer than the agent's poll: each trial is read at its rung before it could run to its end)
+    config = stub_sweep("custom", epochs=9, epoch_s=1.0, lr={"min": 0.01, "max": 0.99})
     config = promoting(tmp_path, {**config, "run_cap": 9}, *({"lr": lr} for lr in lrs), eta=3)
     sweep_id = make_sweep(tmp_path, config)
     cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep_id, "--dir", str(tmp_path / "store")]
@@ -349,3 +350,88 @@ def test_a_cooldown_replay_judges_each_rung_on_its_recorded_branch_and_charges_t
     assert r.paused and all(value_at(t, 1) == 100 - 100 * t.params["lr"] for t in trials)
     finished = [t.params["lr"] for t in trials if t.state == "finished"]
     assert finished and max(finished) < 0.5  # promoted by the cooled value: the low learning rates
+
+
+def test_compressed_rungs_run_a_configuration_whole_at_each_rungs_length_and_promote_it_as_a_new_run(
+    tmp_path: Path,
+):
+    parameters = {"lr": {"min": 0.0, "max": 1.0}, "epochs": {"value": 9}, "warmup_epochs": {"value": 3}}
+    config = promoting(tmp_path, {"parameters": parameters, "run_cap": 3}, *({"lr": lr} for lr in (0.9, 0.5, 0.1)),
+                       min_epochs=3, mode="compressed")  # fmt: skip
+    with Store(tmp_path / "store") as store:
+        sweep = store.add_sweep(config, "local", code=read_code(config, tmp_path))
+        a, b = controller_for(store, sweep, "agent-a"), controller_for(store, sweep, "agent-b")
+        firsts = []
+        for _ in range(3):  # each configuration a whole run of the lowest rung's length, its warmup scaled with it
+            claim = a.next_trial(0)
+            assert claim.how == Start.STARTED and (
+                claim.trial.params["epochs"],
+                claim.trial.params["warmup_epochs"],
+            ) == (3, 1)
+            assert run_to(a, claim, [100 * claim.trial.params["lr"]] * 3) == "finish"  # never asked to pause
+            firsts.append(claim.trial)
+        promoted = a.next_trial(0)  # run_cap counts configurations: the best one's promotion still comes
+        assert promoted.how == Start.PROMOTED and promoted.trial.id not in {t.id for t in firsts}
+        assert promoted.trial.attrs["promoted_from"] == firsts[0].id
+        assert (
+            promoted.trial.params["lr"],
+            promoted.trial.params["epochs"],
+            promoted.trial.params["warmup_epochs"],
+        ) == (0.9, 9, 3)
+        assert b.next_trial(0) is None  # promoted once: another agent finds nothing to run now
+        run_to(a, promoted, [95.0] * 9)
+        assert a.next_trial(0) is None and a.done  # the others are not in their rung's top third: the sweep ends
+        a.engine._sync(store.trials(sweep.id))  # the mirror as the engine's next decision sees the sweep
+        states = [t.state.name for t in a.engine.study.get_trials()]
+        assert states == ["PRUNED", "PRUNED", "PRUNED", "COMPLETE"]  # the sampler sees a rung's run at its rung
+
+
+def test_a_compressed_replay_reads_each_rung_from_the_run_of_that_length(tmp_path: Path):
+    lrs = [0.05 * i for i in range(1, 20)]
+    rows = [{"config": {"lr": lr, "epochs": n},
+             "history": [{"epoch": e, "val_acc": (100 * lr if n == 9 else 100 - 100 * lr) * e / n, "epoch_time": 1.0}
+                         for e in range(1, n + 1)]}  # the 3-epoch runs rank the configurations the other way round
+            for lr in lrs for n in (3, 9)]  # fmt: skip
+    (tmp_path / "curves.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    source = CurveTable.from_jsonl(tmp_path / "curves.jsonl")
+    config = promoting(tmp_path, {"parameters": {"lr": {"values": lrs}, "epochs": {"value": 9}}}, min_epochs=3,
+                       mode="compressed")  # fmt: skip
+    with Store(tmp_path / "store") as store:
+        r = replay(store, config, source, 1, 150, 0, read_code(config, tmp_path))
+        trials, histories = store.trials(r.sweep), store.histories(r.sweep)
+    assert r.promoted and not r.paused and r.epochs == sum(len(h) for h in histories.values())
+    assert {t.params["epochs"] for t in trials} == {3, 9}
+    full = [t for t in trials if t.params["epochs"] == 9]
+    assert full and all(t.attrs["promoted_from"] for t in full) and max(t.params["lr"] for t in full) < 0.5
+    assert all(value_at(t, 3) == 100 - 100 * t.params["lr"] for t in trials if t.params["epochs"] == 3)
+
+
+def test_rungs_a_sweep_cannot_serve_are_refused_at_create_sweep(tmp_path: Path):
+    no_epochs = stub_sweep("custom", lr={"min": 0.01, "max": 0.99})
+    del no_epochs["parameters"]["epochs"]
+    cases = [
+        ((no_epochs, 3, "compressed"), "allowed: an epochs parameter, or mode truncated"),
+        ((stub_sweep("custom", epochs=9), 9, "truncated"), "allowed: min_resource below epochs"),
+    ]
+    for (config, min_epochs, mode), allowed in cases:
+        f = tmp_path / "s.yaml"
+        f.write_text(yaml.safe_dump(promoting(tmp_path, config, min_epochs=min_epochs, mode=mode)))
+        p = hpsearch("create-sweep", str(f), "--dir", str(tmp_path / "store"), cwd=tmp_path)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1 and allowed in p.stderr, p.stderr
+        assert not (tmp_path / "store").exists()  # nothing stored
+
+
+def test_an_agent_runs_compressed_rungs_of_a_program_and_its_promotions(tmp_path: Path):
+    config = stub_sweep("custom", epochs=6, epoch_s=0.05, lr={"min": 0.01, "max": 0.99})
+    lrs = [0.9, 0.2, 0.1, 0.8]  # the first ranks first at its rung once the third has run
+    sweep_id = make_sweep(tmp_path, promoting(tmp_path, {**config, "run_cap": 4}, *({"lr": lr} for lr in lrs),
+                                              min_epochs=2, mode="compressed"))  # fmt: skip
+    p = run_agent(tmp_path, sweep_id)
+    assert p.returncode == 0, p.stdout + p.stderr
+    with open_store(tmp_path / "store") as store:
+        trials, histories = store.trials(sweep_id), store.histories(sweep_id)
+    promoted = [t for t in trials if t.attrs.get("promoted_from")]
+    assert promoted and all(f"trial {t.id} promoted" in p.stdout for t in promoted)
+    assert all(t.state == "finished" and len(histories[t.id]) == t.params["epochs"] for t in trials)
+    assert sorted(t.params["epochs"] for t in trials if not t.attrs.get("promoted_from")) == [2, 2, 2, 2]
+    assert {t.params["epochs"] for t in promoted} == {6}
