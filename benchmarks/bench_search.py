@@ -95,6 +95,11 @@ METHODS: dict[str, tuple[Callable[[dict], dict], int]] = {
     "optuna promote_halving_cooldown 10%": (_cooled(_study("promote_halving_cooldown"), 0.1), 1),
     "optuna promote_halving_cooldown 20%": (_cooled(_study("promote_halving_cooldown"), 0.2), 1),
     "optuna promote_halving_compressed": (_study("promote_halving_compressed"), 1),  # (each rung a whole run)
+    # (Hyperband's brackets over promotion)
+    "optuna promote_hyperband": (_study("promote_hyperband"), 1),
+    "optuna promote_halving_hyperband": (_study("promote_halving_hyperband"), 1),
+    "optuna promote_halving_hyperband_compressed": (_study("promote_halving_hyperband_compressed"), 1),
+    "optuna promote_halving_hyperband_cooldown 20%": (_cooled(_study("promote_halving_hyperband_cooldown"), 0.2), 1),
     "optuna gp, wsd 20%": (_cooled(_study("gp"), 0.2, "wsd"), 2),  # (full length, on the schedule cooldown mode runs)
     "optuna tpe, wsd 20%": (_cooled(_study("tpe"), 0.2, "wsd"), 1),
 }

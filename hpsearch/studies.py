@@ -58,15 +58,15 @@ def tpe_asha(sweep: Any) -> optuna.Study:
     return _study(sweep, _tpe(), pruner)
 
 
-def _rungs(sweep: Any, eta: int, below: int, mode: str = "truncated") -> optuna.pruners.BasePruner:
+def _rungs(sweep: Any, eta: int, below: int, mode: str = "truncated", brackets: int = 1) -> optuna.pruners.BasePruner:
     """Promotion with reduction factor `eta` and the lowest rung at the trials' epochs / eta^`below` (at least 1):
     `below` rungs under the top, none so low that its ranks are a coin flip on a long schedule; rungs read in
-    `mode`."""
+    `mode`; `brackets` of Hyperband over them."""
     from hpsearch.sweep.promotion import PromotingHalving
 
     epochs = _epochs(sweep)
     lowest = max(1, round(epochs / eta**below)) if isinstance(epochs, int) else MIN_EPOCHS
-    return PromotingHalving(lowest, eta, mode)
+    return PromotingHalving(lowest, eta, mode, brackets)
 
 
 def promote(sweep: Any) -> optuna.Study:
@@ -94,6 +94,12 @@ def promote_compressed(sweep: Any) -> optuna.Study:
     return _study(sweep, _tpe(), _rungs(sweep, REDUCTION, 2, "compressed"))
 
 
+def promote_hyperband(sweep: Any) -> optuna.Study:
+    """TPE with Hyperband's four brackets over promotion: rungs from a 27th, a 9th or a 3rd of the epochs, or none
+    (full-length runs), each configuration drawn into one, each bracket promoting its own top third."""
+    return _study(sweep, _tpe(), _rungs(sweep, REDUCTION, 3, brackets=4))
+
+
 # eta 2, rungs at an eighth, a quarter and a half of the epochs (5, 10 and 20 of 40: the readings
 # benchmarks/record_schedules.py records), a half of each rung promoted
 def promote_halving(sweep: Any) -> optuna.Study:
@@ -109,6 +115,21 @@ def promote_halving_cooldown(sweep: Any) -> optuna.Study:
 def promote_halving_compressed(sweep: Any) -> optuna.Study:
     """`promote_halving` with each rung a whole run of its length (as `promote_compressed`)."""
     return _study(sweep, _tpe(), _rungs(sweep, 2, 3, "compressed"))
+
+
+def promote_halving_hyperband(sweep: Any) -> optuna.Study:
+    """`promote_halving` with Hyperband's four brackets over it (rungs from an eighth, a quarter, a half, or none)."""
+    return _study(sweep, _tpe(), _rungs(sweep, 2, 3, brackets=4))
+
+
+def promote_halving_hyperband_compressed(sweep: Any) -> optuna.Study:
+    """`promote_halving_hyperband` with each rung a whole run of its length."""
+    return _study(sweep, _tpe(), _rungs(sweep, 2, 3, "compressed", brackets=4))
+
+
+def promote_halving_hyperband_cooldown(sweep: Any) -> optuna.Study:
+    """`promote_halving_hyperband` with each rung read on a cooled model."""
+    return _study(sweep, _tpe(), _rungs(sweep, 2, 3, "cooldown", brackets=4))
 
 
 def promote_gp(sweep: Any) -> optuna.Study:

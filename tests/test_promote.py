@@ -19,7 +19,7 @@ from conftest import env, hpsearch, lapse, make_sweep, open_store, run_agent, st
 from hpsearch.simulate.curves import CurveTable
 from hpsearch.simulate.replay import replay
 from hpsearch.sweep.controller import Start, SweepController, controller_for
-from hpsearch.sweep.promotion import value_at
+from hpsearch.sweep.promotion import bracket_of, value_at
 from hpsearch.sweep.spec import read_code
 from hpsearch.sweep.store import State, Store, new_id
 from hpsearch.sweep.wandb_server import ServerController
@@ -29,17 +29,23 @@ from hpsearch.sweep.promotion import PromotingHalving
 
 def study(sweep):
     s = optuna.create_study(direction='maximize', sampler=optuna.samplers.RandomSampler(seed=0),
-                            pruner=PromotingHalving({min_epochs}, {eta}, {mode!r}))
+                            pruner=PromotingHalving({min_epochs}, {eta}, {mode!r}, {brackets}))
 {enqueued}    return s
 """
 
 
 def promoting(
-    tmp_path: Path, config: dict, *first: dict, min_epochs: int = 1, eta: int = 3, mode: str = "truncated"
+    tmp_path: Path,
+    config: dict,
+    *first: dict,
+    min_epochs: int = 1,
+    eta: int = 3,
+    mode: str = "truncated",
+    brackets: int = 1,
 ) -> dict:
     """`config` searched by a study with PromotingHalving rungs read in `mode`, `first` enqueued in order."""
     enqueued = "".join(f"    s.enqueue_trial({params!r})\n" for params in first)
-    study = PROMOTING.format(min_epochs=min_epochs, eta=eta, mode=mode, enqueued=enqueued)
+    study = PROMOTING.format(min_epochs=min_epochs, eta=eta, mode=mode, brackets=brackets, enqueued=enqueued)
     (tmp_path / "study.py").write_text(study)
     scheduler = {"engine": "optuna", "source": str(tmp_path / "study.py"), "optimizer": "study"}
     return {**config, "method": "custom", "metric": {"name": "val_acc", "goal": "maximize"}, "scheduler": scheduler}
@@ -435,3 +441,26 @@ def test_an_agent_runs_compressed_rungs_of_a_program_and_its_promotions(tmp_path
     assert all(t.state == "finished" and len(histories[t.id]) == t.params["epochs"] for t in trials)
     assert sorted(t.params["epochs"] for t in trials if not t.attrs.get("promoted_from")) == [2, 2, 2, 2]
     assert {t.params["epochs"] for t in promoted} == {6}
+
+
+def test_hyperband_brackets_draw_each_configuration_into_a_bracket_that_starts_at_its_own_rung(tmp_path: Path):
+    config = promoting(tmp_path, {"parameters": {"lr": {"min": 0.0, "max": 1.0}, "epochs": {"value": 9}}}, brackets=3)
+    with Store(tmp_path / "store") as store:
+        sweep = store.add_sweep(config, "local", code=read_code(config, tmp_path))
+        c = controller_for(store, sweep, "agent-a")
+        rungs = c.engine.rungs
+        drawn = [rungs.bracket(9, f"{sweep.id}/{n}") for n in range(600)]
+        assert drawn == [rungs.bracket(9, f"{sweep.id}/{n}") for n in range(600)]  # every agent draws the same
+        assert [rungs.below(9, b) for b in range(3)] == [[1, 3], [3], []]
+        assert drawn.count(0) > drawn.count(1) > drawn.count(2) > 0  # Hyperband's proportions, 9 : 5 : 3
+        first_stop, promotions = {}, 0
+        for i in range(200):  # each new configuration worse than the last: it pauses at its bracket's first rung
+            if len(first_stop) == 3 and promotions:
+                break
+            claim = c.next_trial(0)
+            promotions += claim.how == Start.PROMOTED
+            ended = run_to(c, claim, [50.0 - i] * 9)
+            if claim.how == Start.STARTED:
+                first_stop.setdefault(bracket_of(claim.trial), set()).add((ended, store.trial(claim.trial.id).epochs))
+        assert first_stop == {0: {("pause", 1)}, 1: {("pause", 3)}, 2: {("finish", 9)}}
+        assert promotions  # the early ones of a bracket, once its own cohort ranks them

@@ -17,6 +17,11 @@ lowest rung, and its promotion is a new trial of the same configuration at the n
 (`promoted_from` names the run it promotes; the store's claim makes each promotion run once). A promoted
 configuration pays its lower rungs again, and nothing pauses.
 
+With `brackets` above 1 it is Hyperband over promotion (Li et al. 2020, section 3.3): each new configuration is
+drawn into a bracket whose lowest rung is eta^b times the first, in the proportions Hyperband gives its brackets,
+and each bracket promotes among its own trials; so a sweep hedges against a low rung that ranks recipes badly,
+down to a bracket of full-length runs.
+
 `PromotingHalving` is the Optuna pruner that names this scheduler in a study: plain Optuna and `wandb
 sweep-scheduler`, which cannot resume a trial (optuna#3351), run it as Optuna's own ASHA stopping rule; hpsearch's
 agents pause and promote with it.
@@ -24,6 +29,8 @@ agents pause and promote with it.
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,17 +49,25 @@ class PromotingHalving(optuna.pruners.SuccessiveHalvingPruner):
     under `hpsearch agent`, promotion (see the module's doc). `mode` is how a rung is read: `truncated`, the run's
     own epoch there; `cooldown`, a cooldown branch of hpsearch's trainer there (sched wsd, its `cooldown_at` the
     trial's rungs: the cooled model's value, the run going on from the stable state); `compressed`, a whole run of
-    the rung's length (see the module's doc)."""
+    the rung's length (see the module's doc). `brackets`: Hyperband's brackets over it (1: one, ASHA's); plain
+    Optuna runs the first."""
 
-    def __init__(self, min_resource: int = 1, reduction_factor: int = 3, mode: str = "truncated"):
-        if not (isinstance(min_resource, int) and min_resource >= 1 and isinstance(reduction_factor, int)
-                and reduction_factor >= 2 and mode in MODES):  # fmt: skip
+    def __init__(self, min_resource: int = 1, reduction_factor: int = 3, mode: str = "truncated", brackets: int = 1):
+        counts = (min_resource, reduction_factor, brackets)
+        if not (all(isinstance(n, int) for n in counts) and min(counts) >= 1 and reduction_factor >= 2
+                and mode in MODES):  # fmt: skip
             raise ValueError(
                 f"PromotingHalving: min_resource {min_resource!r}, reduction_factor {reduction_factor!r}, mode "
-                f"{mode!r}; allowed: integers >= 1 and >= 2, and {' | '.join(MODES)}"
+                f"{mode!r}, brackets {brackets!r}; allowed: integers >= 1 and >= 2, {' | '.join(MODES)}, and an "
+                f"integer >= 1"
             )
         super().__init__(min_resource=min_resource, reduction_factor=reduction_factor)
-        self.rungs = Rungs(min_resource, reduction_factor, mode)
+        self.rungs = Rungs(min_resource, reduction_factor, mode, brackets)
+
+
+def bracket_of(trial: Trial) -> int:
+    """The Hyperband bracket the trial was drawn into (0: the first, the only one without brackets)."""
+    return int(trial.attrs.get("bracket", 0))
 
 
 def value_at(trial: Trial, epoch: int) -> float | None:
@@ -70,14 +85,25 @@ class Rungs:
     min_epochs: int
     eta: int
     mode: str = "truncated"
+    brackets: int = 1
 
-    def below(self, top: int) -> list[int]:
-        """The rungs of a trial of `top` epochs: every min_epochs x eta^k under it (the top is its end, no rung)."""
-        out, r = [], self.min_epochs
+    def below(self, top: int, bracket: int = 0) -> list[int]:
+        """The rungs of a trial of `top` epochs in `bracket`: every min_epochs x eta^k, k >= bracket, under it (the
+        top is its end, no rung)."""
+        out, r = [], self.min_epochs * self.eta**bracket
         while r < top:
             out.append(r)
             r *= self.eta
         return out
+
+    def bracket(self, top: int, key: str) -> int:
+        """A new trial's bracket, drawn as Hyperband spreads its configurations: a bracket with n rungs under the
+        top weighs ceil((S + 1) / (n + 1) x eta^n), S the first bracket's rungs. `key` (the sweep's id and the
+        trial's number) seeds the draw, so every agent draws the same for one trial."""
+        first = len(self.below(top))
+        rungs = [len(self.below(top, b)) for b in range(min(self.brackets, first + 1))]
+        weights = [math.ceil((first + 1) / (n + 1) * self.eta**n) for n in rungs]
+        return random.Random(key).choices(range(len(rungs)), weights)[0]
 
     def after(self, rung: int, top: int) -> int:
         """The rung above `rung` in a trial of `top` epochs: the next one, else the top."""
@@ -88,7 +114,7 @@ class Rungs:
         among them), if any."""
         epochs = trial.series.epochs
         last = int(epochs[-1]) if len(epochs) else 0
-        return max((r for r in self.below(top or 0) if since < r <= last), default=None)
+        return max((r for r in self.below(top or 0, bracket_of(trial)) if since < r <= last), default=None)
 
     def decide(
         self, trial: Trial, trials: list[Trial], objective: Objective, top: int | None, since: int = 0
@@ -98,7 +124,7 @@ class Rungs:
         rung = self.reached(trial, top, since)
         if rung is None:
             return Decision.CONTINUE
-        ranked = self._ranked(value_at(trial, rung), _cohort(trials, rung, objective), objective)
+        ranked = self._ranked(value_at(trial, rung), _cohort(_kin(trials, trial), rung, objective), objective)
         return Decision.CONTINUE if ranked else Decision.PAUSE
 
     def promotable(
@@ -123,17 +149,17 @@ class Rungs:
             waiting = t.state == State.FINISHED and t.id not in promoted and n and full and n < full
             return n if waiting else None
 
-        cohorts: dict[int, np.ndarray] = {}
+        cohorts: dict[tuple[int, int], np.ndarray] = {}
         ready = []
         for t in trials:
             rung = waits_at(t)
             if rung is None:
                 continue
-            if rung not in cohorts:
-                among = [u for u in trials if length(u) == rung] if compressed else trials
-                cohorts[rung] = _cohort(among, rung, objective)
+            if (bracket_of(t), rung) not in cohorts:
+                among = [u for u in _kin(trials, t) if length(u) == rung] if compressed else _kin(trials, t)
+                cohorts[bracket_of(t), rung] = _cohort(among, rung, objective)
             value = value_at(t, rung)
-            if self._ranked(value, cohorts[rung], objective) and (compressed or sees(t)):
+            if self._ranked(value, cohorts[bracket_of(t), rung], objective) and (compressed or sees(t)):
                 ready.append((-rung, objective.sort_key(value), t.seq, t))
         return min(ready, key=lambda x: x[:3])[3] if ready else None
 
@@ -142,6 +168,11 @@ class Rungs:
         not rank, NaN, never is)."""
         places = len(cohort) // self.eta
         return bool(places) and finite(value) and int(np.sum(cohort > objective.sign * value)) < places
+
+
+def _kin(trials: list[Trial], trial: Trial) -> list[Trial]:
+    """The trials of `trial`'s bracket: each bracket promotes among its own."""
+    return [t for t in trials if bracket_of(t) == bracket_of(trial)]
 
 
 def _cohort(trials: list[Trial], epoch: int, objective: Objective) -> np.ndarray:

@@ -217,7 +217,8 @@ class OptunaEngine(Engine):
         if self.rungs:
             _check_rungs(sweep, self.rungs)
             self.pauses, self.objective = True, objectives(sweep)[0]
-            self.stopper = f"promotion ({self.rungs.mode} rungs {self.rungs.min_epochs} x {self.rungs.eta}^k)"
+            brackets = f", {self.rungs.brackets} brackets" if self.rungs.brackets > 1 else ""
+            self.stopper = f"promotion ({self.rungs.mode} rungs {self.rungs.min_epochs} x {self.rungs.eta}^k{brackets})"
             # (a compressed rung is a whole run: a promotion starts the configuration again, nothing is decided)
             self.stops = self.rungs.mode != "compressed"
         self._asked: tuple[int, str] | None = None  # (number, token) of the suggestion not yet seen claimed
@@ -352,14 +353,24 @@ class OptunaEngine(Engine):
             # a point runs once: nothing now, and the sweep is done when the last one ends.
             return None
         attrs = self._record(asked.number, token, first)
-        if self.rungs and self.rungs.mode == "cooldown":  # the trainer measures each rung on a cooled branch
-            top = planned_epochs(self.sweep.config, params)
-            params = {**params, "sched": "wsd", "cooldown_at": ",".join(map(str, self.rungs.below(top or 0)))}
-        if self.rungs and self.rungs.mode == "compressed":  # a new configuration starts at the lowest rung
-            full = self._full(params)
-            lowest = min(self.rungs.below(full["epochs"]), default=full["epochs"])
-            params, attrs = self._run(params, full, lowest), {**attrs, "full": full}
+        if self.rungs:
+            params, attrs = self._placed(params, attrs, asked.number)
         return Suggestion(params, attrs)
+
+    def _placed(self, params: dict[str, Any], attrs: dict[str, Any], number: int) -> tuple[dict, dict]:
+        """A new configuration's first run under the rungs: in its bracket (drawn, where there are several); on a
+        wsd schedule with cooldown branches at its rungs (cooldown mode: the trainer measures each rung cooled); or
+        as a whole run of its lowest rung's length (compressed)."""
+        full = self._full(params)
+        top = full["epochs"] or 0
+        if self.rungs.brackets > 1:
+            attrs = {**attrs, "bracket": self.rungs.bracket(top, f"{self.sweep.id}/{number}")}
+        rungs = self.rungs.below(top, attrs.get("bracket", 0))
+        if self.rungs.mode == "cooldown":
+            params = {**params, "sched": "wsd", **({"cooldown_at": ",".join(map(str, rungs))} if rungs else {})}
+        if self.rungs.mode == "compressed":
+            params, attrs = self._run(params, full, min(rungs, default=top)), {**attrs, "full": full}
+        return params, attrs
 
     def _full(self, params: dict[str, Any]) -> dict[str, int]:
         """A configuration's own values of what a compressed rung shortens: its epochs, and its warmup's (of
@@ -391,7 +402,8 @@ class OptunaEngine(Engine):
         full = promoted.attrs["full"]
         record = {k: v for k, v in promoted.attrs.get("optuna", {}).items() if k in ("params", "distributions")}
         epochs = self.rungs.after(self._length(promoted), full["epochs"])
-        attrs = {"optuna": record, "full": full, "promoted_from": promoted.id}
+        kept = {k: promoted.attrs[k] for k in ("full", "bracket") if k in promoted.attrs}
+        attrs = {"optuna": record, **kept, "promoted_from": promoted.id}
         return Suggestion(self._run(promoted.params, full, epochs), attrs)
 
     def decide(self, trial: Trial, trials: list[Trial], since: int = 0) -> tuple[Decision, dict[str, Any] | None]:
