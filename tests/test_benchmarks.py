@@ -186,3 +186,33 @@ def test_bench_warmstart_replays_cold_warm_and_first_from_an_earlier_sweep_and_p
     table = run("-m", "benchmarks.bench_warmstart", *args, "--table").stdout
     for row in ("lcbench 189908 | cold", "lcbench 189908 | warm (", "digits-grid | first"):
         assert re.search(r"^\| " + re.escape(row) + r".* \| [\d.]+ ± [\d.]+ \| .* \| 2 \|$", table, re.M), table
+
+
+def test_bench_resume_times_a_pause_and_its_promotion_on_the_trainer_in_parts_that_add_up():
+    p = run(
+        "-m", "benchmarks.bench_resume", "--repeats", "1", "--epochs", "3", "--rung", "1", "--set", "train_subset=400"
+    )
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("digits on test_resnet (train_subset=400), 3 epochs, paused at 1, then promoted"), (
+        p.stdout
+    )
+    columns = re.split(r"\s{2,}", lines[1].strip())
+    assert columns == ["repeat", "epoch", "overhead", "end", "claim", "start", "first", "new start", "new first",
+                       "train", "train first", "imports"]  # fmt: skip
+    rows = {
+        m[1]: [float(v) for v in m[2].split()]
+        for line in lines[2:]
+        if (m := re.fullmatch(r"\s*(\S+)((?:\s+-?[\d.]+){11})", line))
+    }
+    (attempt,) = set(rows) - {"median", "min", "max"}  # one repeat (once more if its promotion came too late)
+    assert attempt in ("1", "2") and rows["median"] == rows["min"] == rows["max"] == rows[attempt], p.stdout
+    t = dict(zip(columns[1:], rows[attempt], strict=True))
+    # the overhead is the promotion's record-to-record time less an ordinary epoch, and its parts add up to it
+    assert abs(t["end"] + t["claim"] + t["start"] + t["first"] - t["epoch"] - t["overhead"]) < 0.05
+    assert all(t[c] > 0 for c in ("epoch", "start", "new start", "train", "train first", "imports")), t
+    assert re.fullmatch(
+        r"repeats: 1; cores: \d+; load average \(1 min\): [\d.]+ at the start, [\d.]+ at the end", lines[-1]
+    )
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.bench_resume", "--epochs", "3", "--rung", "2"], cwd=REPO,
+                         env=env(), capture_output=True, text=True, check=False)  # fmt: skip
+    assert bad.returncode == 2 and "--rung 2 with --epochs 3: allowed: 1 <= rung <= epochs - 2" in bad.stderr
