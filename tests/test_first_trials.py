@@ -75,7 +75,7 @@ def test_two_agents_asking_at_once_run_each_first_trial_once_in_order(tmp_path: 
     store = Store(tmp_path)
     sweep = store.add_sweep(config, "local", code=read_code(config))
     a, b = controller_for(store, sweep, "a"), controller_for(store, sweep, "b")
-    late = b.engine.suggest(0, store.trials(sweep.id))  # b asks from the same trials as a, and claims later
+    late = b.engine.suggest(store.trials(sweep.id))  # b asks from the same trials as a, and claims later
     assert late.params["x"] == 0.123
     first = a.next_trial(0).trial  # a's claim of the first trial wins; b's suggestion of it is never stored
     second = b.next_trial(0).trial  # b's engine sees a's trial came from the first one: the second is b's

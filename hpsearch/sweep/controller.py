@@ -209,7 +209,7 @@ class SweepController:
             suggestion = None
             if not capped:
                 with self._deciding():
-                    suggestion = self.engine.suggest(slot, trials)
+                    suggestion = self.engine.suggest(trials)
             if suggestion is None:
                 # (a pausing engine may yet promote a paused trial once a running one reaches its rung)
                 running = self.engine.pauses and any(t.state == State.RUNNING for t in trials)

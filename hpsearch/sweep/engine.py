@@ -54,8 +54,8 @@ class Engine:
     pauses = False  # decide may pause a trial, and resume hands paused trials out again (a promotion scheduler)
     done = False  # it will suggest nothing more (a grid exhausted, a terminator)
 
-    def suggest(self, slot: int, trials: list[Trial]) -> Suggestion | None:
-        """A new trial for the free slot `slot`, or None: nothing now (`done` says whether ever)."""
+    def suggest(self, trials: list[Trial]) -> Suggestion | None:
+        """A new trial for a free slot, or None: nothing now (`done` says whether ever)."""
         raise NotImplementedError
 
     def resume(self, trials: list[Trial], sees: Callable[[Trial], bool]) -> Trial | Suggestion | None:

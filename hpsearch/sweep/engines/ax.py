@@ -87,7 +87,7 @@ class AxEngine(Engine):
         history = [{"_step": e, self.metrics[0]: v} for e, v in t.series.pairs()] if len(self.metrics) == 1 else []
         return RunWithMetrics(config, state, t.id, dict(t.summary), history)
 
-    def suggest(self, slot: int, trials: list[Trial]) -> Suggestion | None:
+    def suggest(self, trials: list[Trial]) -> Suggestion | None:
         optimizer, _ = self._optimizer(trials)
         if optimizer.has_terminator() and optimizer.should_terminate_sweep():
             self.done = True

@@ -332,7 +332,7 @@ class OptunaEngine(Engine):
         return {"optuna": {**record, "token": token, **({"first": first} if first is not None else {})}}
 
     # ---- decisions ----
-    def suggest(self, slot: int, trials: list[Trial]) -> Suggestion | None:
+    def suggest(self, trials: list[Trial]) -> Suggestion | None:
         self._sync(trials)
         if self.terminator is not None and self.terminator(self.study):
             self.done = True

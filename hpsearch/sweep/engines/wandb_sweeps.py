@@ -63,7 +63,7 @@ class WandbSweeps(Engine):
         self._suggest_runs: dict[str, tuple[Any, sweeps.SweepRun]] = {}
         self._stop_runs: dict[str, tuple[Any, sweeps.SweepRun]] = {}  # (hyperband reads no parameters)
 
-    def suggest(self, slot: int, trials: list[Trial]) -> Suggestion | None:
+    def suggest(self, trials: list[Trial]) -> Suggestion | None:
         runs = [self._run(self._suggest_runs, t, with_params=True) for t in trials]
         suggestion = sweeps.next_run(self.config, runs)
         if suggestion is None:  # a grid with no point left
