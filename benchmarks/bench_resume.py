@@ -15,7 +15,8 @@ arrives here (the trial's stdout.log looked at every 20 ms), and the trainer's e
 pause's end and the first run's records are read from the store at the pause: the promotion overwrites them (its
 claim sets `started` and clears `ended`; the resumed run records its checkpoint's epochs again). Seconds, per
 repeat:
-- epoch: an ordinary epoch, record to record within one process (its first epoch excluded), averaged;
+- epoch: an ordinary epoch, record to record within one process (its first epoch excluded), averaged (the agent
+  reads the trainer's records every 0.5 s: epochs shorter than that come two to a round, and this reads 0);
 - overhead: from the rung epoch's record to the promoted run's next one, less `epoch`; its parts (they add up):
   end (the decision, SIGTERM until the process is gone, the pause recorded; the checkpoint is on disk before the
   rung's record), claim (the agent's next round, its promotion decision and claim), start (process, imports, data,
@@ -56,9 +57,8 @@ def study(sweep):
     return optuna.create_study(direction="maximize", pruner=PromotingHalving({rung}, 2))
 """
 TICK = 0.02  # seconds between looks at the agent's lines and the trial's stdout.log
-STARTED, PAUSED, PROMOTED = (
-    re.compile(rf"^trial (\S+) {what} ") for what in ("started on", "paused by", "promoted on")
-)
+STARTED, PROMOTED = (re.compile(rf"^trial (\S+) {what} ") for what in ("started on", "promoted on"))
+PAUSED = re.compile(r"^trial (\S+) paused by .* after epoch (\d+);")
 COLUMNS = ("epoch", "overhead", "end", "claim", "start", "first", "new start", "new first", "train", "train first",
            "imports")  # fmt: skip
 IMPORTS = "import time; t = time.perf_counter(); import hpsearch.train.loop; print(time.perf_counter() - t)"
@@ -103,7 +103,7 @@ def sweep_config(study: Path, params: dict[str, Any], epochs: int) -> dict[str, 
     }
 
 
-def repeat(store: Store, config: dict[str, Any], env: dict[str, str], rung: int) -> dict[str, float] | None:
+def repeat(store: Store, config: dict[str, Any], env: dict[str, str]) -> dict[str, float] | None:
     """One sweep run by one agent: the columns' seconds, or None when the agent claimed before the cohort grew."""
     sweep = store.add_sweep(config, "local", name="bench-resume", code=read_code(config))
     cmd = [sys.executable, "-m", "hpsearch.cli", "agent", sweep.id, "--dir", str(store.root)]
@@ -117,7 +117,7 @@ def repeat(store: Store, config: dict[str, Any], env: dict[str, str], rung: int)
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     tail: Tail | None = None
-    at_pause: tuple[Trial, dict[int, tuple[float, dict]]] | None = None
+    at_pause: tuple[Trial, int, dict[int, tuple[float, dict]]] | None = None
     seen = 0
     while reader.is_alive():
         for _, line in lines[seen:]:
@@ -128,7 +128,7 @@ def repeat(store: Store, config: dict[str, Any], env: dict[str, str], rung: int)
                 trial = store.trial(m[1])  # (before the promotion's claim overwrites its start and end)
                 history = [{"epoch": e, "val_acc": 0.0} for e in range(1, config["parameters"]["epochs"]["value"] + 1)]
                 store.add_prior(sweep.id, trial.params, history, {"val_acc": 0.0}, {"prior": "bench_resume"}, "val_acc")
-                at_pause = trial, records(store, trial.id)
+                at_pause = trial, int(m[2]), records(store, trial.id)
         if tail:
             tail.poll()
         time.sleep(TICK)
@@ -138,31 +138,31 @@ def repeat(store: Store, config: dict[str, Any], env: dict[str, str], rung: int)
         raise SystemExit(f"bench_resume: the agent exited {agent.returncode} without a pause:\n{said}")
     if not any(PROMOTED.match(line) for _, line in lines):
         return None
-    paused, before = at_pause
+    paused, k, before = at_pause  # k: the epoch it paused after (the rung, or later if read with it)
     after = records(store, paused.id)
     promoted = store.trial(paused.id)
     if promoted.state != "finished":
         raise SystemExit(f"bench_resume: the promoted trial ended {promoted.state}:\n{said}")
     # (the first run's records as they were at the pause, the promoted run's since)
-    recorded = {e: r for e, r in before.items() if e <= rung} | {e: r for e, r in after.items() if e > rung}
+    recorded = {e: r for e, r in before.items() if e <= k} | {e: r for e, r in after.items() if e > k}
     written = {e: w for e, (w, _) in recorded.items()}
     epoch_time = {e: r["epoch_time"] for e, (_, r) in recorded.items()}
     top = max(written)
-    ordinary = [e for e in range(2, top + 1) if e != rung + 1]  # every epoch but a process's first
+    ordinary = [e for e in range(2, top + 1) if e != k + 1]  # every epoch but a process's first
     epoch = statistics.fmean(written[e] - written[e - 1] for e in ordinary)
     resumed, fresh = tail.first("resumed from "), tail.first("no checkpoint at ")
     imports = subprocess.run([sys.executable, "-c", IMPORTS], env=env, capture_output=True, text=True, check=True)
     return {
         "epoch": epoch,
-        "overhead": written[rung + 1] - written[rung] - epoch,
-        "end": paused.ended - written[rung],
+        "overhead": written[k + 1] - written[k] - epoch,
+        "end": paused.ended - written[k],
         "claim": promoted.started - paused.ended,
         "start": resumed - promoted.started,
-        "first": written[rung + 1] - resumed,
+        "first": written[k + 1] - resumed,
         "new start": fresh - paused.started,
         "new first": written[1] - fresh,
         "train": statistics.fmean(epoch_time[e] for e in ordinary),
-        "train first": epoch_time[rung + 1],
+        "train first": epoch_time[k + 1],
         "imports": float(imports.stdout),
     }
 
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         for attempt in range(1, 2 * args.repeats + 1):
             if len(done) == args.repeats:
                 break
-            row = repeat(store, config, env, args.rung)
+            row = repeat(store, config, env)
             if row is None:
                 print(f"{attempt:>6}  no promotion: the agent claimed before the rung's cohort grew; once more")
                 continue

@@ -209,7 +209,8 @@ def test_bench_resume_times_a_pause_and_its_promotion_on_the_trainer_in_parts_th
     t = dict(zip(columns[1:], rows[attempt], strict=True))
     # the overhead is the promotion's record-to-record time less an ordinary epoch, and its parts add up to it
     assert abs(t["end"] + t["claim"] + t["start"] + t["first"] - t["epoch"] - t["overhead"]) < 0.05
-    assert all(t[c] > 0 for c in ("epoch", "start", "new start", "train", "train first", "imports")), t
+    # (no bound on the record-to-record times: epochs this short may be read two to an agent's round)
+    assert all(t[c] > 0 for c in ("start", "new start", "train", "train first", "imports")), t
     assert re.fullmatch(
         r"repeats: 1; cores: \d+; load average \(1 min\): [\d.]+ at the start, [\d.]+ at the end", lines[-1]
     )
