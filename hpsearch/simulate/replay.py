@@ -1,14 +1,13 @@
-"""A sweep replayed on recorded curves: its search as `hpsearch agent` runs it, with curves in place of trainers
-and a simulated clock in place of the wall clock, as Syne Tune's simulator backend replays its schedulers.
+"""A sweep replayed on recorded curves: its search run by the real agent (`sweep/agent.py`, its claim, supervise,
+record and decide order), with curves in place of trainers and a simulated clock in place of the wall clock
+(simulate/backend.py), as Syne Tune's simulator backend reuses its tuner loop. N workers are the agent's N slots.
 
-The decisions are the real ones: the sweep's own controller over a real store (W&B's `sweeps` engine, the claims,
-run_cap, grid exhaustion), asked the agent's questions in the agent's order: after the epochs due at a moment
-(trials in slot order), each new epoch is recorded and `decide` asked of its trial (not after its last: it has
-finished); then a trial is claimed for each free worker. A paused trial's curve waits where it paused, and a
-promotion continues it there. An epoch takes the time its record says (`epoch_time`, else 1), so workers finish
-out of step as real ones do. Records wait in memory until the controller next reads (as an agent's wait while
-its database is away), which is what keeps a replay cheap; a controller that can never stop a trial is not asked.
-Nothing here decides what to run or when to stop.
+The decisions are the real ones: the sweep's own controller over a real store (W&B's `sweeps` engine, an Optuna
+study, the claims, run_cap, grid exhaustion). What only a replay needs stays here, around the agent: no heartbeats,
+signals or lease fence; no trial counts as crashed; a paused trial's curve waits where it paused (its place stands
+for its checkpoint) and a promotion continues it; each trial runs as long as its curve's planned epochs; the budget
+in epochs ends the replay; and records wait in memory until the engine next reads (as an agent's records wait
+while its database is away), which is what keeps a replay cheap. Nothing here decides what to run or when to stop.
 """
 
 from __future__ import annotations
@@ -17,17 +16,20 @@ import itertools
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hpsearch.objective import Objective
+from hpsearch.simulate.backend import Clock, CurveProcess, Spent
 from hpsearch.simulate.curves import Curve, Source, scales
-from hpsearch.sweep.controller import Start, controller_for
+from hpsearch.sweep.agent import Agent
+from hpsearch.sweep.controller import Claim, Start, SweepController, controller_for
 from hpsearch.sweep.engine import Decision
 from hpsearch.sweep.prior import Prior, add_sweep
+from hpsearch.sweep.slots import Slot
 from hpsearch.sweep.spec import leaves
 from hpsearch.sweep.store import State, Store, Trial
 
@@ -44,7 +46,7 @@ class Replay:
     trial_count: int  # trials it started
     epochs: int
     paused: int  # pauses (a trial pauses at each rung it is not promoted past at once)
-    promoted: int  # paused trials resumed
+    promoted: int  # promotions: paused trials resumed, and configurations started again at a longer schedule
     stopped: int
     distinct: int  # configurations of the source it ran (a table replays a repeated nearest one at full cost)
     incumbent: list[list[float]]
@@ -60,25 +62,89 @@ class Result:
     runs: list[Replay]
 
 
-@dataclass
-class _Running:
-    trial: Trial
-    curve: Curve
-    next_at: float  # when its next epoch ends, on the simulated clock
-    ran: int = 0  # epochs of its curve it has run
-    pending: list[dict[str, Any]] = field(default_factory=list)  # recorded by the trainer, not yet in the store
+class _Replaying:
+    """The sweep's controller as the replay's agent sees it: each claimed trial gets its curve (a promoted one the
+    curve it paused on) and runs the curve's planned epochs; records wait until the engine next reads; and the
+    replay's counts and incumbent are kept as trials end."""
 
+    def __init__(self, controller: SweepController, source: Source, config: dict[str, Any], clock: Clock):
+        self.controller, self.source, self.clock = controller, source, clock
+        self.scales, self.objective = scales(config), Objective.of(config["metric"])
+        self.stopper, self.stops_anytime = controller.stopper, False
+        self.curves: dict[str, Curve] = {}  # by trial id: the running trials' curves
+        self.paused: dict[str, Curve] = {}  # by trial id: where each paused trial's curve waits
+        controller.sees = lambda trial: trial.id in self.paused  # a paused curve's place stands for its checkpoint
+        self.pending: dict[str, tuple[Trial, list[dict[str, Any]]]] = {}
+        self.last: dict[str, dict[str, Any]] = {}  # each trial's latest record
+        self.counts = {State.PAUSED: 0, State.STOPPED: 0, Start.PROMOTED: 0}
+        self.trial_count, self.distinct = 0, set()
+        self.incumbent: list[list[float]] = []
 
-def epoch_time(record: dict[str, Any]) -> float:
-    """The epoch's seconds, and its cooldown branch's if it ended on one."""
-    t = record.get("epoch_time")
-    branch = record.get("rung_time", 0.0)
-    return (float(t) if isinstance(t, (int, float)) and t > 0 else 1.0) + float(branch)
+    @property
+    def done(self) -> bool:
+        return self.controller.done
 
+    def flush(self) -> None:
+        """Into the store with every record the trials wrote: the engine reads every trial's history."""
+        for trial, records in self.pending.values():
+            self.controller.record_epochs(trial, records)
+        self.pending.clear()
 
-def epochs_of(record: dict[str, Any]) -> int:
-    """The epochs an epoch record cost: 1, and its cooldown branch's epochs if it ended on one."""
-    return 1 + int(record.get("rung_epochs", 0))
+    def next_trial(self, slot: int) -> Claim | None:
+        self.flush()
+        claim = self.controller.next_trial(slot)
+        if claim is None:
+            return None
+        trial = claim.trial
+        self.counts[Start.PROMOTED] += claim.how == Start.PROMOTED
+        if trial.id in self.paused:  # promoted where it paused (a compressed rung's promotion is a new run)
+            self.curves[trial.id] = self.paused.pop(trial.id)
+        else:
+            self.curves[trial.id] = curve = self.source.curve(leaves(trial.params), self.scales)
+            self.trial_count += 1
+            self.distinct.add(curve.config)
+        claim.planned = self.curves[trial.id].planned
+        return claim
+
+    def launch(self, trial: Trial, slot: Slot) -> CurveProcess:
+        return CurveProcess(self.clock, self.curves[trial.id], trial.epochs, self.controller.store.trial_dir(trial))
+
+    def started(self, trial: Trial, pgid: int) -> None:
+        """(no process group to record)"""
+
+    def record_epochs(self, trial: Trial, records: list[dict[str, Any]]) -> None:
+        self.pending.setdefault(trial.id, (trial, []))[1].extend(records)
+        self.last[trial.id] = records[-1]
+
+    def decide(self, trial: Trial) -> Decision:
+        if not self.controller.stops:  # (a controller that can never stop a trial is not asked)
+            return Decision.CONTINUE
+        self.flush()
+        return self.controller.decide(trial)
+
+    def finish(
+        self,
+        trial: Trial,
+        state: State,
+        exit_code: int | None = None,
+        error: str | None = None,
+        summary: dict[str, Any] | None = None,
+    ) -> None:
+        self.flush()
+        self.controller.finish(trial, state, exit_code, error, summary)
+        curve = self.curves.pop(trial.id)
+        if state == State.PAUSED:
+            self.paused[trial.id] = curve
+        self.counts[state] = self.counts.get(state, 0) + 1
+        value = self.last.get(trial.id, {}).get(self.objective.name)  # (a failed trial's last value counts too)
+        if self.objective.better(value, self.incumbent[-1][1] if self.incumbent else None):
+            self.incumbent.append([self.clock.spent, value])
+
+    def abandon(self, trial: Trial) -> None:
+        self.controller.abandon(trial)
+
+    def beat(self, trials: list[Trial]) -> list[str]:
+        return []
 
 
 def replay(
@@ -103,78 +169,20 @@ def replay(
     sweep = add_sweep(store, config, f"replay-{seed}", f"replay-{seed}", code, priors or [])
     # No other agent shares the store, so no trial of it ever counts as crashed.
     controller = controller_for(store, sweep, AGENT, workers, stale_after=math.inf, reseed=False)
-    objective = Objective.of(config["metric"])
-    sweep_scales = scales(config)
-    running: dict[int, _Running] = {}
-    paused: dict[str, _Running] = {}  # by trial id: where each paused trial's curve waits
-    controller.sees = lambda trial: trial.id in paused  # a paused curve's place stands for its checkpoint
-    counts = {State.PAUSED: 0, State.STOPPED: 0, Start.PROMOTED: 0}
-    now, spent, trial_count, distinct = 0.0, 0, 0, set()
-    incumbent: list[list[float]] = []
-
-    def flush() -> None:
-        for rn in running.values():
-            if rn.pending:
-                controller.record_epochs(rn.trial, rn.pending)
-                rn.pending = []
-
-    def end(slot: int, state: State) -> None:
-        rn = running.pop(slot)
-        counts[state] = counts.get(state, 0) + 1
-        if state == State.PAUSED:
-            paused[rn.trial.id] = rn
-        controller.record_epochs(rn.trial, rn.pending)
-        last = rn.curve.records[rn.ran - 1]
-        error = f"its curve ends after epoch {rn.ran} of {rn.curve.planned}" if state == State.FAILED else None
-        controller.finish(rn.trial, state, 1 if error else 0, error, last)
-        value = last.get(objective.name)
-        if objective.better(value, incumbent[-1][1] if incumbent else None):
-            incumbent.append([spent, value])
-
-    while True:
-        for slot in range(workers) if spent < budget else ():
-            if slot in running or controller.done:
-                continue
-            flush()  # the engine reads every trial's history
-            claim = controller.next_trial(slot)
-            if claim is None:
-                continue
-            counts[Start.PROMOTED] += claim.how == Start.PROMOTED
-            if claim.trial.id in paused:  # promoted where it paused (a compressed rung's promotion is a new run)
-                rn = running[slot] = paused.pop(claim.trial.id)
-                rn.trial, rn.next_at = claim.trial, now + epoch_time(rn.curve.records[rn.ran])
-                continue
-            curve = source.curve(leaves(claim.trial.params), sweep_scales)
-            running[slot] = _Running(claim.trial, curve, now + epoch_time(curve.records[0]))
-            trial_count += 1
-            distinct.add(curve.config)
-        if not running or spent >= budget:
-            break
-        now = min(rn.next_at for rn in running.values())
-        for slot in sorted(running):
-            rn = running[slot]
-            if rn.next_at != now:
-                continue
-            record = rn.curve.records[rn.ran]
-            rn.ran += 1
-            rn.pending.append(record)
-            spent += epochs_of(record)
-            if controller.stops and rn.ran < rn.curve.planned:
-                flush()
-                decision = controller.decide(rn.trial)
-                if decision != Decision.CONTINUE:
-                    end(slot, State.PAUSED if decision == Decision.PAUSE else State.STOPPED)
-                    continue
-            if rn.ran == len(rn.curve.records):
-                end(slot, State.FINISHED if rn.ran >= rn.curve.planned else State.FAILED)
-            else:
-                rn.next_at = now + epoch_time(rn.curve.records[rn.ran])
-            if spent >= budget:
-                break
-    flush()  # the store holds what ran, the trials the budget cut included
+    clock = Clock(workers, budget)
+    ours = _Replaying(controller, source, config, clock)
+    agent = Agent(ours, [Slot(None, 1) for _ in range(workers)], ours.launch, hang_timeout=math.inf,
+                  stale_after=math.inf, heartbeat=math.inf, echo=lambda line: None, clock=clock, sleep=clock.sleep,
+                  signals={})  # fmt: skip
+    try:
+        agent.run(fence=False)
+    except Spent:
+        pass
+    ours.flush()  # the store holds what ran, the trials the budget cut included
     seconds = time.perf_counter() - began
-    return Replay(sweep.id, seed, trial_count, spent, counts[State.PAUSED], counts[Start.PROMOTED],
-                  counts[State.STOPPED], len(distinct), incumbent, controller.engine_seconds, seconds)  # fmt: skip
+    return Replay(sweep.id, seed, ours.trial_count, clock.spent, ours.counts[State.PAUSED], ours.counts[Start.PROMOTED],
+                  ours.counts[State.STOPPED], len(ours.distinct), ours.incumbent, controller.engine_seconds,
+                  seconds)  # fmt: skip
 
 
 UNLIKE_RANDOM = ("early_terminate", "run_cap", "scheduler")  # what a sweep adds to plain random search

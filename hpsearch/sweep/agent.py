@@ -5,7 +5,8 @@ trial: records the epochs its trainer wrote, stops it when the controller says s
 records how it ended. What it does when things go wrong is docs/agent.md's (The agent as a supervisor) and
 docs/many-machines.md's (The database as a lease); Ctrl-C, SIGTERM, a lost server and a database gone for good
 all end the trials through `_end_all`.
-The agent knows nothing of how trials are suggested (sweep/controller.py) or how a process runs (sweep/trial.py).
+The agent knows nothing of how trials are suggested (sweep/controller.py) or how a process runs (sweep/trial.py);
+`hpsearch simulate` runs this same loop with a simulated clock and curves for processes (simulate/replay.py).
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from hpsearch.sweep.engine import Decision
 from hpsearch.sweep.slots import Slot
 from hpsearch.sweep.spec import leaves
 from hpsearch.sweep.store import NotOwner, State, StoreError, StoreUnavailable, Trial
-from hpsearch.sweep.trial import TrialProcess, end_groups, end_stale_copy
+from hpsearch.sweep.trial import Process, end_groups, end_stale_copy
 
-Launch = Callable[[Trial, Slot], TrialProcess]  # the process that runs a trial in a slot (not yet started)
+Launch = Callable[[Trial, Slot], Process]  # the process that runs a trial in a slot (not yet started)
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Running:
     """A trial this agent holds: its process, where it runs, and its progress as the agent saw it."""
 
     trial: Trial
-    proc: TrialProcess
+    proc: Process
     slot: Slot
     planned: int | None  # epochs it is to run (None: a program's own business)
     seen: int  # epochs already on record when it (re)started: not announced again
@@ -271,7 +272,7 @@ class Agent:
             self.echo(f"agent: the sweep database is unreachable ({e}); trials run on, records wait; "
                       f"this agent ends its trials in {left:.0f} s unless it answers")  # fmt: skip
 
-    def _end(self, procs: list[TrialProcess]) -> None:
+    def _end(self, procs: list[Process]) -> None:
         end_groups(procs, self.grace, self.clock, self.sleep)
 
     def _taken_over(self, i: int) -> None:

@@ -215,6 +215,26 @@ class Group(Protocol):
     def alive(self) -> bool: ...
 
 
+class Process(Group, Protocol):
+    """What the agent uses of a trial's process: a TrialProcess, or a replay's curve (simulate/backend.py)."""
+
+    dir: Path
+    checkpoint: Path
+
+    def start(self) -> int: ...
+
+    @property
+    def pgid(self) -> int: ...
+
+    def poll(self) -> int | None: ...
+
+    def new_epochs(self) -> list[dict[str, Any]]: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+    def error(self) -> str: ...
+
+
 def end_groups(
     groups: list[Group],
     grace: float,
