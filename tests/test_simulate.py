@@ -14,6 +14,7 @@ import pytest
 import yaml
 from conftest import STUB, env, hpsearch, make_sweep, plotly_figures, run_agent
 
+from hpsearch.simulate.backend import CurveProcess
 from hpsearch.simulate.curves import YAHPO_DATA, CurveTable, LCBench, Scale, SourceError, scales
 from hpsearch.simulate.replay import compare, replay
 from hpsearch.sweep.spec import load_spec, read_code
@@ -63,9 +64,11 @@ def sweep_file(path: Path, method: str, table: Path, **extra) -> Path:
         "aa": {"values": ["none", "cifar10"]},
     }
     if method == "grid":
-        params["lr"] = {"values": [0.001, 0.01, 0.1, 1.0]}
+        params["lr"] = {"values": sorted({json.loads(line)["config"]["lr"] for line in table.read_text().splitlines()})}
     if "wd" in keys:
         params["wd"] = {"min": 0.0, "max": 0.009}
+    if "epochs" in keys:  # (the agent knows when a trial has finished)
+        params["epochs"] = {"value": keys["epochs"]}
     config = {"method": method, "metric": {"name": "val_acc", "goal": "maximize"}, "parameters": params, **extra}
     path.write_text(yaml.safe_dump(config))
     return path
@@ -148,26 +151,102 @@ def test_a_finished_grid_ends_the_replay_before_the_budget_and_a_short_curve_is_
     r, trials = run(tmp_path, sweep_file(tmp_path / "s.yaml", "grid", table), table)
     assert r.trial_count == len(trials) == 8 and r.distinct == 8 and r.epochs == 7 * 6 + 3 < 10_000
     (failed,) = [t for t in trials if t.state == State.FAILED]
-    assert failed.params == {"lr": 0.1, "aa": "none"} and failed.epochs == 3
+    assert failed.params == {"lr": 0.1, "aa": "none", "epochs": 6} and failed.epochs == 3
     assert failed.error == "its curve ends after epoch 3 of 6"
     assert all(t.state == State.FINISHED and t.epochs == 6 for t in trials if t is not failed)
 
 
-@pytest.mark.xdist_group("agents")
-def test_the_replay_decides_as_the_agent_does(tmp_path: Path):
-    """The same table, replayed by the simulator with one worker and run by a real agent whose program replays
-    its curves epoch by epoch: the same trials, in the same order, stopped at the same epochs."""
-    table = grid_table(tmp_path / "t.jsonl", short=(0.01, "none"))
-    file = sweep_file(tmp_path / "s.yaml", "grid", table, early_terminate=HYPERBAND, program=str(PROGRAM))
-    _, trials = run(tmp_path, file, table)
-    simulated = [(t.params, t.state, t.epochs) for t in trials]
-    assert {state for _, state, _ in simulated} == {State.FINISHED, State.STOPPED, State.FAILED}  # a telling case
-    sweep_id = make_sweep(tmp_path, yaml.safe_load(file.read_text()))
-    e = env(HPSEARCH_TEST_TABLE=str(table), HPSEARCH_TEST_SWEEP=str(file), PYTHONPATH=str(Path.cwd()))
-    p = run_agent(tmp_path, sweep_id, env=e, timeout=300)
+def timed_table(path: Path, lrs: tuple[float, ...], epochs: int = 6) -> Path:
+    """lr x aa, each configuration's epochs taking a time of its own: square roots of distinct primes, so that no
+    two records of a replay are due at the same moment (no sum of them equals another)."""
+    primes = [p for p in range(2, 200) if all(p % d for d in range(2, p))]
+    lines = []
+    for i, (lr, aa) in enumerate((lr, aa) for lr in lrs for aa in ("none", "cifar10")):
+        top = 60 + 20 * (1 - abs(math.log10(lr) + 1.5) / 2) + (8 if aa == "cifar10" else 0)
+        history = curve(top, epochs, epoch_time=math.sqrt(primes[i]), slow=aa == "cifar10")
+        lines.append(json.dumps({"config": {"lr": lr, "aa": aa, "epochs": epochs}, "history": history}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def the_agents_run(tmp_path: Path, file: Path, table: Path, workers: int, monkeypatch) -> None:
+    """The sweep replayed with `workers` workers, then run by a real agent with as many slots whose program
+    (curve_program.py) replays the same curves, releasing their records in the replay's order: the same trials,
+    started in the same order, paused, promoted, stopped and failed at the same epochs."""
+    starts, due = [], []  # the replay's start times and record times, for the programs' gate
+    monkeypatch.setattr(
+        CurveProcess, "start", lambda p, start=CurveProcess.start: starts.append(p.clock.now) or start(p)
+    )
+    monkeypatch.setattr(CurveProcess, "new_epochs", lambda p, read=CurveProcess.new_epochs: (
+        records := read(p), due.extend([p.clock.now] * len(records)))[0])  # fmt: skip
+    r, trials = run(tmp_path, file, table, workers=workers)
+    assert len(due) == len(set(due)) == r.epochs  # one record at a time: the order is the replay's to force
+    simulated = [(t.params, t.state, t.epochs, t.resumes) for t in trials]
+    config = yaml.safe_load(file.read_text())
+    sweep_id = make_sweep(tmp_path, config)
+    (gate := tmp_path / "gate").mkdir()
+    e = env(HPSEARCH_TEST_TABLE=str(table), HPSEARCH_TEST_SWEEP=str(file), HPSEARCH_TEST_GATE=str(gate),
+            HPSEARCH_TEST_STARTS=json.dumps(starts), PYTHONPATH=str(Path.cwd()))  # fmt: skip
+    slots = ("--gpu-ids", ",".join(map(str, range(workers))), "--gpus-per-trial", "1")
+    p = run_agent(tmp_path, sweep_id, *slots, env=e, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     agent = Store(tmp_path / "store").trials(sweep_id)
-    assert [(t.params, t.state, t.epochs) for t in agent] == simulated
+    assert [(t.params, t.state, t.epochs, t.resumes) for t in agent] == simulated
+    said = [line.split()[2] for line in p.stdout.splitlines() if line.startswith("trial ")]
+    assert (said.count("paused"), said.count("promoted"), said.count("stopped")) == (r.paused, r.promoted, r.stopped)
+    return r, trials
+
+
+@pytest.mark.xdist_group("agents")
+def test_the_replay_decides_as_the_agent_does(tmp_path: Path, monkeypatch):
+    """One worker, a grid with W&B's hyperband, one curve shorter than its trial: finished, stopped and failed."""
+    table = grid_table(tmp_path / "t.jsonl", short=(0.01, "none"))
+    file = sweep_file(tmp_path / "s.yaml", "grid", table, early_terminate=HYPERBAND, program=str(PROGRAM))
+    _, trials = the_agents_run(tmp_path, file, table, 1, monkeypatch)
+    assert {t.state for t in trials} == {State.FINISHED, State.STOPPED, State.FAILED}  # a telling case
+
+
+@pytest.mark.xdist_group("agents")
+def test_the_replay_with_four_workers_stops_as_four_slots_do_with_a_band_on_the_last_epoch(tmp_path, monkeypatch):
+    """Four workers and four slots, W&B's hyperband with bands at 2 and 6 of 6 epochs: a trial that reaches its
+    6th epoch finishes there, and stops come at the same epochs."""
+    table = timed_table(tmp_path / "t.jsonl", (0.001, 0.003, 0.01, 0.03, 0.1, 1.0))
+    band = {"type": "hyperband", "min_iter": 2, "eta": 3}
+    file = sweep_file(tmp_path / "s.yaml", "grid", table, early_terminate=band, program=str(PROGRAM))
+    _, trials = the_agents_run(tmp_path, file, table, 4, monkeypatch)
+    assert {t.state for t in trials} == {State.FINISHED, State.STOPPED} and any(t.epochs == 6 for t in trials)
+
+
+PROMOTING = """import optuna
+from hpsearch.sweep.promotion import PromotingHalving
+
+def study(sweep):
+    s = optuna.create_study(direction='maximize', pruner=PromotingHalving(1, 3))
+    for params in {order!r}:
+        s.enqueue_trial(params)
+    return s
+"""
+
+
+@pytest.mark.xdist_group("agents")
+def test_the_replay_with_four_workers_pauses_and_promotes_as_four_slots_do(tmp_path: Path, monkeypatch):
+    """Four workers and four slots, the promotion scheduler with rungs at 1 and 3 of 6 epochs, the configurations
+    in the order of their first epoch's value (so a later, larger cohort promotes an early one): the same pauses
+    and promotions at the same epochs."""
+    lrs = (0.001, 0.003, 0.01, 0.03, 0.1, 1.0)
+    table = timed_table(tmp_path / "t.jsonl", lrs)
+    rows = sorted(
+        (json.loads(line) for line in table.read_text().splitlines()), key=lambda r: -r["history"][0]["val_acc"]
+    )
+    (tmp_path / "study.py").write_text(
+        PROMOTING.format(order=[{k: r["config"][k] for k in ("lr", "aa")} for r in rows])
+    )
+    scheduler = {"engine": "optuna", "source": str(tmp_path / "study.py"), "optimizer": "study"}
+    file = sweep_file(tmp_path / "s.yaml", "grid", table, program=str(PROGRAM), run_cap=len(rows))
+    config = {**yaml.safe_load(file.read_text()), "method": "custom", "scheduler": scheduler}
+    file.write_text(yaml.safe_dump(config))
+    r, trials = the_agents_run(tmp_path, file, table, 4, monkeypatch)
+    assert r.paused > r.promoted > 0 and any(t.resumes and t.state == State.FINISHED for t in trials)
 
 
 # ---- the command ----
