@@ -18,7 +18,7 @@ from hpsearch.simulate.backend import CurveProcess
 from hpsearch.simulate.curves import YAHPO_DATA, CurveTable, LCBench, Scale, SourceError, scales
 from hpsearch.simulate.replay import compare, replay
 from hpsearch.sweep.spec import load_spec, read_code
-from hpsearch.sweep.store import State, Store
+from hpsearch.sweep.store import State, Store, StoreError
 
 PROGRAM = Path(__file__).parent / "curve_program.py"
 
@@ -144,6 +144,15 @@ def test_a_comparison_closes_each_store_it_opened(tmp_path: Path):
     assert [len(r.runs) for r in results] == [2, 2] and reference.name == "s0.yaml"  # (a random sweep already)
     assert len(list((tmp_path / "stores").glob("*/hpsearch.db"))) == 2  # one store per sweep file, both seeds in it
     assert [f.path for f in psutil.Process().open_files() if f.path.startswith(str(tmp_path))] == []
+
+
+def test_a_store_that_fails_for_good_ends_the_replay_with_its_error(tmp_path: Path, monkeypatch):
+    """The agent gives up on such a store (it ends its trials); a replay raises, never returns a cut replay."""
+    table = random_table(tmp_path / "t.jsonl")
+    file = sweep_file(tmp_path / "s.yaml", "random", table)
+    monkeypatch.setattr(Store, "add_epochs", lambda *a, **k: (_ for _ in ()).throw(StoreError("disk full")))
+    with pytest.raises(StoreError, match=r"^disk full; ended trial"):
+        run(tmp_path, file, table, workers=2, budget=60)
 
 
 def test_a_finished_grid_ends_the_replay_before_the_budget_and_a_short_curve_is_a_failed_trial(tmp_path: Path):

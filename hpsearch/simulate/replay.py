@@ -31,7 +31,7 @@ from hpsearch.sweep.engine import Decision
 from hpsearch.sweep.prior import Prior, add_sweep
 from hpsearch.sweep.slots import Slot
 from hpsearch.sweep.spec import leaves
-from hpsearch.sweep.store import State, Store, Trial
+from hpsearch.sweep.store import State, Store, StoreError, Trial
 
 AGENT = "simulator"
 
@@ -178,6 +178,8 @@ def replay(
         agent.run(fence=False)
     except Spent:
         pass
+    if agent.error:  # (the agent gives up on a store that fails for good; a replay says so)
+        raise StoreError(agent.error)
     ours.flush()  # the store holds what ran, the trials the budget cut included
     seconds = time.perf_counter() - began
     return Replay(sweep.id, seed, ours.trial_count, clock.spent, ours.counts[State.PAUSED], ours.counts[Start.PROMOTED],
