@@ -93,8 +93,10 @@ for i in range(done, len(curve.records)):
     write(out / CHECKPOINT, str(i + 1))  # as a trainer keeps it: before the record (a promotion needs to see it)
     with open(flags["metrics_file"], "a") as fh:
         fh.write(json.dumps(record) + "\n")
-mine.unlink()  # a trainer exits with its last epoch
-if len(curve.records) < curve.planned:
+mine.unlink()
+if len(curve.records) < curve.planned:  # a failure ends the process with its last epoch
     print(f"hpsearch train: error: the curve ends after epoch {len(curve.records)}", file=sys.stderr, flush=True)
     sys.exit(1)
+while db.execute("SELECT epochs FROM trials WHERE id = ?", (out.name,)).fetchone()[0] < len(curve.records):
+    time.sleep(0.02)  # a trainer ends a moment after its last epoch: the agent reads that one while it runs
 print(json.dumps(curve.records[-1]), flush=True)
